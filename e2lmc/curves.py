@@ -1,0 +1,166 @@
+"""Signal quality for curves a participant measured: `e2lmc score-curves FILE`.
+
+Accepts the organizers' published JSON (`{"data": {model: {"iteration": [...],
+"gtokens": [...], benchmark: [...]}}}`), a JSON list of records, or a CSV; records
+have a `model`, an `iteration` and/or `tokens` (`gtokens` in billions), and one
+numeric column per benchmark. The default checkpoint selection is the organizers':
+iterations that are multiples of 4000, at most 206B tokens.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .scoring import SignalQuality, iterations_to_tokens, signal_quality
+
+DEFAULT_EVERY_ITERATIONS = 4000
+DEFAULT_MAX_TOKENS = 206e9
+POSITION_KEYS = ("model", "iteration", "tokens", "gtokens")
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    iteration: int | None
+    tokens: float
+    value: float
+
+
+Curves = dict[str, dict[str, list[CurvePoint]]]  # benchmark -> model -> points in training order
+
+
+def _records(path: Path) -> list[dict]:
+    """Rows of the file as dicts, whatever its layout."""
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}") from None
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict) and isinstance(data.get("data"), dict):  # the published layout
+        rows = []
+        for model, columns in data["data"].items():
+            lengths = {len(v) for v in columns.values() if isinstance(v, list)}
+            if len(lengths) != 1:
+                raise UserError(f"{path}: the lists under data.{model} differ in length")
+            for i in range(lengths.pop()):
+                rows.append({"model": model, **{k: v[i] for k, v in columns.items() if isinstance(v, list)}})
+        return rows
+    raise UserError(f"{path} should hold a list of records or the published layout with a 'data' key")
+
+
+def _number(value: object) -> float | None:
+    """A float, or None for an empty / non-numeric cell."""
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def read_curves(path: str | Path) -> Curves:
+    """Parse a curves file into benchmark -> model -> points sorted by tokens."""
+    path = Path(path)
+    rows = _records(path)
+    if not rows:
+        raise UserError(f"{path} holds no records")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or "model" not in row:
+            raise UserError(f"{path}: record {i} has no 'model'")
+        if not any(_number(row.get(k)) is not None for k in ("iteration", "tokens", "gtokens")):
+            raise UserError(f"{path}: record {i} ({row['model']}) has no 'iteration', 'tokens' or 'gtokens'")
+    # A benchmark is a column whose non-empty cells are all numbers.
+    columns = dict.fromkeys(k for row in rows for k in row if k not in POSITION_KEYS)
+    benchmarks = [
+        c for c in columns
+        if all(_number(r[c]) is not None for r in rows if r.get(c) not in (None, ""))
+        and any(_number(r.get(c)) is not None for r in rows)
+    ]
+    if not benchmarks:
+        raise UserError(f"{path} has no numeric benchmark column besides {', '.join(POSITION_KEYS)}")
+
+    curves: Curves = {b: {} for b in benchmarks}
+    for row in rows:
+        iteration = _number(row.get("iteration"))
+        if _number(row.get("tokens")) is not None:
+            tokens = _number(row["tokens"])
+        elif _number(row.get("gtokens")) is not None:
+            tokens = _number(row["gtokens"]) * 1e9
+        else:
+            tokens = float(iterations_to_tokens(iteration))
+        for b in benchmarks:
+            value = _number(row.get(b))
+            point = CurvePoint(None if iteration is None else int(iteration), tokens, math.nan if value is None else value)
+            curves[b].setdefault(str(row["model"]), []).append(point)
+    for by_model in curves.values():
+        for points in by_model.values():
+            points.sort(key=lambda p: p.tokens)
+    return curves
+
+
+def select(points: list[CurvePoint], every_iterations: int | None, max_tokens: float | None) -> list[CurvePoint]:
+    """The organizers' checkpoint selection; `every_iterations` 0/None keeps every iteration."""
+    if every_iterations and any(p.iteration is None for p in points):
+        raise UserError(
+            "some checkpoints give tokens but no iteration, so they cannot be selected by iteration: "
+            "pass --every 0 to use every checkpoint"
+        )
+    return [
+        p for p in points
+        if (not every_iterations or p.iteration % every_iterations == 0)
+        and (max_tokens is None or p.tokens <= max_tokens)
+    ]
+
+
+@dataclass(frozen=True)
+class CurveScore:
+    benchmark: str
+    model: str
+    sq: SignalQuality
+
+
+def score_curves(
+    curves: Curves,
+    benchmarks: list[str] | None = None,
+    every_iterations: int | None = DEFAULT_EVERY_ITERATIONS,
+    max_tokens: float | None = DEFAULT_MAX_TOKENS,
+    lower_is_better: bool = False,
+) -> list[CurveScore]:
+    """SQ of every (benchmark, model) curve after selection."""
+    wanted = benchmarks or list(curves)
+    unknown = [b for b in wanted if b not in curves]
+    if unknown:
+        raise UserError(f"no benchmark '{unknown[0]}' in the file (it has: {', '.join(curves)})")
+    sign = -1.0 if lower_is_better else 1.0
+    return [
+        CurveScore(b, model, signal_quality([sign * p.value for p in select(points, every_iterations, max_tokens)]))
+        for b in wanted
+        for model, points in curves[b].items()
+    ]
+
+
+def format_table(scores: list[CurveScore]) -> str:
+    """A plain-text table, with each benchmark's mean SQ over its models."""
+    lines = [f"{'benchmark':<16} {'model':<24} {'points':>6} {'monotonicity':>12} {'autocorr':>9} {'SQ':>7}"]
+    for bench in dict.fromkeys(s.benchmark for s in scores):
+        rows = [s for s in scores if s.benchmark == bench]
+        for s in rows:
+            lines.append(
+                f"{bench:<16} {s.model:<24} {s.sq.n_points:>6} {s.sq.monotonicity:>12.4f} "
+                f"{s.sq.autocorrelation:>9.4f} {s.sq.score:>7.4f}"
+            )
+        mean = float(np.mean([s.sq.score for s in rows]))
+        lines.append(f"{bench:<16} {'mean':<24} {'':>6} {'':>12} {'':>9} {mean:>7.4f}")
+    return "\n".join(lines)

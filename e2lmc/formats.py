@@ -1,0 +1,289 @@
+"""Files passed between stages: small versioned dataclasses, one reader and one writer each.
+
+- `IngestionResults` — `ingestion_results.json`, written by ingestion after every
+  checkpoint, read by scoring from `/app/input/res`.
+- `ReferenceData` — `reference.yaml`, one per phase in `reference_data/<phase>/`,
+  read by scoring from `/app/input/ref`.
+
+docs/formats.md documents both with examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import UserError
+from .scoring import ValidationRules
+
+RESULTS_FILE = "ingestion_results.json"
+REFERENCE_FILE = "reference.yaml"
+FORMAT_VERSION = 1
+
+Role = Literal["released", "hidden", "final"]
+ROLES: tuple[str, ...] = typing.get_args(Role)
+
+# --------------------------------------------------------------- generic reading
+
+
+def _build(cls: Any, data: Any, where: str) -> Any:
+    """Build `cls` (a dataclass, list, dict, Literal, optional or scalar type) from
+    parsed JSON/YAML, naming the exact key in the error when something is off."""
+    origin, args = typing.get_origin(cls), typing.get_args(cls)
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(data, dict):
+            raise UserError(f"{where} should be a mapping, not {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise UserError(f"{where} has unknown key '{unknown[0]}' (expected one of: {', '.join(fields)})")
+        kwargs = {}
+        for name, f in fields.items():
+            if name in data:
+                kwargs[name] = _build(hints[name], data[name], f"{where}.{name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise UserError(f"{where} is missing the key '{name}'")
+        return cls(**kwargs)
+    if origin in (typing.Union, types.UnionType):
+        if data is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _build(inner, data, where)
+    if origin is Literal:
+        if data not in args:
+            raise UserError(f"{where} is {data!r}; expected one of: {', '.join(map(str, args))}")
+        return data
+    if origin is list:
+        if not isinstance(data, list):
+            raise UserError(f"{where} should be a list, not {type(data).__name__}")
+        return [_build(args[0], item, f"{where}[{i}]") for i, item in enumerate(data)]
+    if origin is dict:
+        if not isinstance(data, dict):
+            raise UserError(f"{where} should be a mapping, not {type(data).__name__}")
+        return {str(k): _build(args[1], v, f"{where}.{k}") for k, v in data.items()}
+    if cls is float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            raise UserError(f"{where} should be a number, not {data!r}")
+        return float(data)
+    if cls is int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            raise UserError(f"{where} should be an integer, not {data!r}")
+        return data
+    if cls in (str, bool) and not isinstance(data, cls):
+        raise UserError(f"{where} should be a {cls.__name__}, not {data!r}")
+    return data
+
+
+def _load(path: Path, kind: str) -> dict:
+    """Parse a JSON or YAML file into a dict, checking its format name and version."""
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise UserError(f"{path} is not valid {path.suffix[1:].upper()}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} should hold a mapping at the top level")
+    if data.get("format") != kind:
+        raise UserError(f"{path} is not a {kind} file (its 'format' key is {data.get('format')!r})")
+    if data.get("version") != FORMAT_VERSION:
+        raise UserError(
+            f"{path} has format version {data.get('version')!r}; this e2lmc reads version {FORMAT_VERSION}"
+        )
+    return {k: v for k, v in data.items() if k not in ("format", "version")}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _header(kind: str) -> dict:
+    return {"format": kind, "version": FORMAT_VERSION}
+
+
+# ------------------------------------------------------------- ingestion results
+
+
+@dataclass
+class LeakageExample:
+    """A sample whose gold answer text appears in its own prompt."""
+
+    sample: int
+    answer: str
+    excerpt: str
+
+
+@dataclass
+class Validation:
+    """What ingestion's plan stage found about the task, before any model ran."""
+
+    max_prompt_tokens: int | None = None
+    longest_prompt_sample: int | None = None
+    leakage_count: int = 0
+    leakage_examples: list[LeakageExample] = field(default_factory=list)
+
+
+@dataclass
+class CheckpointResult:
+    """One evaluated checkpoint: `id` is '<model id>/<checkpoint name>'."""
+
+    id: str
+    metrics: dict[str, float]
+    seconds: float
+    error: str | None = None
+
+
+@dataclass
+class IngestionResults:
+    task_name: str
+    task_metric: str
+    higher_is_better: bool
+    n_samples: int
+    validation: Validation = field(default_factory=Validation)
+    checkpoints: list[CheckpointResult] = field(default_factory=list)
+    complete: bool = False  # set when every checkpoint of the manifest is done
+
+    def done_ids(self) -> set[str]:
+        """Checkpoints already evaluated without error (a rerun skips them)."""
+        return {c.id for c in self.checkpoints if c.error is None}
+
+
+RESULTS_KIND = "e2lmc.ingestion_results"
+
+
+def write_results(results: IngestionResults, directory: str | Path) -> Path:
+    """Write (or rewrite, after each checkpoint) `ingestion_results.json` atomically."""
+    path = Path(directory) / RESULTS_FILE
+    payload = {**_header(RESULTS_KIND), **dataclasses.asdict(results)}
+    _atomic_write(path, json.dumps(payload, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def read_results(directory: str | Path) -> IngestionResults:
+    path = Path(directory) / RESULTS_FILE
+    return _build(IngestionResults, _load(path, RESULTS_KIND), path.name)
+
+
+# ---------------------------------------------------------------- reference data
+
+
+@dataclass
+class Checkpoint:
+    name: str  # the subfolder name, e.g. iter_0004000
+    iteration: int
+    tokens: float
+    role: Role
+
+
+@dataclass
+class Model:
+    id: str
+    size: str  # e.g. 500m, 1b, 3b
+    architecture: str  # arch1 (deep) or arch2 (wide)
+    mixture: Literal["science", "web"]
+    checkpoints: list[Checkpoint]
+
+    def checkpoint_id(self, checkpoint: Checkpoint) -> str:
+        return f"{self.id}/{checkpoint.name}"
+
+
+@dataclass
+class Selection:
+    """Which models and checkpoints a score uses."""
+
+    models: list[str]
+    roles: list[Role]
+    every_iterations: int | None = None  # keep iterations that are multiples of this
+    max_tokens: float | None = None
+
+    def picks(self, checkpoint: Checkpoint) -> bool:
+        return (
+            checkpoint.role in self.roles
+            and (not self.every_iterations or checkpoint.iteration % self.every_iterations == 0)
+            and (self.max_tokens is None or checkpoint.tokens <= self.max_tokens)
+        )
+
+
+@dataclass
+class ComplianceSelection:
+    science_model: str
+    web_model: str
+    roles: list[Role] = field(default_factory=lambda: list(ROLES))
+
+
+@dataclass
+class ScoreSelections:
+    signal_quality: Selection
+    ranking_consistency: Selection  # steps compared with each model's final checkpoint
+    scientific_compliance: ComplianceSelection
+
+
+COMPONENTS = ("signal_quality", "ranking_consistency", "scientific_compliance")
+
+
+@dataclass
+class ReferenceData:
+    phase: str
+    models: list[Model]
+    scores: ScoreSelections
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"signal_quality": 0.5, "ranking_consistency": 0.1, "scientific_compliance": 0.4}
+    )
+    validation: ValidationRules = field(default_factory=ValidationRules)
+    show_hidden_values: bool = False  # may the report show values of hidden checkpoints?
+    description: str = ""
+
+    def model(self, model_id: str) -> Model:
+        return next(m for m in self.models if m.id == model_id)
+
+    def check(self, where: str) -> None:
+        """Cross-field rules a per-key check cannot see."""
+        ids = [m.id for m in self.models]
+        if len(set(ids)) != len(ids):
+            raise UserError(f"{where}: model ids must be unique")
+        named = [
+            *self.scores.signal_quality.models,
+            *self.scores.ranking_consistency.models,
+            self.scores.scientific_compliance.science_model,
+            self.scores.scientific_compliance.web_model,
+        ]
+        for model_id in named:
+            if model_id not in ids:
+                raise UserError(f"{where}: scores name model '{model_id}', which is not under models")
+        if set(self.weights) != set(COMPONENTS):
+            raise UserError(f"{where}: weights must name exactly {', '.join(COMPONENTS)}")
+        if any(not 0 <= w <= 1 for w in self.weights.values()) or abs(sum(self.weights.values()) - 1) > 1e-9:
+            raise UserError(f"{where}: weights must lie in [0, 1] and sum to 1")
+
+
+REFERENCE_KIND = "e2lmc.reference"
+
+
+def write_reference(reference: ReferenceData, directory: str | Path) -> Path:
+    path = Path(directory) / REFERENCE_FILE
+    payload = {**_header(REFERENCE_KIND), **dataclasses.asdict(reference)}
+    _atomic_write(path, yaml.safe_dump(payload, sort_keys=False, width=100))
+    return path
+
+
+def read_reference(directory: str | Path) -> ReferenceData:
+    path = Path(directory) / REFERENCE_FILE
+    reference = _build(ReferenceData, _load(path, REFERENCE_KIND), path.name)
+    reference.check(str(path))
+    return reference

@@ -1,0 +1,209 @@
+"""The detailed results page (`detailed_results.html`): one self-contained HTML file.
+
+Figures are inline PNGs, there is no script and no external resource, so it opens
+offline and inside Codabench's iframe. Text that comes from the submission (task
+name, leakage excerpts) is escaped. Values of hidden checkpoints appear only when
+the reference data sets `show_hidden_values`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from html import escape
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .scorer import Evaluation, Point  # noqa: E402
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Arial,sans-serif;max-width:980px;margin:24px auto;
+padding:0 16px;color:#222;line-height:1.45}
+h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 10px;text-align:right}
+th{background:#f5f5f5}td.l,th.l{text-align:left}.big{font-size:2em;font-weight:600}
+.bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b;font-weight:600}.note{color:#666;font-size:.9em}
+img{max-width:100%}code{background:#f3f3f3;padding:1px 4px}
+"""
+
+SIZE_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+
+
+def _png(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _visible(ev: Evaluation, points: list[Point]) -> list[Point]:
+    show_hidden = ev.reference.show_hidden_values
+    return [p for p in points if show_hidden or p.checkpoint.role == "released"]
+
+
+def curves_figure(ev: Evaluation) -> str:
+    """Metric vs training tokens for every model (released window unless allowed)."""
+    sizes = list(dict.fromkeys(m.size for m in ev.reference.models))
+    sign = 1 if ev.results.higher_is_better else -1
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    plotted = 0
+    for model in ev.reference.models:
+        points = _visible(ev, ev.curves[model.id])
+        if not points:
+            continue
+        plotted += 1
+        ax.plot(
+            [p.checkpoint.tokens / 1e9 for p in points],
+            [sign * p.value for p in points],
+            marker="o" if model.mixture == "science" else "x",
+            markersize=3,
+            linestyle="-" if model.architecture == "arch1" else "--",
+            color=SIZE_COLORS[sizes.index(model.size) % len(SIZE_COLORS)],
+            label=f"{model.id} ({model.size}, {model.architecture}, {model.mixture})",
+        )
+    if ev.reference.show_hidden_values:
+        released = [c.tokens / 1e9 for m in ev.reference.models for c in m.checkpoints if c.role == "released"]
+        if released:
+            ax.axvspan(0, max(released), color="0.92", zorder=0, label="released window")
+    ax.set_xlabel("training tokens (billions)")
+    ax.set_ylabel(ev.results.task_metric)
+    ax.set_title(f"{ev.results.task_name}: score vs training tokens")
+    ax.grid(alpha=0.3)
+    if plotted:
+        ax.legend(fontsize=7, loc="best")
+    return _png(fig)
+
+
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """An HTML table; the first `left` columns are left-aligned. Cells are pre-escaped."""
+    th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(header))
+    trs = "".join(
+        "<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{th}</tr>{trs}</table>"
+
+
+def _reasons(reasons: tuple[str, ...]) -> str:
+    return escape("; ".join(reasons)) if reasons else ""
+
+
+def render(ev: Evaluation) -> str:
+    """The report as an HTML string."""
+    lb, ref, res = ev.leaderboard, ev.reference, ev.results
+    w = ref.weights
+    parts = [
+        f"<h1>E2LM evaluation report — {escape(res.task_name)}</h1>",
+        f'<p class="note">Phase <b>{escape(ref.phase)}</b> · metric <code>{escape(res.task_metric)}</code> '
+        f"({'higher' if res.higher_is_better else 'lower'} is better) · {res.n_samples} samples</p>",
+        "<h2>Global score</h2>",
+        f'<p class="big">{lb.score:.4f}</p>',
+        f"<p>score = {w['signal_quality']:g} × SQ {lb.signal_quality:.4f} + {w['ranking_consistency']:g} × RC "
+        f"{lb.ranking_consistency:.4f} + {w['scientific_compliance']:g} × CS {lb.scientific_compliance:.4f}"
+        + ("" if ev.verdict.valid else ' — <span class="bad">set to 0: the submission is invalid</span>')
+        + "</p>",
+    ]
+
+    # Validation
+    v = res.validation
+    status = '<span class="ok">valid</span>' if ev.verdict.valid else '<span class="bad">invalid</span>'
+    parts += [
+        "<h2>Validation</h2>",
+        f"<p>{status}</p>",
+        _table(
+            ["check", "value", "rule"],
+            [
+                ["samples", str(res.n_samples), f"{ref.validation.min_samples} – {ref.validation.max_samples}"],
+                [
+                    "longest prompt (tokens)",
+                    "not measured" if v.max_prompt_tokens is None else f"{v.max_prompt_tokens}"
+                    + ("" if v.longest_prompt_sample is None else f" (sample {v.longest_prompt_sample})"),
+                    f"≤ {ref.validation.max_prompt_tokens}",
+                ],
+                [
+                    "gold answer leaked into its prompt",
+                    f"{v.leakage_count} samples ({ev.verdict.leakage_fraction:.1%})",
+                    f"≤ {ref.validation.max_leakage_fraction:.1%}",
+                ],
+            ],
+        ),
+    ]
+    parts += [f'<p class="bad">{escape(p)}.</p>' for p in ev.verdict.problems]
+    if v.leakage_examples:
+        parts += [
+            "<p>Samples whose gold answer appears in the prompt:</p>",
+            _table(
+                ["sample", "answer", "prompt excerpt"],
+                [[str(e.sample), escape(e.answer), escape(e.excerpt)] for e in v.leakage_examples],
+                left=3,
+            ),
+        ]
+
+    # Signal quality
+    sel = ref.scores.signal_quality
+    selection_text = f"roles {', '.join(sel.roles)}"
+    if sel.every_iterations:
+        selection_text += f", iterations that are multiples of {sel.every_iterations}"
+    if sel.max_tokens is not None:
+        selection_text += f", at most {sel.max_tokens / 1e9:g}B tokens"
+    parts += [
+        "<h2>Signal quality (SQ)</h2>",
+        curves_figure(ev),
+        f'<p class="note">Checkpoints used: {escape(selection_text)}. SQ = (monotonicity + autocorrelation) / 2, '
+        "monotonicity from ordinal ranks, autocorrelation = mean |Pearson| over lags 1 … n//4−1.</p>",
+        _table(
+            ["model", "points", "monotonicity", "autocorrelation", "SQ", "notes"],
+            [
+                [escape(m), str(s.n_points), f"{s.monotonicity:.4f}", f"{s.autocorrelation:.4f}",
+                 f"{s.score:.4f}", _reasons(s.reasons)]
+                for m, s in ev.signal_quality.items()
+            ]
+            + [["<b>mean</b>", "", f"{lb.monotonicity:.4f}", f"{lb.autocorrelation:.4f}",
+                f"<b>{lb.signal_quality:.4f}</b>", ""]],
+        ),
+    ]
+
+    # Ranking consistency: the value only, never the per-step values.
+    rc = ev.ranking_consistency
+    parts += [
+        "<h2>Ranking consistency (RC)</h2>",
+        f"<p>RC = <b>{rc.score:.4f}</b>: mean Kendall τ<sub>b</sub> between the ranking of {rc.n_models} models "
+        f"at each of {rc.n_steps} later checkpoints and their ranking at the final checkpoint (clipped at 0).</p>",
+    ]
+    if rc.reasons:
+        parts.append(f'<p class="note">{_reasons(rc.reasons)}</p>')
+
+    # Scientific compliance
+    cs, cs_sel = ev.scientific_compliance, ref.scores.scientific_compliance
+    n_shared = cs.wins + cs.ties + cs.losses
+    parts += [
+        "<h2>Scientific compliance (CS)</h2>",
+        f"<p>The science-mixture model <code>{escape(cs_sel.science_model)}</code> against the web-only model "
+        f"<code>{escape(cs_sel.web_model)}</code> at {n_shared} shared checkpoints:</p>",
+        _table(
+            ["science model higher", "tie", "web-only model higher", "P (ties ½)", "CS = max(0, 2P − 1)"],
+            [[str(cs.wins), str(cs.ties), str(cs.losses), f"{cs.win_rate:.4f}", f"<b>{cs.score:.4f}</b>"]],
+            left=0,
+        ),
+    ]
+    if cs.reasons:
+        parts.append(f'<p class="note">{_reasons(cs.reasons)}</p>')
+    if not ref.show_hidden_values:
+        parts.append(
+            '<p class="note">Values of hidden checkpoints are not shown; RC and CS are reported as aggregates only.</p>'
+        )
+    body = "\n".join(parts)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>E2LM report — {escape(res.task_name)}</title><style>{STYLE}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+def write_report(ev: Evaluation, path: Path) -> Path:
+    path.write_text(render(ev), encoding="utf-8")
+    return path

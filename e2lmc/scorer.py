@@ -1,0 +1,269 @@
+"""The scoring program: ingestion results + a phase's reference data -> leaderboard scores.
+
+Reads `/app/input/res` (what ingestion wrote) and `/app/input/ref` (the phase's
+reference data), writes `scores.json` and `detailed_results.html` to `/app/output`.
+Only aggregate numbers leave this module for participants; per-checkpoint values of
+hidden checkpoints stay inside unless the reference data allows showing them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from . import scoring
+from .errors import UserError
+from .formats import (
+    RESULTS_FILE,
+    Checkpoint,
+    IngestionResults,
+    Model,
+    ReferenceData,
+    read_reference,
+    read_results,
+)
+
+CODABENCH_METADATA = "metadata"  # written by the Codabench worker next to our results
+SCORES_FILE = "scores.json"
+REPORT_FILE = "detailed_results.html"
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """One leaderboard row: the keys are the competition's leaderboard column keys."""
+
+    score: float
+    signal_quality: float
+    ranking_consistency: float
+    scientific_compliance: float
+    monotonicity: float
+    autocorrelation: float
+    valid: float
+    leakage: float
+    n_samples: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One model's oriented metric value at one checkpoint."""
+
+    checkpoint: Checkpoint
+    value: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything the scores and the report are made of."""
+
+    leaderboard: Leaderboard
+    signal_quality: dict[str, scoring.SignalQuality]
+    ranking_consistency: scoring.RankingConsistency
+    scientific_compliance: scoring.ScientificCompliance
+    verdict: scoring.ValidationVerdict
+    curves: dict[str, list[Point]]  # model id -> points in training order (oriented)
+    results: IngestionResults
+    reference: ReferenceData
+
+
+# ----------------------------------------------------------------------- reading
+
+
+def check_ingestion_status(res_dir: Path) -> None:
+    """Fail if the Codabench worker recorded a non-zero exit for the prediction step."""
+    path = res_dir / CODABENCH_METADATA
+    if not path.is_file():
+        return  # local runs have no worker metadata
+    try:
+        status = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return
+    for key in ("ingestionExitCode", "exitCode"):
+        code = status.get(key) if isinstance(status, dict) else None
+        if isinstance(code, int) and code != 0:
+            raise UserError(
+                f"The ingestion step failed (exit code {code}, see its log), so there are no complete "
+                "results to score."
+            )
+
+
+def checkpoint_values(
+    results: IngestionResults, reference: ReferenceData, allow_partial: bool = False
+) -> dict[str, float]:
+    """Metric value per checkpoint id, oriented so that higher is better.
+
+    Checkpoints of the reference that ingestion did not finish make this fail with
+    one sentence, unless `allow_partial` (they are then simply left out).
+    """
+    metric = results.task_metric
+    sign = 1.0 if results.higher_is_better else -1.0
+    by_id = {c.id: c for c in results.checkpoints}
+    values: dict[str, float] = {}
+    missing: list[str] = []
+    for model in reference.models:
+        for ckpt in model.checkpoints:
+            cid = model.checkpoint_id(ckpt)
+            result = by_id.get(cid)
+            value = None if result is None or result.error else result.metrics.get(metric)
+            if value is None or not math.isfinite(value):
+                missing.append(cid)
+                if result is not None and result.error is None and metric not in result.metrics:
+                    raise UserError(
+                        f"Ingestion results for {cid} have no metric '{metric}' "
+                        f"(they have: {', '.join(sorted(result.metrics)) or 'none'})."
+                    )
+                continue
+            values[cid] = sign * value
+    if missing and not allow_partial:
+        total = sum(len(m.checkpoints) for m in reference.models)
+        raise UserError(
+            f"Ingestion results are incomplete: {len(missing)} of {total} checkpoints have no value "
+            f"(first: {missing[0]}); the ingestion step did not finish."
+        )
+    return values
+
+
+# --------------------------------------------------------------------- computing
+
+
+def _curves(reference: ReferenceData, values: dict[str, float]) -> dict[str, list[Point]]:
+    curves = {}
+    for model in reference.models:
+        ordered = sorted(model.checkpoints, key=lambda c: c.iteration)
+        curves[model.id] = [
+            Point(c, values[model.checkpoint_id(c)]) for c in ordered if model.checkpoint_id(c) in values
+        ]
+    return curves
+
+
+def _final(model: Model) -> Checkpoint | None:
+    finals = [c for c in model.checkpoints if c.role == "final"]
+    return max(finals, key=lambda c: c.iteration) if finals else None
+
+
+def _ranking_consistency(
+    reference: ReferenceData, curves: dict[str, list[Point]]
+) -> scoring.RankingConsistency:
+    """Steps are the iterations picked by the selection; each model is compared at
+    the same iteration with its own final checkpoint."""
+    selection = reference.scores.ranking_consistency
+    lookup = {m: {p.checkpoint.iteration: p.value for p in curves[m]} for m in selection.models}
+    finals = []
+    for model_id in selection.models:
+        final = _final(reference.model(model_id))
+        finals.append(lookup[model_id].get(final.iteration, math.nan) if final else math.nan)
+    steps = sorted(
+        {
+            c.iteration
+            for m in selection.models
+            for c in reference.model(m).checkpoints
+            if selection.picks(c) and c.role != "final"
+        }
+    )
+    rows = [[lookup[m].get(it, math.nan) for m in selection.models] for it in steps]
+    return scoring.ranking_consistency(np.array(rows).reshape(len(steps), len(finals)), finals)
+
+
+def _scientific_compliance(
+    reference: ReferenceData, curves: dict[str, list[Point]]
+) -> scoring.ScientificCompliance:
+    selection = reference.scores.scientific_compliance
+
+    def picked(model_id: str) -> dict[int, float]:
+        return {p.checkpoint.iteration: p.value for p in curves[model_id] if p.checkpoint.role in selection.roles}
+
+    science, web = picked(selection.science_model), picked(selection.web_model)
+    shared = sorted(set(science) & set(web))
+    return scoring.scientific_compliance([science[i] for i in shared], [web[i] for i in shared])
+
+
+def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial: bool = False) -> Evaluation:
+    """Compute every score of DESIGN §5 for one submission."""
+    curves = _curves(reference, checkpoint_values(results, reference, allow_partial))
+    sq_selection = reference.scores.signal_quality
+    sq = {
+        m: scoring.signal_quality([p.value for p in curves[m] if sq_selection.picks(p.checkpoint)])
+        for m in sq_selection.models
+    }
+    rc = _ranking_consistency(reference, curves)
+    cs = _scientific_compliance(reference, curves)
+    verdict = scoring.validate(
+        results.n_samples,
+        results.validation.max_prompt_tokens,
+        results.validation.leakage_count,
+        reference.validation,
+    )
+
+    def mean(xs: list[float]) -> float:
+        return float(np.mean(xs)) if xs else 0.0
+
+    components = {
+        "signal_quality": mean([s.score for s in sq.values()]),
+        "ranking_consistency": rc.score,
+        "scientific_compliance": cs.score,
+    }
+    leaderboard = Leaderboard(
+        score=scoring.global_score(components, reference.weights) if verdict.valid else 0.0,
+        **components,
+        monotonicity=mean([s.monotonicity for s in sq.values()]),
+        autocorrelation=mean([s.autocorrelation for s in sq.values()]),
+        valid=1.0 if verdict.valid else 0.0,
+        leakage=verdict.leakage_fraction,
+        n_samples=float(results.n_samples),
+    )
+    return Evaluation(leaderboard, sq, rc, cs, verdict, curves, results, reference)
+
+
+# ----------------------------------------------------------------------- writing
+
+
+def write_scores(leaderboard: Leaderboard, out_dir: Path) -> Path:
+    """`scores.json`: a flat object of finite numbers keyed by leaderboard column."""
+    row = leaderboard.as_dict()
+    bad = [k for k, v in row.items() if not math.isfinite(v)]
+    if bad:  # never expected: every score function is defined everywhere
+        raise RuntimeError(f"non-finite scores: {bad}")
+    path = out_dir / SCORES_FILE
+    path.write_text(json.dumps({k: round(v, 6) for k, v in row.items()}, indent=1) + "\n")
+    return path
+
+
+def format_row(leaderboard: Leaderboard) -> str:
+    """The leaderboard row as a small two-line table for the terminal and logs."""
+    row = leaderboard.as_dict()
+    widths = {k: max(len(k), 8) for k in row}
+    head = "  ".join(k.rjust(widths[k]) for k in row)
+    body = "  ".join(
+        (f"{v:.0f}" if k in ("valid", "n_samples") else f"{v:.4f}").rjust(widths[k]) for k, v in row.items()
+    )
+    return f"{head}\n{body}"
+
+
+def run_scoring(res_dir: Path, ref_dir: Path, out_dir: Path, allow_partial: bool = False) -> Evaluation:
+    """The whole scoring step, as Codabench runs it."""
+    from .report import write_report  # matplotlib is only needed here
+
+    check_ingestion_status(res_dir)
+    if not (res_dir / RESULTS_FILE).is_file():
+        raise UserError(
+            f"{res_dir} holds no {RESULTS_FILE}: the ingestion step produced no results to score."
+        )
+    results = read_results(res_dir)
+    reference = read_reference(ref_dir)
+    if not results.complete and not allow_partial:
+        done = len(results.done_ids())
+        raise UserError(
+            f"Ingestion results are incomplete: the ingestion step stopped after {done} checkpoint(s)."
+        )
+    evaluation = evaluate(results, reference, allow_partial)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_scores(evaluation.leaderboard, out_dir)
+    write_report(evaluation, out_dir / REPORT_FILE)
+    return evaluation

@@ -1,0 +1,270 @@
+"""The E2LM score formulas (DESIGN §5), pure numpy/scipy.
+
+Every function here returns finite numbers in [0, 1] for any input: degenerate
+cases (constant curves, too few checkpoints, missing values) give a defined value
+and a human-readable reason, never NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+# The organizers' Megatron batch ramp-up: global batch 1024 reached from 256 in
+# steps of 256 over 4,882,812 samples, with 4096-token sequences.
+GLOBAL_BATCH = 1024
+RAMPUP_BATCH = (256, 256, 4_882_812)  # start batch, increment, ramp-up samples
+SEQUENCE_LENGTH = 4096
+
+
+def iterations_to_tokens(
+    iterations: float | Sequence[float] | np.ndarray,
+    global_batch: int = GLOBAL_BATCH,
+    rampup: Sequence[int] = RAMPUP_BATCH,
+    sequence_length: int = SEQUENCE_LENGTH,
+) -> np.ndarray:
+    """Training tokens seen after `iterations` optimizer steps.
+
+    During the ramp-up the batch grows from `rampup[0]` by `rampup[1]`, each size
+    lasting rampup[2] / number-of-increments samples (a fractional number of
+    iterations, as in the organizers' `gtokens` field); after it, `global_batch`.
+    """
+    start, increment, ramp_samples = rampup
+    n_increments = (global_batch - start) // increment
+    samples_per_stage = ramp_samples / n_increments
+    its = np.asarray(iterations, dtype=float)
+    samples = np.zeros_like(its)
+    stage_start = 0.0  # iteration at which the current stage begins
+    for stage in range(n_increments):
+        batch = start + stage * increment
+        stage_len = samples_per_stage / batch
+        samples += batch * np.clip(its - stage_start, 0.0, stage_len)
+        stage_start += stage_len
+    samples += global_batch * np.clip(its - stage_start, 0.0, None)
+    return samples * sequence_length
+
+
+# --------------------------------------------------------------------------- SQ
+
+
+@dataclass(frozen=True)
+class SignalQuality:
+    """Signal quality of one curve: the mean of monotonicity and autocorrelation."""
+
+    monotonicity: float
+    autocorrelation: float
+    n_points: int
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def score(self) -> float:
+        return (self.monotonicity + self.autocorrelation) / 2
+
+
+def _finite(values: Sequence[float] | np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Drop missing (non-finite) values, saying how many were dropped."""
+    a = np.asarray(values, dtype=float).ravel()
+    keep = np.isfinite(a)
+    reasons = []
+    if not keep.all():
+        reasons.append(f"{int((~keep).sum())} missing value(s) ignored")
+    return a[keep], reasons
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation, 0 when either side is constant (no correlation)."""
+    xc, yc = x - x.mean(), y - y.mean()
+    denom = np.sqrt(np.sum(xc * xc) * np.sum(yc * yc))
+    if not np.isfinite(denom) or denom == 0:
+        return 0.0
+    r = float(np.sum(xc * yc) / denom)
+    return float(np.clip(r, -1.0, 1.0)) if np.isfinite(r) else 0.0
+
+
+def signal_quality(values: Sequence[float] | np.ndarray) -> SignalQuality:
+    """The organizers' signal quality of a curve given in training order.
+
+    monotonicity = max(0, 1 - 6·Σd²/(n(n²-1))) with d = position rank minus the
+    ordinal rank argsort(argsort(a)); autocorrelation = mean |Pearson| over lags
+    1 … n//4 - 1. Values must already be oriented higher-is-better.
+    """
+    a, reasons = _finite(values)
+    n = len(a)
+
+    if n < 2:
+        reasons.append(f"{n} checkpoint(s): monotonicity needs at least 2, counted as 0")
+        monotonicity = 0.0
+    else:
+        d = np.arange(n) - np.argsort(np.argsort(a, kind="stable"), kind="stable")
+        monotonicity = max(0.0, 1.0 - 6.0 * float(np.sum(d * d)) / (n * (n * n - 1)))
+
+    lags = range(1, n // 4)
+    if len(lags) == 0:
+        reasons.append(
+            f"{n} checkpoint(s): autocorrelation needs at least 8 (lags 1 … n//4-1), counted as 0"
+        )
+        autocorrelation = 0.0
+    else:
+        # Pearson is scale-invariant; scaling keeps huge values from overflowing.
+        scaled = a / np.max(np.abs(a)) if np.any(a) else a
+        autocorrelation = float(
+            np.mean([abs(_pearson(scaled[lag:], scaled[: n - lag])) for lag in lags])
+        )
+        if np.all(a == a[0]):
+            reasons.append("constant curve: no correlation, counted as 0")
+    return SignalQuality(monotonicity, autocorrelation, n, tuple(reasons))
+
+
+# --------------------------------------------------------------------------- RC
+
+
+@dataclass(frozen=True)
+class RankingConsistency:
+    """Mean Kendall τ_b between each step's model ranking and the final one."""
+
+    score: float
+    n_steps: int
+    n_models: int
+    reasons: tuple[str, ...] = ()
+
+
+def _kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's τ_b; 0 where it is undefined (all ties on one side)."""
+    if len(x) < 2:
+        return 0.0
+    tau = stats.kendalltau(x, y, variant="b").statistic
+    return float(tau) if np.isfinite(tau) else 0.0
+
+
+def ranking_consistency(
+    steps: Sequence[Sequence[float]] | np.ndarray, final: Sequence[float] | np.ndarray
+) -> RankingConsistency:
+    """RC = max(0, mean over steps t of τ_b(models' scores at t, at the final checkpoint)).
+
+    `steps` has one row per checkpoint step and one column per model, in the same
+    model order as `final`. Models missing at a step (non-finite) are left out of that
+    step; a step with fewer than two models left is skipped.
+    """
+    final_arr = np.asarray(final, dtype=float).ravel()
+    rows = np.asarray(steps, dtype=float).reshape(-1, len(final_arr))
+    reasons: list[str] = []
+    taus: list[float] = []
+    skipped = 0
+    tied = 0
+    for row in rows:
+        ok = np.isfinite(row) & np.isfinite(final_arr)
+        if ok.sum() < 2:
+            skipped += 1
+            continue
+        tau = _kendall_tau_b(row[ok], final_arr[ok])
+        if np.all(row[ok] == row[ok][0]) or np.all(final_arr[ok] == final_arr[ok][0]):
+            tied += 1
+        taus.append(tau)
+    if skipped:
+        reasons.append(f"{skipped} step(s) with fewer than 2 models skipped")
+    if tied:
+        reasons.append(f"{tied} step(s) where all models tie: τ counted as 0")
+    if not taus:
+        reasons.append("no step to compare with the final checkpoint: counted as 0")
+        return RankingConsistency(0.0, 0, len(final_arr), tuple(reasons))
+    mean_tau = float(np.mean(taus))
+    if mean_tau < 0:
+        reasons.append("rankings anti-correlate with the final ranking: clipped to 0")
+    return RankingConsistency(max(0.0, mean_tau), len(taus), len(final_arr), tuple(reasons))
+
+
+# --------------------------------------------------------------------------- CS
+
+
+@dataclass(frozen=True)
+class ScientificCompliance:
+    """How consistently the science model beats the same-size web-only model."""
+
+    score: float
+    wins: int
+    ties: int
+    losses: int
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def win_rate(self) -> float:
+        """P: the fraction of shared checkpoints won, ties counting ½."""
+        n = self.wins + self.ties + self.losses
+        return (self.wins + 0.5 * self.ties) / n if n else 0.0
+
+
+def scientific_compliance(
+    science: Sequence[float] | np.ndarray, web: Sequence[float] | np.ndarray
+) -> ScientificCompliance:
+    """CS = max(0, 2P - 1) over checkpoints both models share (aligned arrays)."""
+    s = np.asarray(science, dtype=float).ravel()
+    w = np.asarray(web, dtype=float).ravel()
+    if len(s) != len(w):
+        raise ValueError(f"science and web curves differ in length ({len(s)} vs {len(w)})")
+    ok = np.isfinite(s) & np.isfinite(w)
+    reasons = []
+    if not ok.all():
+        reasons.append(f"{int((~ok).sum())} checkpoint(s) missing on one side ignored")
+    s, w = s[ok], w[ok]
+    result = ScientificCompliance(0.0, int(np.sum(s > w)), int(np.sum(s == w)), int(np.sum(s < w)))
+    if len(s) == 0:
+        reasons.append("no shared checkpoint: counted as 0")
+        return ScientificCompliance(0.0, 0, 0, 0, tuple(reasons))
+    score = max(0.0, 2 * result.win_rate - 1)
+    if score == 0.0:
+        reasons.append("the science model does not beat the web-only model more often than not")
+    return ScientificCompliance(score, result.wins, result.ties, result.losses, tuple(reasons))
+
+
+# ------------------------------------------------------------------- global score
+
+
+def global_score(components: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """Weighted sum of the components named in `weights` (DESIGN: 0.5·SQ + 0.1·RC + 0.4·CS)."""
+    return float(sum(w * components[name] for name, w in weights.items()))
+
+
+# -------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class ValidationRules:
+    """The competition's submission rules, from the phase's reference data."""
+
+    min_samples: int = 100
+    max_samples: int = 15_000
+    max_prompt_tokens: int = 2048
+    max_leakage_fraction: float = 0.05
+
+
+@dataclass(frozen=True)
+class ValidationVerdict:
+    valid: bool
+    leakage_fraction: float
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+
+def validate(
+    n_samples: int, max_prompt_tokens: int | None, leakage_count: int, rules: ValidationRules
+) -> ValidationVerdict:
+    """Apply the submission rules; each broken rule is one sentence in `problems`."""
+    problems = []
+    if not rules.min_samples <= n_samples <= rules.max_samples:
+        problems.append(
+            f"the task has {n_samples} samples; the rules allow "
+            f"{rules.min_samples} to {rules.max_samples}"
+        )
+    if max_prompt_tokens is not None and max_prompt_tokens > rules.max_prompt_tokens:
+        problems.append(
+            f"the longest prompt has {max_prompt_tokens} tokens; the limit is {rules.max_prompt_tokens}"
+        )
+    leakage_fraction = leakage_count / n_samples if n_samples > 0 else 0.0
+    if leakage_fraction > rules.max_leakage_fraction:
+        problems.append(
+            f"{leakage_count} of {n_samples} samples ({leakage_fraction:.1%}) contain their gold "
+            f"answer in the prompt; at most {rules.max_leakage_fraction:.1%} is allowed"
+        )
+    return ValidationVerdict(not problems, leakage_fraction, tuple(problems))

@@ -1,0 +1,92 @@
+"""The `e2lmc` command: help everywhere, the demo, score-curves, the sample generator."""
+
+import csv
+import json
+import runpy
+import subprocess
+import sys
+
+import pytest
+
+from e2lmc.cli import build_parser, main
+from e2lmc.formats import REFERENCE_FILE, RESULTS_FILE
+
+from .conftest import PUBLISHED_CURVES, REPO, SAMPLE_REFERENCE, SAMPLE_RESULTS
+
+SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+
+
+@pytest.mark.parametrize("argv", [[]] + [[name] for name in SUBCOMMANDS])
+def test_every_subcommand_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: e2lmc" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    proc = subprocess.run(["e2lmc", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("e2lmc ")
+
+
+def test_demo_prints_the_row_and_writes_the_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert main(["demo", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "score  signal_quality" in out and "detailed_results.html" in out
+    assert (tmp_path / "detailed_results.html").stat().st_size > 10_000
+    assert set(json.loads((tmp_path / "scores.json").read_text())) >= {"score", "valid"}
+
+
+def test_demo_outside_the_repository_says_where_to_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 2
+    assert "run the demo from the repository root" in capsys.readouterr().err
+
+
+def _score_curves_json(*argv):
+    proc = subprocess.run(["e2lmc", "score-curves", *map(str, argv), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return {r["model"]: r for r in json.loads(proc.stdout)}
+
+
+def test_score_curves_cli_reproduces_the_published_table():
+    rows = _score_curves_json(PUBLISHED_CURVES, "--metric", "mmluvar")
+    assert [round(rows[f"dense-{s}-arch1"]["signal_quality"], 4) for s in ("500m", "1b", "3b")] == \
+        [0.9354, 0.9814, 0.9601]
+
+
+def test_score_curves_reads_csv_records_with_tokens_only(tmp_path):
+    """A participant's CSV with billions of tokens and no iteration column (this model's
+    published checkpoints are all multiples of 4000, so --every 0 selects the same 14)."""
+    data = json.loads(PUBLISHED_CURVES.read_text())["data"]["dense-500m-arch1"]
+    path = tmp_path / "mine.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "gtokens", "my_bench", "notes"])
+        for g, v in zip(data["gtokens"], data["mmluvar"]):
+            writer.writerow(["500m", g, v, "text"])
+    refused = subprocess.run(["e2lmc", "score-curves", str(path)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "pass --every 0" in refused.stderr
+    rows = _score_curves_json(path, "--every", "0")
+    assert rows["500m"]["points"] == 14 and round(rows["500m"]["signal_quality"], 4) == 0.9354
+
+
+def test_score_curves_bad_input(tmp_path, capsys):
+    assert main(["score-curves", str(tmp_path / "none.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["score-curves", str(PUBLISHED_CURVES), "--metric", "nope"]) == 2
+    assert "no benchmark 'nope'" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"iteration": 4000, "acc": 0.3}]))
+    assert main(["score-curves", str(bad)]) == 2
+    assert "record 0 has no 'model'" in capsys.readouterr().err
+
+
+def test_committed_samples_match_their_generator(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["make_sample_results.py", "--out-results", str(tmp_path / "res"),
+                                      "--out-reference", str(tmp_path / "ref")])
+    runpy.run_path(str(REPO / "scripts" / "make_sample_results.py"), run_name="__main__")
+    assert (tmp_path / "res" / RESULTS_FILE).read_text() == (SAMPLE_RESULTS / RESULTS_FILE).read_text()
+    assert (tmp_path / "ref" / REFERENCE_FILE).read_text() == (SAMPLE_REFERENCE / REFERENCE_FILE).read_text()

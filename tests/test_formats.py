@@ -1,0 +1,97 @@
+"""Stage formats: round trips, and one clear sentence for every kind of bad file."""
+
+import json
+
+import pytest
+import yaml
+
+from e2lmc.errors import UserError
+from e2lmc.formats import (
+    REFERENCE_FILE,
+    RESULTS_FILE,
+    CheckpointResult,
+    IngestionResults,
+    read_reference,
+    read_results,
+    write_reference,
+    write_results,
+)
+
+from .conftest import SAMPLE_REFERENCE, SAMPLE_RESULTS
+
+
+def test_results_round_trip_and_incremental_writes(tmp_path):
+    results = IngestionResults("t", "acc,none", True, 150)
+    write_results(results, tmp_path)
+    for i in range(3):  # ingestion rewrites the file after every checkpoint
+        results.checkpoints.append(CheckpointResult(f"m/iter_{i}", {"acc,none": 0.1 * i}, 1.5))
+        write_results(results, tmp_path)
+        assert len(read_results(tmp_path).checkpoints) == i + 1
+    results.checkpoints.append(CheckpointResult("m/iter_9", {}, 0.2, error="failed to load"))
+    write_results(results, tmp_path)
+    back = read_results(tmp_path)
+    assert back == results
+    assert back.done_ids() == {"m/iter_0", "m/iter_1", "m/iter_2"}
+    assert [p.name for p in tmp_path.iterdir()] == [RESULTS_FILE]  # no temporary left behind
+
+
+def test_sample_files_round_trip(tmp_path):
+    reference, results = read_reference(SAMPLE_REFERENCE), read_results(SAMPLE_RESULTS)
+    write_reference(reference, tmp_path)
+    write_results(results, tmp_path)
+    assert read_reference(tmp_path) == reference and read_results(tmp_path) == results
+
+
+def _edit_results(tmp_path, edit):
+    data = json.loads((SAMPLE_RESULTS / RESULTS_FILE).read_text())
+    edit(data)
+    (tmp_path / RESULTS_FILE).write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.pop("task_metric"), "missing the key 'task_metric'"),
+        (lambda d: d.update(surprise=1), "unknown key 'surprise'"),
+        (lambda d: d.update(n_samples="many"), "n_samples should be an integer"),
+        (lambda d: d["checkpoints"][3].update(metrics={"acc,none": "high"}), "checkpoints[3].metrics.acc,none"),
+        (lambda d: d.update(version=7), "format version 7"),
+        (lambda d: d.update(format="something"), "is not a e2lmc.ingestion_results file"),
+    ],
+)
+def test_bad_results_name_the_key(tmp_path, edit, message):
+    _edit_results(tmp_path, edit)
+    with pytest.raises(UserError, match=None) as err:
+        read_results(tmp_path)
+    assert message in str(err.value) and RESULTS_FILE in str(err.value)
+
+
+def _edit_reference(tmp_path, edit):
+    data = yaml.safe_load((SAMPLE_REFERENCE / REFERENCE_FILE).read_text())
+    edit(data)
+    (tmp_path / REFERENCE_FILE).write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["models"][0]["checkpoints"][0].update(role="secret"), "models[0].checkpoints[0].role is 'secret'"),
+        (lambda d: d["scores"]["signal_quality"].update(models=["nobody"]), "model 'nobody'"),
+        (lambda d: d["weights"].update(signal_quality=0.9), "sum to 1"),
+        (lambda d: d["validation"].update(max_samples=None), "validation.max_samples should be an integer"),
+        (lambda d: d["models"].append(d["models"][0]), "unique"),
+    ],
+)
+def test_bad_reference_names_the_key(tmp_path, edit, message):
+    _edit_reference(tmp_path, edit)
+    with pytest.raises(UserError) as err:
+        read_reference(tmp_path)
+    assert message in str(err.value)
+
+
+def test_malformed_and_missing_files(tmp_path):
+    (tmp_path / REFERENCE_FILE).write_text("models: [unclosed\n")
+    with pytest.raises(UserError, match="is not valid YAML"):
+        read_reference(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        read_results(tmp_path)

@@ -100,6 +100,14 @@ def render(ev: Evaluation) -> str:
         f"<h1>E2LM evaluation report — {escape(res.task_name)}</h1>",
         f'<p class="note">Phase <b>{escape(ref.phase)}</b> · metric <code>{escape(res.task_metric)}</code> '
         f"({'higher' if res.higher_is_better else 'lower'} is better) · {res.n_samples} samples</p>",
+    ]
+    if ev.n_missing:
+        n_total = sum(len(m.checkpoints) for m in ref.models)
+        parts.append(
+            f'<p class="bad">Partial results: {ev.n_missing} of {n_total} checkpoints have no value and are '
+            "left out of every score.</p>"
+        )
+    parts += [
         "<h2>Global score</h2>",
         f'<p class="big">{lb.score:.4f}</p>',
         f"<p>score = {w['signal_quality']:g} × SQ {lb.signal_quality:.4f} + {w['ranking_consistency']:g} × RC "

@@ -69,6 +69,7 @@ class Evaluation:
     scientific_compliance: scoring.ScientificCompliance
     verdict: scoring.ValidationVerdict
     curves: dict[str, list[Point]]  # model id -> points in training order (oriented)
+    n_missing: int  # checkpoints of the reference without a value (only with allow_partial)
     results: IngestionResults
     reference: ReferenceData
 
@@ -134,13 +135,15 @@ def checkpoint_values(
 
 
 def _curves(reference: ReferenceData, values: dict[str, float]) -> dict[str, list[Point]]:
-    curves = {}
-    for model in reference.models:
-        ordered = sorted(model.checkpoints, key=lambda c: c.iteration)
-        curves[model.id] = [
-            Point(c, values[model.checkpoint_id(c)]) for c in ordered if model.checkpoint_id(c) in values
+    """Every model's points in training order; a checkpoint without a value is NaN,
+    which each score ignores and reports."""
+    return {
+        model.id: [
+            Point(c, values.get(model.checkpoint_id(c), math.nan))
+            for c in sorted(model.checkpoints, key=lambda c: c.iteration)
         ]
-    return curves
+        for model in reference.models
+    }
 
 
 def _final(model: Model) -> Checkpoint | None:
@@ -186,7 +189,8 @@ def _scientific_compliance(
 
 def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial: bool = False) -> Evaluation:
     """Compute every score of DESIGN §5 for one submission."""
-    curves = _curves(reference, checkpoint_values(results, reference, allow_partial))
+    values = checkpoint_values(results, reference, allow_partial)
+    curves = _curves(reference, values)
     sq_selection = reference.scores.signal_quality
     sq = {
         m: scoring.signal_quality([p.value for p in curves[m] if sq_selection.picks(p.checkpoint)])
@@ -218,7 +222,8 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
         leakage=verdict.leakage_fraction,
         n_samples=float(results.n_samples),
     )
-    return Evaluation(leaderboard, sq, rc, cs, verdict, curves, results, reference)
+    n_missing = sum(len(m.checkpoints) for m in reference.models) - len(values)
+    return Evaluation(leaderboard, sq, rc, cs, verdict, curves, n_missing, results, reference)
 
 
 # ----------------------------------------------------------------------- writing

@@ -159,3 +159,21 @@ def test_codabench_entry_point_runs_the_scoring_step(res_dir, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "scores.json").read_text())["valid"] == 1.0
+
+
+def test_degenerate_inputs_give_defined_scores_and_reasons(res_dir, tmp_path):
+    results = read_results(res_dir)
+    for c in results.checkpoints:
+        if c.id.startswith("dense-1b-arch1/"):
+            c.metrics["acc,none"] = 0.25  # a constant curve
+    del results.checkpoints[:3]  # and three missing released checkpoints of dense-500m-arch1
+    write_results(results, res_dir)
+    out = tmp_path / "out"
+    assert _score(res_dir, out, "--allow-partial") == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert all(math.isfinite(v) and 0 <= v <= 1 for k, v in scores.items() if k != "n_samples")
+    html = (out / "detailed_results.html").read_text()
+    assert "Partial results: 3 of 280 checkpoints" in html
+    assert "constant curve: no correlation, counted as 0" in html
+    assert "1 missing value(s) ignored" in html  # iter 4000 of dense-500m-arch1 is in the SQ selection
+    assert "3 checkpoint(s) missing on one side ignored" in html  # CS compares all shared iterations

@@ -112,16 +112,16 @@ def checkpoint_values(
         for ckpt in model.checkpoints:
             cid = model.checkpoint_id(ckpt)
             result = by_id.get(cid)
-            value = None if result is None or result.error else result.metrics.get(metric)
+            if result is not None and result.error is None and metric not in result.metrics:
+                raise UserError(
+                    f"Ingestion results for {cid} have no metric '{metric}' "
+                    f"(they have: {', '.join(sorted(result.metrics)) or 'none'})."
+                )
+            value = None if result is None or result.error else result.metrics[metric]
             if value is None or not math.isfinite(value):
                 missing.append(cid)
-                if result is not None and result.error is None and metric not in result.metrics:
-                    raise UserError(
-                        f"Ingestion results for {cid} have no metric '{metric}' "
-                        f"(they have: {', '.join(sorted(result.metrics)) or 'none'})."
-                    )
-                continue
-            values[cid] = sign * value
+            else:
+                values[cid] = sign * value
     if missing and not allow_partial:
         total = sum(len(m.checkpoints) for m in reference.models)
         raise UserError(

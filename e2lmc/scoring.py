@@ -7,7 +7,7 @@ and a human-readable reason, never NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -149,6 +149,8 @@ def ranking_consistency(
     step; a step with fewer than two models left is skipped.
     """
     final_arr = np.asarray(final, dtype=float).ravel()
+    if len(final_arr) == 0:
+        return RankingConsistency(0.0, 0, 0, ("no model to rank: counted as 0",))
     rows = np.asarray(steps, dtype=float).reshape(-1, len(final_arr))
     reasons: list[str] = []
     taus: list[float] = []
@@ -209,14 +211,12 @@ def scientific_compliance(
     if not ok.all():
         reasons.append(f"{int((~ok).sum())} checkpoint(s) missing on one side ignored")
     s, w = s[ok], w[ok]
-    result = ScientificCompliance(0.0, int(np.sum(s > w)), int(np.sum(s == w)), int(np.sum(s < w)))
+    counts = ScientificCompliance(0.0, int(np.sum(s > w)), int(np.sum(s == w)), int(np.sum(s < w)))
     if len(s) == 0:
         reasons.append("no shared checkpoint: counted as 0")
-        return ScientificCompliance(0.0, 0, 0, 0, tuple(reasons))
-    score = max(0.0, 2 * result.win_rate - 1)
-    if score == 0.0:
+    elif counts.win_rate <= 0.5:
         reasons.append("the science model does not beat the web-only model more often than not")
-    return ScientificCompliance(score, result.wins, result.ties, result.losses, tuple(reasons))
+    return replace(counts, score=max(0.0, 2 * counts.win_rate - 1), reasons=tuple(reasons))
 
 
 # ------------------------------------------------------------------- global score

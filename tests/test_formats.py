@@ -42,51 +42,34 @@ def test_sample_files_round_trip(tmp_path):
     assert read_reference(tmp_path) == reference and read_results(tmp_path) == results
 
 
-def _edit_results(tmp_path, edit):
-    data = json.loads((SAMPLE_RESULTS / RESULTS_FILE).read_text())
-    edit(data)
-    (tmp_path / RESULTS_FILE).write_text(json.dumps(data))
+RESULTS, REFERENCE = SAMPLE_RESULTS / RESULTS_FILE, SAMPLE_REFERENCE / REFERENCE_FILE
 
 
 @pytest.mark.parametrize(
-    "edit, message",
+    "source, edit, message",
     [
-        (lambda d: d.pop("task_metric"), "missing the key 'task_metric'"),
-        (lambda d: d.update(surprise=1), "unknown key 'surprise'"),
-        (lambda d: d.update(n_samples="many"), "n_samples should be an integer"),
-        (lambda d: d["checkpoints"][3].update(metrics={"acc,none": "high"}), "checkpoints[3].metrics.acc,none"),
-        (lambda d: d.update(version=7), "format version 7"),
-        (lambda d: d.update(format="something"), "is not a e2lmc.ingestion_results file"),
+        (RESULTS, lambda d: d.pop("task_metric"), "missing the key 'task_metric'"),
+        (RESULTS, lambda d: d.update(surprise=1), "unknown key 'surprise'"),
+        (RESULTS, lambda d: d.update(n_samples="many"), "n_samples should be an integer"),
+        (RESULTS, lambda d: d["checkpoints"][3].update(metrics={"acc,none": "high"}), "checkpoints[3].metrics.acc,none"),
+        (RESULTS, lambda d: d.update(version=7), "format version 7"),
+        (RESULTS, lambda d: d.update(format="something"), "is not a e2lmc.ingestion_results file"),
+        (REFERENCE, lambda d: d["models"][0]["checkpoints"][0].update(role="secret"),
+         "models[0].checkpoints[0].role is 'secret'"),
+        (REFERENCE, lambda d: d["scores"]["signal_quality"].update(models=["nobody"]), "model 'nobody'"),
+        (REFERENCE, lambda d: d["weights"].update(signal_quality=0.9), "sum to 1"),
+        (REFERENCE, lambda d: d["validation"].update(max_samples=None), "validation.max_samples should be an integer"),
+        (REFERENCE, lambda d: d["models"].append(d["models"][0]), "unique"),
     ],
 )
-def test_bad_results_name_the_key(tmp_path, edit, message):
-    _edit_results(tmp_path, edit)
-    with pytest.raises(UserError, match=None) as err:
-        read_results(tmp_path)
-    assert message in str(err.value) and RESULTS_FILE in str(err.value)
-
-
-def _edit_reference(tmp_path, edit):
-    data = yaml.safe_load((SAMPLE_REFERENCE / REFERENCE_FILE).read_text())
+def test_bad_files_name_the_file_and_key(tmp_path, source, edit, message):
+    is_json = source.suffix == ".json"
+    data = json.loads(source.read_text()) if is_json else yaml.safe_load(source.read_text())
     edit(data)
-    (tmp_path / REFERENCE_FILE).write_text(yaml.safe_dump(data))
-
-
-@pytest.mark.parametrize(
-    "edit, message",
-    [
-        (lambda d: d["models"][0]["checkpoints"][0].update(role="secret"), "models[0].checkpoints[0].role is 'secret'"),
-        (lambda d: d["scores"]["signal_quality"].update(models=["nobody"]), "model 'nobody'"),
-        (lambda d: d["weights"].update(signal_quality=0.9), "sum to 1"),
-        (lambda d: d["validation"].update(max_samples=None), "validation.max_samples should be an integer"),
-        (lambda d: d["models"].append(d["models"][0]), "unique"),
-    ],
-)
-def test_bad_reference_names_the_key(tmp_path, edit, message):
-    _edit_reference(tmp_path, edit)
+    (tmp_path / source.name).write_text(json.dumps(data) if is_json else yaml.safe_dump(data))
     with pytest.raises(UserError) as err:
-        read_reference(tmp_path)
-    assert message in str(err.value)
+        (read_results if is_json else read_reference)(tmp_path)
+    assert message in str(err.value) and source.name in str(err.value)
 
 
 def test_malformed_and_missing_files(tmp_path):

@@ -112,6 +112,7 @@ def test_ranking_consistency_ties_missing_and_empty():
     assert gap.score == 1.0 and gap.n_steps == 1 and gap.reasons
     empty = ranking_consistency(np.empty((0, 3)), [1, 2, 3])
     assert empty.score == 0.0 and empty.n_steps == 0 and empty.reasons
+    assert ranking_consistency([], []).score == 0.0  # no model at all
 
 
 @settings(max_examples=200, deadline=None)

@@ -64,6 +64,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_build(args: argparse.Namespace) -> int:
+    from .zoo import build, format_summary
+
+    out = args.out or Path("zoo") / args.preset
+    summaries = build(args.preset, out, seed=args.seed)
+    print(format_summary(summaries, out))
+    print(f"manifest: {out / 'manifest.yaml'}  reference data: {out / 'reference'}  sample tasks: {out / 'tasks'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="e2lmc",
@@ -118,6 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", type=Path, default=DEMO_REFERENCE, help="reference data (default: %(default)s)")
     p.add_argument("--output", type=Path, default=DEMO_OUTPUT, help="where to write (default: %(default)s)")
     p.set_defaults(func=_demo)
+
+    zoo = sub.add_parser(
+        "zoo", help="the embedded checkpoint set (small models trained on a synthetic science world)",
+        description="Build the embedded checkpoint set.",
+    )
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="COMMAND")
+    p = zoo_sub.add_parser(
+        "build", help="train the checkpoint set (resumable: finished models are skipped)",
+        description="Train seven small Llama models (3 sizes x 2 architectures on the science mixture, the "
+        "smallest arch1 on web-only text) and write their checkpoints, the checkpoint manifest, the reference "
+        "data and the two sample tasks. 'tiny' takes seconds (tests); 'default' a few minutes.",
+    )
+    p.add_argument("--preset", choices=["tiny", "default"], default="default", help="(default: %(default)s)")
+    p.add_argument("--out", type=Path, help="output directory (default: zoo/PRESET)")
+    p.add_argument("--seed", type=int, default=0, help="world, data and initialisation seed (default: %(default)s)")
+    p.set_defaults(func=_zoo_build)
     return parser
 
 

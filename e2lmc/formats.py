@@ -4,6 +4,8 @@
   checkpoint, read by scoring from `/app/input/res`.
 - `ReferenceData` — `reference.yaml`, one per phase in `reference_data/<phase>/`,
   read by scoring from `/app/input/ref`.
+- `CheckpointManifest` — `manifest.yaml`, the checkpoints ingestion evaluates (input
+  data), written by the checkpoint-set builder or by hand for the real hub repos.
 
 docs/formats.md documents both with examples.
 """
@@ -113,8 +115,18 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _header(kind: str) -> dict:
-    return {"format": kind, "version": FORMAT_VERSION}
+def _payload(kind: str, obj: Any) -> dict:
+    """The header plus the dataclass as plain data; None values are left out (every
+    optional key defaults to None, so reading gives the same object back)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return {"format": kind, "version": FORMAT_VERSION, **strip(dataclasses.asdict(obj))}
 
 
 # ------------------------------------------------------------- ingestion results
@@ -170,7 +182,7 @@ RESULTS_KIND = "e2lmc.ingestion_results"
 def write_results(results: IngestionResults, directory: str | Path) -> Path:
     """Write (or rewrite, after each checkpoint) `ingestion_results.json` atomically."""
     path = Path(directory) / RESULTS_FILE
-    payload = {**_header(RESULTS_KIND), **dataclasses.asdict(results)}
+    payload = _payload(RESULTS_KIND, results)
     _atomic_write(path, json.dumps(payload, indent=1, allow_nan=False) + "\n")
     return path
 
@@ -277,7 +289,7 @@ REFERENCE_KIND = "e2lmc.reference"
 
 def write_reference(reference: ReferenceData, directory: str | Path) -> Path:
     path = Path(directory) / REFERENCE_FILE
-    payload = {**_header(REFERENCE_KIND), **dataclasses.asdict(reference)}
+    payload = _payload(REFERENCE_KIND, reference)
     _atomic_write(path, yaml.safe_dump(payload, sort_keys=False, width=100))
     return path
 
@@ -287,3 +299,50 @@ def read_reference(directory: str | Path) -> ReferenceData:
     reference = _build(ReferenceData, _load(path, REFERENCE_KIND), path.name)
     reference.check(str(path))
     return reference
+
+
+# ----------------------------------------------------------- checkpoint manifest
+
+MANIFEST_FILE = "manifest.yaml"
+MANIFEST_KIND = "e2lmc.manifest"
+
+
+@dataclass
+class ManifestEntry:
+    """Where one checkpoint lives: a local directory (`path`, relative to the manifest
+    or absolute) or a hub repo (`repo`, `subfolder`, `revision`) resolved through the
+    Hugging Face cache."""
+
+    id: str  # '<model id>/<checkpoint name>', as in the reference data
+    path: str | None = None
+    repo: str | None = None
+    subfolder: str | None = None
+    revision: str | None = None
+
+
+@dataclass
+class CheckpointManifest:
+    checkpoints: list[ManifestEntry]
+    description: str = ""
+
+    def check(self, where: str) -> None:
+        ids = [e.id for e in self.checkpoints]
+        if len(set(ids)) != len(ids):
+            raise UserError(f"{where}: checkpoint ids must be unique")
+        for i, entry in enumerate(self.checkpoints):
+            if (entry.path is None) == (entry.repo is None):
+                raise UserError(f"{where}: checkpoints[{i}] ({entry.id}) needs exactly one of 'path' or 'repo'")
+
+
+def write_manifest(manifest: CheckpointManifest, directory: str | Path) -> Path:
+    path = Path(directory) / MANIFEST_FILE
+    payload = _payload(MANIFEST_KIND, manifest)
+    _atomic_write(path, yaml.safe_dump(payload, sort_keys=False, width=100))
+    return path
+
+
+def read_manifest(directory: str | Path) -> CheckpointManifest:
+    path = Path(directory) / MANIFEST_FILE
+    manifest = _build(CheckpointManifest, _load(path, MANIFEST_KIND), path.name)
+    manifest.check(str(path))
+    return manifest

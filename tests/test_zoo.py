@@ -1,0 +1,144 @@
+"""The embedded checkpoint set: the tiny preset built for real, then checked like a user would."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from e2lmc.errors import UserError
+from e2lmc.formats import read_manifest, read_reference
+from e2lmc.world import EVERYDAY_TASK, SCIENCE_TASK, load_world, write_sample_tasks
+from e2lmc.zoo import PRESETS, build, schedule
+
+from .conftest import REPO
+
+TINY = PRESETS["tiny"]
+CHECKPOINT_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory) -> tuple[Path, float]:
+    out = tmp_path_factory.mktemp("zoo") / "tiny"
+    start = time.perf_counter()
+    build("tiny", out, seed=0)
+    return out, time.perf_counter() - start
+
+
+def test_tiny_builds_within_a_minute(tiny_zoo):
+    _, seconds = tiny_zoo
+    assert seconds < 60
+
+
+def test_layout_matches_the_real_repos(tiny_zoo):
+    out, _ = tiny_zoo
+    expected = {f"iter_{step:07d}" for step, _ in schedule(TINY)}
+    assert len(expected) == TINY.n_released + TINY.n_hidden + 1 >= 17
+    for spec in TINY.models:
+        model_dir = out / spec.id
+        assert {p.name for p in model_dir.iterdir() if p.is_dir()} == expected
+        for ckpt in model_dir.iterdir():
+            if ckpt.is_dir():
+                assert {p.name for p in ckpt.iterdir()} == CHECKPOINT_FILES
+    assert len({s.id for s in TINY.models}) == 7
+
+
+def test_checkpoints_load_offline_as_float32(tiny_zoo, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out, _ = tiny_zoo
+    for spec in TINY.models:
+        path = out / spec.id / f"iter_{TINY.steps:07d}"
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        assert model.dtype == torch.float32 and model.config.model_type == "llama"
+        ids = tokenizer("Question: What is the chemical symbol of iron?\nAnswer: Fe", return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = model(ids).logits
+        assert logits.shape[-1] == len(tokenizer) and torch.isfinite(logits).all()
+
+
+def test_architectures_and_training(tiny_zoo):
+    out, _ = tiny_zoo
+    done = {s.id: json.loads((out / s.id / "done.json").read_text()) for s in TINY.models}
+    for size in ("small", "medium", "large"):
+        deep, wide = (next(s for s in TINY.models if (s.size, s.architecture, s.mixture) == (size, a, "science"))
+                      for a in ("arch1", "arch2"))
+        assert deep.layers > wide.layers and deep.hidden < wide.hidden
+        assert 0.6 < done[deep.id]["parameters"] / done[wide.id]["parameters"] < 1.4  # about the same size
+    params = [done[f"dense-{size}-arch1"]["parameters"] for size in ("small", "medium", "large")]
+    assert params == sorted(params)
+    vocab_loss = torch.log(torch.tensor(float(TINY.vocab_size))).item()
+    assert all(d["final_loss"] < vocab_loss for d in done.values())  # every model learned something
+
+
+def test_manifest_and_reference_describe_the_set(tiny_zoo):
+    out, _ = tiny_zoo
+    manifest, reference = read_manifest(out), read_reference(out / "reference")
+    ref_ids = [m.checkpoint_id(c) for m in reference.models for c in m.checkpoints]
+    assert [e.id for e in manifest.checkpoints] == ref_ids
+    assert all((out / e.path / "model.safetensors").is_file() for e in manifest.checkpoints)
+    for model in reference.models:
+        roles = [c.role for c in model.checkpoints]
+        assert roles[-1] == "final" and roles.count("final") == 1
+        if model.mixture == "science":
+            assert roles.count("released") == TINY.n_released >= 10 and roles.count("hidden") == TINY.n_hidden >= 6
+            released_tokens = max(c.tokens for c in model.checkpoints if c.role == "released")
+            assert released_tokens == pytest.approx(0.2 * model.checkpoints[-1].tokens, rel=0.05)
+        else:
+            assert "released" not in roles  # the web-only model is hidden from participants
+    selections = reference.scores
+    assert {m.mixture for m in reference.models if m.id in selections.signal_quality.models} == {"science"}
+    science, web = reference.model(selections.scientific_compliance.science_model), reference.model(
+        selections.scientific_compliance.web_model)
+    assert (science.size, science.architecture, science.mixture, web.mixture) == (web.size, web.architecture,
+                                                                                  "science", "web")
+
+
+def test_rerun_skips_finished_models(tiny_zoo):
+    out, _ = tiny_zoo
+    weights = out / "dense-large-arch2" / f"iter_{TINY.steps:07d}" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    start = time.perf_counter()
+    build("tiny", out, seed=0)
+    assert time.perf_counter() - start < 10
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_build_is_deterministic(tiny_zoo, tmp_path):
+    out, _ = tiny_zoo
+    build("tiny", tmp_path / "again", seed=0)
+    for spec in TINY.models:
+        for step, _ in schedule(TINY)[::6]:
+            name = f"{spec.id}/iter_{step:07d}/model.safetensors"
+            assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+
+
+def test_other_settings_in_the_same_folder_are_refused(tiny_zoo):
+    out, _ = tiny_zoo
+    with pytest.raises(UserError, match="built with other settings"):
+        build("tiny", out, seed=1)
+    with pytest.raises(UserError, match="unknown preset 'huge'"):
+        build("huge", out)
+
+
+def test_sample_tasks_are_valid_lm_eval_tasks(tiny_zoo, monkeypatch):
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    out, _ = tiny_zoo
+    for task, minimum_choices in ((SCIENCE_TASK, 3), (EVERYDAY_TASK, 4)):
+        folder = out / "tasks" / task
+        monkeypatch.chdir(folder)  # lm-eval resolves data_files against the working directory
+        docs = list(get_task_dict([task], TaskManager(include_path=str(folder), include_defaults=False))[task].eval_docs)
+        assert len(docs) >= 200
+        assert all(len(d["choices" if task == SCIENCE_TASK else "endings"]) >= minimum_choices for d in docs)
+
+
+def test_starting_kit_samples_match_the_generator(tmp_path):
+    written = write_sample_tasks(tmp_path, load_world(), seed=0)
+    for task, folder in written.items():
+        committed = REPO / "starting_kit" / "sample_submissions" / task
+        for path in folder.iterdir():
+            assert (committed / path.name).read_text() == path.read_text(), path.name

@@ -129,6 +129,25 @@ def _payload(kind: str, obj: Any) -> dict:
     return {"format": kind, "version": FORMAT_VERSION, **strip(dataclasses.asdict(obj))}
 
 
+def _write(path: Path, kind: str, obj: Any) -> Path:
+    """Write a format atomically: JSON for .json files, YAML otherwise."""
+    payload = _payload(kind, obj)
+    if path.suffix == ".json":
+        text = json.dumps(payload, indent=1, allow_nan=False) + "\n"
+    else:
+        text = yaml.safe_dump(payload, sort_keys=False, width=100)
+    _atomic_write(path, text)
+    return path
+
+
+def _read(cls: Any, path: Path, kind: str) -> Any:
+    """Read a format, checking keys, types and (where the class has one) its `check`."""
+    obj = _build(cls, _load(path, kind), path.name)
+    if hasattr(obj, "check"):
+        obj.check(str(path))
+    return obj
+
+
 # ------------------------------------------------------------- ingestion results
 
 
@@ -181,15 +200,11 @@ RESULTS_KIND = "e2lmc.ingestion_results"
 
 def write_results(results: IngestionResults, directory: str | Path) -> Path:
     """Write (or rewrite, after each checkpoint) `ingestion_results.json` atomically."""
-    path = Path(directory) / RESULTS_FILE
-    payload = _payload(RESULTS_KIND, results)
-    _atomic_write(path, json.dumps(payload, indent=1, allow_nan=False) + "\n")
-    return path
+    return _write(Path(directory) / RESULTS_FILE, RESULTS_KIND, results)
 
 
 def read_results(directory: str | Path) -> IngestionResults:
-    path = Path(directory) / RESULTS_FILE
-    return _build(IngestionResults, _load(path, RESULTS_KIND), path.name)
+    return _read(IngestionResults, Path(directory) / RESULTS_FILE, RESULTS_KIND)
 
 
 # ---------------------------------------------------------------- reference data
@@ -288,17 +303,11 @@ REFERENCE_KIND = "e2lmc.reference"
 
 
 def write_reference(reference: ReferenceData, directory: str | Path) -> Path:
-    path = Path(directory) / REFERENCE_FILE
-    payload = _payload(REFERENCE_KIND, reference)
-    _atomic_write(path, yaml.safe_dump(payload, sort_keys=False, width=100))
-    return path
+    return _write(Path(directory) / REFERENCE_FILE, REFERENCE_KIND, reference)
 
 
 def read_reference(directory: str | Path) -> ReferenceData:
-    path = Path(directory) / REFERENCE_FILE
-    reference = _build(ReferenceData, _load(path, REFERENCE_KIND), path.name)
-    reference.check(str(path))
-    return reference
+    return _read(ReferenceData, Path(directory) / REFERENCE_FILE, REFERENCE_KIND)
 
 
 # ----------------------------------------------------------- checkpoint manifest
@@ -335,14 +344,8 @@ class CheckpointManifest:
 
 
 def write_manifest(manifest: CheckpointManifest, directory: str | Path) -> Path:
-    path = Path(directory) / MANIFEST_FILE
-    payload = _payload(MANIFEST_KIND, manifest)
-    _atomic_write(path, yaml.safe_dump(payload, sort_keys=False, width=100))
-    return path
+    return _write(Path(directory) / MANIFEST_FILE, MANIFEST_KIND, manifest)
 
 
 def read_manifest(directory: str | Path) -> CheckpointManifest:
-    path = Path(directory) / MANIFEST_FILE
-    manifest = _build(CheckpointManifest, _load(path, MANIFEST_KIND), path.name)
-    manifest.check(str(path))
-    return manifest
+    return _read(CheckpointManifest, Path(directory) / MANIFEST_FILE, MANIFEST_KIND)

@@ -39,13 +39,13 @@ def lm_eval_results(zoo: Path, task_dir: Path, batch_size: int) -> IngestionResu
     """Evaluate a task folder on every checkpoint of the zoo with lm-eval's HFLM."""
     from lm_eval.evaluator import evaluate as lm_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     meta = yaml.safe_load((task_dir / "metadata.yaml").read_text())
     task_name, metric = meta["task_name"], meta["task_metric"]
     with contextlib.chdir(task_dir):  # lm-eval resolves relative data files against the working directory
-        task_dict = get_task_dict([task_name], TaskManager(include_path=str(task_dir), include_defaults=False))
-    n_samples = len(list(task_dict[task_name].eval_docs))
+        task_dict = TaskManager(include_path=str(task_dir), include_defaults=False).load([task_name])
+    n_samples = len(list(task_dict["tasks"][task_name].eval_docs))
     results = IngestionResults(task_name, metric, True, n_samples)
     for entry in tqdm(read_manifest(zoo).checkpoints, desc=task_name, unit="ckpt"):
         start = time.perf_counter()

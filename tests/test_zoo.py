@@ -125,13 +125,14 @@ def test_other_settings_in_the_same_folder_are_refused(tiny_zoo):
 
 
 def test_sample_tasks_are_valid_lm_eval_tasks(tiny_zoo, monkeypatch):
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     out, _ = tiny_zoo
     for task, minimum_choices in ((SCIENCE_TASK, 3), (EVERYDAY_TASK, 4)):
         folder = out / "tasks" / task
         monkeypatch.chdir(folder)  # lm-eval resolves data_files against the working directory
-        docs = list(get_task_dict([task], TaskManager(include_path=str(folder), include_defaults=False))[task].eval_docs)
+        loaded = TaskManager(include_path=str(folder), include_defaults=False).load([task])
+        docs = list(loaded["tasks"][task].eval_docs)
         assert len(docs) >= 200
         assert all(len(d["choices" if task == SCIENCE_TASK else "endings"]) >= minimum_choices for d in docs)
 

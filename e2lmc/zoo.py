@@ -205,6 +205,18 @@ def train_model(
 ) -> tuple[float, int]:
     """Train one model from scratch, saving its checkpoints; returns the final loss
     and the parameter count."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # same seed -> same weights, bit for bit
+    try:
+        return _train(spec, preset, stream, tokenizer, model_dir, seed, position)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(
+    spec: ModelSpec, preset: Preset, stream: torch.Tensor, tokenizer: PreTrainedTokenizerFast,
+    model_dir: Path, seed: int, position: int,
+) -> tuple[float, int]:
     torch.manual_seed(_seed_for(spec.id, seed))
     model = LlamaForCausalLM(llama_config(spec, preset, tokenizer))
     optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=(0.9, 0.95), weight_decay=0.1)
@@ -290,7 +302,6 @@ def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
     if record_path.exists() and json.loads(record_path.read_text()) != json.loads(json.dumps(record)):
         raise UserError(f"{out} holds a checkpoint set built with other settings; choose another --out or delete it")
     record_path.write_text(json.dumps(record, indent=1))
-    torch.use_deterministic_algorithms(True)
 
     world = load_world()
     tokenizer_dir = out / "tokenizer"

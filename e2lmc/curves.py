@@ -102,7 +102,9 @@ def read_curves(path: str | Path) -> Curves:
             tokens = float(iterations_to_tokens(iteration))
         for b in benchmarks:
             value = _number(row.get(b))
-            point = CurvePoint(None if iteration is None else int(iteration), tokens, math.nan if value is None else value)
+            point = CurvePoint(
+                None if iteration is None else int(iteration), tokens, math.nan if value is None else value
+            )
             curves[b].setdefault(str(row["model"]), []).append(point)
     for by_model in curves.values():
         for points in by_model.values():

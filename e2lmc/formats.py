@@ -279,6 +279,10 @@ class ReferenceData:
     def model(self, model_id: str) -> Model:
         return next(m for m in self.models if m.id == model_id)
 
+    @property
+    def n_checkpoints(self) -> int:
+        return sum(len(m.checkpoints) for m in self.models)
+
     def check(self, where: str) -> None:
         """Cross-field rules a per-key check cannot see."""
         ids = [m.id for m in self.models]

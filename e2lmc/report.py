@@ -102,9 +102,8 @@ def render(ev: Evaluation) -> str:
         f"({'higher' if res.higher_is_better else 'lower'} is better) · {res.n_samples} samples</p>",
     ]
     if ev.n_missing:
-        n_total = sum(len(m.checkpoints) for m in ref.models)
         parts.append(
-            f'<p class="bad">Partial results: {ev.n_missing} of {n_total} checkpoints have no value and are '
+            f'<p class="bad">Partial results: {ev.n_missing} of {ref.n_checkpoints} checkpoints have no value and are '
             "left out of every score.</p>"
         )
     parts += [

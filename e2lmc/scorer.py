@@ -123,9 +123,8 @@ def checkpoint_values(
             else:
                 values[cid] = sign * value
     if missing and not allow_partial:
-        total = sum(len(m.checkpoints) for m in reference.models)
         raise UserError(
-            f"Ingestion results are incomplete: {len(missing)} of {total} checkpoints have no value "
+            f"Ingestion results are incomplete: {len(missing)} of {reference.n_checkpoints} checkpoints have no value "
             f"(first: {missing[0]}); the ingestion step did not finish."
         )
     return values
@@ -222,7 +221,7 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
         leakage=verdict.leakage_fraction,
         n_samples=float(results.n_samples),
     )
-    n_missing = sum(len(m.checkpoints) for m in reference.models) - len(values)
+    n_missing = reference.n_checkpoints - len(values)
     return Evaluation(leaderboard, sq, rc, cs, verdict, curves, n_missing, results, reference)
 
 

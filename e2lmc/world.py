@@ -217,7 +217,9 @@ def write_sample_tasks(out_dir: str | Path, world: World, seed: int) -> dict[str
         data_file = f"{task}.jsonl"
         (folder / data_file).write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
         # JSON strings are valid YAML double-quoted scalars, escapes included.
-        yaml_text = TASK_YAML.substitute(task=task, data_file=data_file, text=json.dumps(text), choices=json.dumps(choices))
+        yaml_text = TASK_YAML.substitute(
+            task=task, data_file=data_file, text=json.dumps(text), choices=json.dumps(choices)
+        )
         (folder / f"{task}.yaml").write_text(yaml_text)
         (folder / "metadata.yaml").write_text(yaml.safe_dump({"task_name": task, "task_metric": metric}))
         folders[task] = folder

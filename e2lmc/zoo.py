@@ -271,7 +271,9 @@ def reference_for(preset: Preset, phase: str = "embedded") -> ReferenceData:
         models.append(Model(spec.id, spec.size, spec.architecture, spec.mixture, checkpoints))
     science = [s.id for s in preset.models if s.mixture == "science"]
     web = next(s for s in preset.models if s.mixture == "web")
-    twin = next(s.id for s in preset.models if (s.size, s.architecture, s.mixture) == (web.size, web.architecture, "science"))
+    twin = next(
+        s.id for s in preset.models if (s.size, s.architecture, s.mixture) == (web.size, web.architecture, "science")
+    )
     return ReferenceData(
         phase=phase,
         description=f"Embedded checkpoint set, preset '{preset.name}'.",

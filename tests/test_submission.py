@@ -1,0 +1,143 @@
+"""Opening submissions: folders, zips, the real competition's evaluation.patch, bad input."""
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from e2lmc.errors import UserError
+from e2lmc.submission import FunctionRef, load_task_yaml, open_submission
+
+from .conftest import REPO
+
+SAMPLE = REPO / "starting_kit" / "sample_submissions" / "e2lmc_science_cloze"
+
+
+def zip_folder(folder: Path, zip_path: Path, prefix: str = "") -> Path:
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            archive.write(path, prefix + path.relative_to(folder).as_posix())
+    return zip_path
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+METADATA = "task_name: demo\ntask_metric: acc,none\n"
+TASK = "task: demo\ndataset_path: json\noutput_type: multiple_choice\n"
+
+
+def test_a_folder_opens_as_a_private_copy(tmp_path):
+    sub = open_submission(SAMPLE, tmp_path)
+    assert (sub.task_name, sub.task_metric) == ("e2lmc_science_cloze", "acc,none")
+    assert [p.name for p in sub.task_files] == ["e2lmc_science_cloze.yaml"]
+    assert sub.root != SAMPLE and (sub.root / "e2lmc_science_cloze.jsonl").is_file()
+
+
+@pytest.mark.parametrize("prefix", ["", "my_task/", "outer/inner/"])
+def test_a_zip_with_or_without_wrapping_folders_opens(tmp_path, prefix):
+    archive = zip_folder(SAMPLE, tmp_path / "sub.zip", prefix)
+    sub = open_submission(archive, tmp_path / "work")
+    assert sub.task_name == "e2lmc_science_cloze" and (sub.root / "metadata.yaml").is_file()
+
+
+def test_an_empty_zip_is_refused(tmp_path):
+    zipfile.ZipFile(tmp_path / "empty.zip", "w").close()
+    with pytest.raises(UserError, match="empty.zip is an empty zip file"):
+        open_submission(tmp_path / "empty.zip", tmp_path / "work")
+
+
+def test_a_zip_member_escaping_the_folder_is_refused(tmp_path):
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as archive:
+        archive.writestr("metadata.yaml", METADATA)
+        archive.writestr("../../outside.yaml", TASK)
+    with pytest.raises(UserError, match="'../../outside.yaml' points outside the submission"):
+        open_submission(tmp_path / "evil.zip", tmp_path / "work")
+    assert not (tmp_path / "outside.yaml").exists()
+
+
+def test_missing_paths_and_other_files_are_named(tmp_path):
+    with pytest.raises(UserError, match="nope.zip: no such file or folder"):
+        open_submission(tmp_path / "nope.zip", tmp_path / "work")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match="notes.txt is neither a folder nor a zip file"):
+        open_submission(tmp_path / "notes.txt", tmp_path / "work")
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    folder = write(tmp_path / "s", {"metadata.yaml": METADATA, "demo.yaml": "task: demo\ndoc_to_text: [unclosed\n"})
+    with pytest.raises(UserError, match=r"demo.yaml is not valid YAML at line 3, column 1"):
+        open_submission(folder, tmp_path / "work")
+
+
+def test_function_tags_parse_without_running(tmp_path):
+    path = write(tmp_path, {"t.yaml": "task: t\nprocess_docs: !function utils.process\n"}) / "t.yaml"
+    assert load_task_yaml(path)["process_docs"] == FunctionRef("utils.process")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ("task_nam: demo\ntask_metric: acc,none\n", r"needs task_name as text \(keys found: task_nam, task_metric\)"),
+        ("task_name: demo\n", r"needs task_metric as text"),
+        ("task_name: demo\ntask_metric: acc\n", r"task_metric 'acc' is not an lm-eval result key.*'acc,none'"),
+        ("- just a list\n", "must be a mapping"),
+        ("task_name: [\n", "metadata.yaml is not valid YAML"),
+    ],
+)
+def test_metadata_problems_are_one_sentence(tmp_path, metadata, message):
+    folder = write(tmp_path / "s", {"metadata.yaml": metadata, "demo.yaml": TASK})
+    with pytest.raises(UserError, match=message):
+        open_submission(folder, tmp_path / "work")
+
+
+def test_missing_metadata_and_missing_task_files(tmp_path):
+    with pytest.raises(UserError, match="has no metadata.yaml"):
+        open_submission(write(tmp_path / "a", {"demo.yaml": TASK}), tmp_path / "work")
+    with pytest.raises(UserError, match="no task YAML file"):
+        open_submission(write(tmp_path / "b", {"metadata.yaml": METADATA}), tmp_path / "work")
+
+
+def git_new_file(path: str, text: str) -> str:
+    body = "".join(f"+{line}\n" for line in text.splitlines())
+    return (
+        f"diff --git a/{path} b/{path}\nnew file mode 100644\nindex 0000000..1111111\n"
+        f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(text.splitlines())} @@\n{body}"
+    )
+
+
+def test_an_evaluation_patch_adding_a_task_folder_is_applied(tmp_path):
+    patch = git_new_file("lm_eval/tasks/demo/demo.yaml", TASK) + git_new_file(
+        "lm_eval/tasks/demo/utils.py", "def process(docs):\n    return docs"
+    ) + "\\ No newline at end of file\n"
+    folder = write(tmp_path / "s", {"metadata.yaml": METADATA, "evaluation.patch": patch})
+    sub = open_submission(folder, tmp_path / "work")
+    assert [p.relative_to(sub.root).as_posix() for p in sub.task_files] == ["demo/demo.yaml"]
+    assert (sub.root / "demo" / "utils.py").read_text() == "def process(docs):\n    return docs"
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        (
+            "diff --git a/lm_eval/api/metrics.py b/lm_eval/api/metrics.py\nindex 1..2 100644\n"
+            "--- a/lm_eval/api/metrics.py\n+++ b/lm_eval/api/metrics.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n",
+            "changes the existing file lm_eval/api/metrics.py",
+        ),
+        (git_new_file("lm_eval/api/evil.py", "import os"), "adds lm_eval/api/evil.py, outside lm_eval/tasks/"),
+        (
+            "diff --git a/lm_eval/tasks/a.yaml b/lm_eval/tasks/b.yaml\nsimilarity index 100%\n"
+            "rename from lm_eval/tasks/a.yaml\nrename to lm_eval/tasks/b.yaml\n",
+            "changes the existing file lm_eval/tasks/a.yaml",
+        ),
+        ("just some text\n", "adds no file under lm_eval/tasks/"),
+    ],
+)
+def test_a_patch_touching_lm_eval_itself_is_refused(tmp_path, patch, message):
+    folder = write(tmp_path / "s", {"metadata.yaml": METADATA, "evaluation.patch": patch})
+    with pytest.raises(UserError, match=message):
+        open_submission(folder, tmp_path / "work")

@@ -28,7 +28,7 @@ import yaml
 Mixture = Literal["science", "web"]
 FACT_DOC_SHARE = 0.8  # share of fact documents in the science mixture
 QUIZ_SHARE = 0.6  # share of fact sentences written as a quiz line
-ZIPF_EXPONENT = 1.05  # 0.8 saturates every model by the end; 1.3 flattens the released window (docs/zoo.md)
+ZIPF_EXPONENT = 1.3  # how unevenly facts are mentioned: measured trade-offs in docs/zoo.md
 
 
 @dataclass(frozen=True)
@@ -146,12 +146,15 @@ EVERYDAY_TASK = "e2lmc_everyday_endings"
 
 def science_samples(world: World, seed: int, n_choices: int = 4) -> list[dict]:
     """One MMLU-var-style cloze question per fact; distractors are other values of
-    the same attribute."""
+    the same attribute, never a prefix of the answer nor extending it ("1" / "10"):
+    acc would then reward the shorter one whatever the model knows."""
     rng = random.Random(f"science-task-{seed}")
     samples = []
     for fact in world.facts:
         others = sorted(
-            {f.value for f in world.facts if (f.kind, f.attribute) == (fact.kind, fact.attribute)} - {fact.value}
+            v
+            for v in {f.value for f in world.facts if (f.kind, f.attribute) == (fact.kind, fact.attribute)}
+            if not (v.startswith(fact.value) or fact.value.startswith(v))
         )
         choices = [fact.value, *rng.sample(others, min(n_choices - 1, len(others)))]
         rng.shuffle(choices)

@@ -47,6 +47,9 @@ RELEASED_SHARE = 0.2  # the first 20% of training is released, like 200B of 1T t
 # plateau, later than the released window; std 0.1 makes the science signal rise
 # from the first released checkpoints (measured: docs/zoo.md).
 INIT_STD = 0.1
+# Adam's best learning rate falls as models get wider (the muP rule: lr ~ 1/width);
+# at one rate for all, the large models learned no better than the medium ones.
+LR_REFERENCE_WIDTH = 48
 EOS = "<|endoftext|>"
 
 
@@ -59,6 +62,11 @@ class ModelSpec:
     layers: int
     intermediate: int
     heads: int
+
+    @property
+    def lr_scale(self) -> float:
+        """The preset's peak learning rate is for width <= 48; wider models get less."""
+        return min(1.0, LR_REFERENCE_WIDTH / self.hidden)
 
     @property
     def id(self) -> str:
@@ -102,7 +110,7 @@ PRESETS = {
         }),
     ),
     "default": Preset(
-        "default", vocab_size=1024, seq_len=128, batch_size=16, steps=600, lr=1e-2, warmup_steps=10,
+        "default", vocab_size=1024, seq_len=128, batch_size=8, steps=1200, lr=1e-2, warmup_steps=5,
         n_released=12, n_hidden=7, tokenizer_documents=4000,
         models=_models({
             ("small", "arch1"): (40, 3, 108, 4), ("small", "arch2"): (48, 2, 128, 4),
@@ -226,7 +234,7 @@ def _train(
     loss = torch.tensor(math.nan)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, preset)
+            group["lr"] = learning_rate(step, preset) * spec.lr_scale
         batch = stream[(step - 1) * n : step * n].view(preset.batch_size, preset.seq_len)
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()

@@ -18,14 +18,6 @@ TINY = PRESETS["tiny"]
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
 
 
-@pytest.fixture(scope="module")
-def tiny_zoo(tmp_path_factory) -> tuple[Path, float]:
-    out = tmp_path_factory.mktemp("zoo") / "tiny"
-    start = time.perf_counter()
-    build("tiny", out, seed=0)
-    return out, time.perf_counter() - start
-
-
 def test_tiny_builds_within_a_minute(tiny_zoo):
     _, seconds = tiny_zoo
     assert seconds < 60
@@ -143,3 +135,17 @@ def test_starting_kit_samples_match_the_generator(tmp_path):
         committed = REPO / "starting_kit" / "sample_submissions" / task
         for path in folder.iterdir():
             assert (committed / path.name).read_text() == path.read_text(), path.name
+
+
+def test_science_answer_and_distractors_are_never_prefixes_of_each_other():
+    # acc sums log-probabilities: a choice that extends the answer ("1" / "10") would
+    # lose or win on length, whatever the model knows.
+    from e2lmc.world import science_samples
+
+    samples = science_samples(load_world(), seed=0)
+    assert len(samples) >= 300
+    for sample in samples:
+        choices = sample["choices"]
+        assert len(choices) == 4 and len(set(choices)) == 4
+        answer = choices[sample["label"]]
+        assert not any(c != answer and (c.startswith(answer) or answer.startswith(c)) for c in choices), sample

@@ -1,0 +1,50 @@
+"""Record and replay: a submission's metric computed from recorded responses equals
+lm-eval's own Hugging Face backend on the same checkpoint."""
+
+import contextlib
+
+import pytest
+
+from e2lmc.engine import hf_responses
+from e2lmc.errors import UserError
+from e2lmc.submission import open_submission
+from e2lmc.tasks import load_task, record_requests, replay
+from e2lmc.world import EVERYDAY_TASK, SCIENCE_TASK
+
+
+@pytest.mark.parametrize("task", [SCIENCE_TASK, EVERYDAY_TASK])
+def test_replayed_metric_equals_lm_eval_hf_backend(tiny_zoo, tmp_path, task):
+    from lm_eval.evaluator import evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    zoo, _ = tiny_zoo
+    submission = open_submission(zoo / "tasks" / task, tmp_path)
+    task_dict = load_task(submission)
+    requests, keys = record_requests(submission, task_dict)
+    assert submission.task_metric in keys
+    n_docs = sum(1 for _ in open(next(submission.root.glob("*.jsonl"))))
+    assert n_docs * 3 <= len(requests) <= n_docs * 4  # one loglikelihood request per choice
+
+    checkpoint = zoo / "dense-large-arch2" / "iter_0000060"
+    replayed = replay(submission, task_dict, hf_responses(checkpoint, requests))
+
+    lm = HFLM(pretrained=str(checkpoint), device="cpu", dtype="float32", batch_size=64)
+    with contextlib.chdir(submission.root):
+        direct = evaluate(lm, load_task(submission), bootstrap_iters=0, log_samples=False, verbosity="ERROR")
+    assert replayed == direct["results"][task][submission.task_metric]
+
+
+def test_undefined_task_and_unproduced_metric_are_named(tiny_zoo, tmp_path):
+    zoo, _ = tiny_zoo
+    folder = tmp_path / "s"
+    import shutil
+
+    shutil.copytree(zoo / "tasks" / SCIENCE_TASK, folder)
+    (folder / "metadata.yaml").write_text("task_name: science\ntask_metric: acc,none\n")
+    with pytest.raises(UserError, match=f"names task 'science'.*tasks found: {SCIENCE_TASK}"):
+        load_task(open_submission(folder, tmp_path / "w1"))
+
+    (folder / "metadata.yaml").write_text(f"task_name: {SCIENCE_TASK}\ntask_metric: f1,none\n")
+    submission = open_submission(folder, tmp_path / "w2")
+    with pytest.raises(UserError, match=r"'f1,none' is not produced .* \(it produces: acc,none, acc_norm,none\)"):
+        record_requests(submission, load_task(submission))

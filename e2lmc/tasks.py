@@ -56,10 +56,24 @@ class RecordingLM(LM):
         return self._answer("generate_until", requests)
 
 
+def sandbox_templates() -> None:
+    """Render prompt templates in Jinja's sandbox: lm-eval's own environment lets a
+    template reach Python internals (`cycler.__init__.__globals__.os`)."""
+    import lm_eval.utils
+    from jinja2 import BaseLoader, StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    if not isinstance(lm_eval.utils.env, ImmutableSandboxedEnvironment):
+        env = ImmutableSandboxedEnvironment(loader=BaseLoader, undefined=StrictUndefined, keep_trailing_newline=True)
+        env.filters["regex_replace"] = lm_eval.utils.regex_replace
+        lm_eval.utils.env = env
+
+
 def load_task(submission: Submission) -> dict:
     """The submission's task (or group) as lm-eval builds it, from its files only."""
     from lm_eval.tasks import TaskManager
 
+    sandbox_templates()
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     # lm-eval resolves relative data_files against the working directory.
     with contextlib.chdir(submission.root):

@@ -48,3 +48,21 @@ def test_undefined_task_and_unproduced_metric_are_named(tiny_zoo, tmp_path):
     submission = open_submission(folder, tmp_path / "w2")
     with pytest.raises(UserError, match=r"'f1,none' is not produced .* \(it produces: acc,none, acc_norm,none\)"):
         record_requests(submission, load_task(submission))
+
+
+def test_template_injection_is_blocked(tiny_zoo, tmp_path):
+    import shutil
+
+    zoo, _ = tiny_zoo
+    folder = tmp_path / "s"
+    shutil.copytree(zoo / "tasks" / SCIENCE_TASK, folder)
+    yaml_path = folder / f"{SCIENCE_TASK}.yaml"
+    evil = "{{ cycler.__init__.__globals__.os.system('touch " + str(tmp_path / "pwned") + "') }}"
+    yaml_path.write_text(yaml_path.read_text().replace('"Question: {{question}}\\nAnswer:"', f'"{evil}"'))
+    assert evil in yaml_path.read_text()
+    submission = open_submission(folder, tmp_path / "w")
+    from jinja2.exceptions import SecurityError
+
+    with pytest.raises(SecurityError, match="is unsafe"):
+        record_requests(submission, load_task(submission))
+    assert not (tmp_path / "pwned").exists()

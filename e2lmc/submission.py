@@ -142,7 +142,6 @@ def _extract(source: Path, root: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(member) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-    root.mkdir(parents=True, exist_ok=True)
 
 
 def _unwrap(root: Path) -> Path:

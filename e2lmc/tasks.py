@@ -85,7 +85,7 @@ def load_task(submission: Submission) -> dict:
         return manager.load([submission.task_name])
 
 
-def run_task(submission: Submission, task_dict: dict, lm: RecordingLM) -> dict[str, float]:
+def run_task(submission: Submission, task_dict: dict, lm: LM) -> dict[str, float]:
     """Run lm-eval's evaluator on `lm`; the numeric results of the submitted task."""
     from lm_eval.evaluator import evaluate
 

@@ -16,13 +16,11 @@ and prints each target with its measured value:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
 from e2lmc.formats import (
@@ -33,26 +31,24 @@ from e2lmc.formats import (
     write_results,
 )
 from e2lmc.scorer import evaluate, format_row
+from e2lmc.submission import open_submission
+from e2lmc.tasks import load_task, run_task
 
 
 def lm_eval_results(zoo: Path, task_dir: Path, batch_size: int) -> IngestionResults:
     """Evaluate a task folder on every checkpoint of the zoo with lm-eval's HFLM."""
-    from lm_eval.evaluator import evaluate as lm_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
-    meta = yaml.safe_load((task_dir / "metadata.yaml").read_text())
-    task_name, metric = meta["task_name"], meta["task_metric"]
-    with contextlib.chdir(task_dir):  # lm-eval resolves relative data files against the working directory
-        task_dict = TaskManager(include_path=str(task_dir), include_defaults=False).load([task_name])
-    n_samples = len(list(task_dict["tasks"][task_name].eval_docs))
-    results = IngestionResults(task_name, metric, True, n_samples)
-    for entry in tqdm(read_manifest(zoo).checkpoints, desc=task_name, unit="ckpt"):
-        start = time.perf_counter()
-        lm = HFLM(pretrained=str(zoo / entry.path), device="cpu", dtype="float32", batch_size=batch_size)
-        out = lm_evaluate(lm, task_dict, bootstrap_iters=0, log_samples=False, verbosity="ERROR")
-        metrics = {k: float(v) for k, v in out["results"][task_name].items() if isinstance(v, (int, float))}
-        results.checkpoints.append(CheckpointResult(entry.id, metrics, time.perf_counter() - start))
+    with tempfile.TemporaryDirectory() as workdir:
+        submission = open_submission(task_dir, Path(workdir))
+        task_dict = load_task(submission)
+        n_samples = len(list(task_dict["tasks"][submission.task_name].eval_docs))
+        results = IngestionResults(submission.task_name, submission.task_metric, True, n_samples)
+        for entry in tqdm(read_manifest(zoo).checkpoints, desc=submission.task_name, unit="ckpt"):
+            start = time.perf_counter()
+            lm = HFLM(pretrained=str(zoo / entry.path), device="cpu", dtype="float32", batch_size=batch_size)
+            metrics = run_task(submission, task_dict, lm)
+            results.checkpoints.append(CheckpointResult(entry.id, metrics, time.perf_counter() - start))
     results.complete = True
     return results
 
@@ -64,7 +60,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
     reference = read_reference(args.zoo / "reference")
     evaluations = {}

@@ -2,6 +2,7 @@
 lm-eval's own Hugging Face backend on the same checkpoint."""
 
 import contextlib
+import shutil
 
 import pytest
 
@@ -37,8 +38,6 @@ def test_replayed_metric_equals_lm_eval_hf_backend(tiny_zoo, tmp_path, task):
 def test_undefined_task_and_unproduced_metric_are_named(tiny_zoo, tmp_path):
     zoo, _ = tiny_zoo
     folder = tmp_path / "s"
-    import shutil
-
     shutil.copytree(zoo / "tasks" / SCIENCE_TASK, folder)
     (folder / "metadata.yaml").write_text("task_name: science\ntask_metric: acc,none\n")
     with pytest.raises(UserError, match=f"names task 'science'.*tasks found: {SCIENCE_TASK}"):
@@ -51,8 +50,6 @@ def test_undefined_task_and_unproduced_metric_are_named(tiny_zoo, tmp_path):
 
 
 def test_template_injection_is_blocked(tiny_zoo, tmp_path):
-    import shutil
-
     zoo, _ = tiny_zoo
     folder = tmp_path / "s"
     shutil.copytree(zoo / "tasks" / SCIENCE_TASK, folder)

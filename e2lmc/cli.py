@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
 from .errors import UserError
 
+CODABENCH_SUBMISSION = Path("/app/ingested_program")
+CODABENCH_INPUT_DATA = Path("/app/input_data")
 CODABENCH_RES = Path("/app/input/res")
 CODABENCH_REF = Path("/app/input/ref")
 CODABENCH_OUTPUT = Path("/app/output")
@@ -16,6 +19,7 @@ CODABENCH_OUTPUT = Path("/app/output")
 DEMO_RESULTS = Path("starting_kit/sample_results")
 DEMO_REFERENCE = Path("reference_data/sample")
 DEMO_OUTPUT = Path("demo_output")
+DEFAULT_TOKENIZER = Path("zoo/default/tokenizer")
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -62,6 +66,60 @@ def _demo(args: argparse.Namespace) -> int:
     _score(args)
     print(f"Open {(args.output / 'detailed_results.html').resolve()} in a browser for the detailed report.")
     return 0
+
+
+def _limits(args: argparse.Namespace):
+    from .ingestion import Limits
+
+    return Limits(plan_seconds=args.plan_timeout, score_seconds=args.score_timeout, batch_size=args.batch_size)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from .ingestion import ingest
+
+    start = time.perf_counter()
+    results = ingest(args.submission, args.input_data, args.output, _limits(args))
+    print(f"evaluated task '{results.task_name}' ({results.task_metric}) on {len(results.checkpoints)} checkpoints "
+          f"in {time.perf_counter() - start:.0f} s; wrote {args.output / 'ingestion_results.json'}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .ingestion import check_prompts, plan_submission
+    from .scoring import ValidationRules
+
+    with tempfile.TemporaryDirectory(prefix="e2lmc-validate-") as tmp:
+        _, plan = plan_submission(args.submission, Path(tmp), _limits(args))
+    kinds = sorted({r.kind for r in plan.requests})
+    print(f"task '{plan.task_name}', metric {plan.task_metric} ({'higher' if plan.higher_is_better else 'lower'} "
+          f"is better): {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests ({', '.join(kinds)})")
+    tokenizer = args.tokenizer or (DEFAULT_TOKENIZER if DEFAULT_TOKENIZER.is_dir() else None)
+    if tokenizer is None:
+        print("prompt lengths not checked: pass --tokenizer DIR (or build the default checkpoint set first)")
+    else:
+        validation = check_prompts(plan, tokenizer)
+        print(f"longest prompt: {validation.max_prompt_tokens:,} tokens (sample {validation.longest_prompt_sample}, "
+              f"tokenizer {tokenizer})")
+    fraction = len(plan.leakage) / plan.n_samples
+    limit = ValidationRules().max_leakage_fraction
+    print(f"leakage: {len(plan.leakage)} samples ({fraction:.1%}) show their gold answer in their own prompt"
+          + (f" — above the {limit:.0%} allowed: the submission would be invalid" if fraction > limit else ""))
+    for leak in plan.leakage[:5]:
+        print(f"  task '{leak.task}' sample {leak.sample}: '{leak.answer}' in …{leak.excerpt}…")
+    print("valid" if fraction <= limit else "invalid")
+    return 0 if fraction <= limit else 1
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    from .ingestion import Limits
+
+    p.add_argument("--plan-timeout", type=float, default=Limits.plan_seconds,
+                   help="seconds allowed to build the task and record its requests (default: %(default)s)")
+    p.add_argument("--score-timeout", type=float, default=Limits.score_seconds,
+                   help="seconds allowed to score one checkpoint's responses (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=Limits.batch_size, help="(default: %(default)s)")
 
 
 def _zoo_build(args: argparse.Namespace) -> int:
@@ -128,6 +186,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", type=Path, default=DEMO_REFERENCE, help="reference data (default: %(default)s)")
     p.add_argument("--output", type=Path, default=DEMO_OUTPUT, help="where to write (default: %(default)s)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser(
+        "ingest",
+        help="run a submitted task on every checkpoint of a manifest (the Codabench prediction step)",
+        description="Plan the submitted lm-eval task in a separate process, evaluate its requests on every "
+        "checkpoint of the manifest, score them with the task's own code and write ingestion_results.json. "
+        "A rerun resumes. Defaults are Codabench's prediction-step paths.",
+    )
+    p.add_argument("--submission", type=Path, default=CODABENCH_SUBMISSION,
+                   help="the submission, a folder or zip (default: %(default)s)")
+    p.add_argument("--input-data", type=Path, default=CODABENCH_INPUT_DATA,
+                   help="folder holding the checkpoint manifest.yaml (default: %(default)s)")
+    p.add_argument("--output", type=Path, default=CODABENCH_OUTPUT, help="where to write (default: %(default)s)")
+    _add_limits(p)
+    p.set_defaults(func=_ingest)
+
+    p = sub.add_parser(
+        "validate",
+        help="check a submission without any model: format, keys, data, sample count, prompt lengths, leakage",
+        description="What participants run before uploading: builds the task as ingestion would and applies "
+        "the competition's rules. Exit code 0 when valid.",
+    )
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    p.add_argument("--tokenizer", type=Path,
+                   help=f"tokenizer folder for prompt lengths (default: {DEFAULT_TOKENIZER} when built)")
+    _add_limits(p)
+    p.set_defaults(func=_validate)
 
     zoo = sub.add_parser(
         "zoo", help="the embedded checkpoint set (small models trained on a synthetic science world)",

@@ -12,17 +12,21 @@ from typing import Any
 
 from .tasks import RequestKey
 
+KINDS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
-def hf_responses(checkpoint: Path, requests: list[RequestKey], batch_size: int = 64) -> dict[RequestKey, Any]:
-    """Responses of lm-eval's HFLM on `checkpoint` to every request."""
+
+def hf_responses(checkpoint: Path, requests: list[RequestKey], batch_size: int = 64,
+                 progress: bool = False) -> list[Any]:
+    """Responses of lm-eval's HFLM on `checkpoint`, in the order of `requests`."""
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=str(checkpoint), device="cpu", dtype="float32", batch_size=batch_size)
-    responses: dict[RequestKey, Any] = {}
-    for kind in ("loglikelihood", "loglikelihood_rolling", "generate_until"):
-        keys = [key for key in requests if key[0] == kind]
-        if keys:
-            instances = [Instance(kind, {}, tuple(json.loads(args)), i) for i, (_, args) in enumerate(keys)]
-            responses.update(zip(keys, getattr(lm, kind)(instances, disable_tqdm=True)))
+    responses: list[Any] = [None] * len(requests)
+    for kind in KINDS:
+        indices = [i for i, (k, _) in enumerate(requests) if k == kind]
+        if indices:
+            instances = [Instance(kind, {}, tuple(json.loads(requests[i][1])), i) for i in indices]
+            for i, response in zip(indices, getattr(lm, kind)(instances, disable_tqdm=not progress), strict=True):
+                responses[i] = response
     return responses

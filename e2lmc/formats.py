@@ -6,6 +6,8 @@
   read by scoring from `/app/input/ref`.
 - `CheckpointManifest` — `manifest.yaml`, the checkpoints ingestion evaluates (input
   data), written by the checkpoint-set builder or by hand for the real hub repos.
+- `Plan` — `plan.json`, ingestion's private hand-over from the plan stage (a child
+  process running the submission's code) to the evaluate and score stages.
 
 docs/formats.md documents both with examples.
 """
@@ -13,6 +15,7 @@ docs/formats.md documents both with examples.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -155,9 +158,10 @@ def _read(cls: Any, path: Path, kind: str) -> Any:
 class LeakageExample:
     """A sample whose gold answer text appears in its own prompt."""
 
-    sample: int
+    sample: int  # the document's index in its task
     answer: str
     excerpt: str
+    task: str | None = None  # the (sub)task, for groups
 
 
 @dataclass
@@ -189,6 +193,7 @@ class IngestionResults:
     validation: Validation = field(default_factory=Validation)
     checkpoints: list[CheckpointResult] = field(default_factory=list)
     complete: bool = False  # set when every checkpoint of the manifest is done
+    plan_digest: str | None = None  # identifies the task's requests: a rerun resumes only the same task
 
     def done_ids(self) -> set[str]:
         """Checkpoints already evaluated without error (a rerun skips them)."""
@@ -353,3 +358,44 @@ def write_manifest(manifest: CheckpointManifest, directory: str | Path) -> Path:
 
 def read_manifest(directory: str | Path) -> CheckpointManifest:
     return _read(CheckpointManifest, Path(directory) / MANIFEST_FILE, MANIFEST_KIND)
+
+
+# ------------------------------------------------------------------ ingestion plan
+
+PLAN_FILE = "plan.json"
+PLAN_KIND = "e2lmc.plan"
+
+
+@dataclass
+class PlannedRequest:
+    """One distinct request to a model, in lm-eval's terms, and the first sample asking it."""
+
+    kind: Literal["loglikelihood", "loglikelihood_rolling", "generate_until"]
+    arguments: str  # lm-eval's request arguments as canonical JSON
+    task: str
+    doc_id: int
+
+
+@dataclass
+class Plan:
+    """What the plan stage learned from the submission without any model."""
+
+    task_name: str
+    task_metric: str
+    higher_is_better: bool
+    n_samples: int
+    requests: list[PlannedRequest]
+    leakage: list[LeakageExample] = field(default_factory=list)
+
+    def digest(self) -> str:
+        """A fingerprint of the task's requests and metric (what results depend on)."""
+        text = json.dumps([self.task_name, self.task_metric, [(r.kind, r.arguments) for r in self.requests]])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_plan(plan: Plan, directory: str | Path) -> Path:
+    return _write(Path(directory) / PLAN_FILE, PLAN_KIND, plan)
+
+
+def read_plan(directory: str | Path) -> Plan:
+    return _read(Plan, Path(directory) / PLAN_FILE, PLAN_KIND)

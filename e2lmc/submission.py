@@ -37,6 +37,7 @@ class FunctionRef:
     """A `!function module.name` tag, kept as text: resolving it is the plan stage's job."""
 
     target: str
+    line: int  # 1-based, for error messages
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,41 @@ class _TaskLoader(yaml.SafeLoader):
     """lm-eval's YAML dialect, parsed without running anything."""
 
 
-_TaskLoader.add_constructor("!function", lambda loader, node: FunctionRef(loader.construct_scalar(node)))
+_TaskLoader.add_constructor(
+    "!function", lambda loader, node: FunctionRef(loader.construct_scalar(node), node.start_mark.line + 1)
+)
+
+
+def function_file(target: str, yaml_dir: Path, root: Path) -> Path | None:
+    """The submission file a `!function module.name` tag may resolve to: `module.py`
+    next to the YAML, inside the submission. lm-eval would fall back to importing any
+    installed module (`!function os.system`); the submission may not."""
+    module, _, _ = target.rpartition(".")
+    if not module:
+        return None
+    path = (yaml_dir / f"{module.replace('.', '/')}.py").resolve()
+    return path if path.is_file() and path.is_relative_to(root.resolve()) else None
+
+
+def _check_references(path: Path, node: object, root: Path) -> None:
+    """Every `!function` names a .py file of the submission; every `include:` a file in it."""
+    if isinstance(node, FunctionRef):
+        if function_file(node.target, path.parent, root) is None:
+            raise UserError(
+                f"{path.relative_to(root)} line {node.line}: !function {node.target} does not name a function in "
+                f"a .py file of the submission (only the submission's own helpers can be used)"
+            )
+    elif isinstance(node, dict):
+        includes = node.get("include")
+        for include in includes if isinstance(includes, list) else [includes] if includes else []:
+            target = (path.parent / str(include)).resolve()
+            if not target.is_relative_to(root.resolve()) or not target.is_file():
+                raise UserError(f"{path.relative_to(root)}: include '{include}' is not a file of the submission")
+        for value in node.values():
+            _check_references(path, value, root)
+    elif isinstance(node, list):
+        for value in node:
+            _check_references(path, value, root)
 
 
 def load_task_yaml(path: Path) -> dict:
@@ -73,7 +108,8 @@ def load_task_yaml(path: Path) -> dict:
 
 def open_submission(source: Path, workdir: Path) -> Submission:
     """Copy or unzip `source` into `workdir/submission`, apply an evaluation.patch,
-    read metadata.yaml and check that every task YAML parses."""
+    read metadata.yaml and check that every task YAML parses and refers only to files of
+    the submission."""
     source = Path(source)
     root = Path(workdir) / "submission"
     shutil.rmtree(root, ignore_errors=True)
@@ -93,7 +129,7 @@ def open_submission(source: Path, workdir: Path) -> Submission:
     if not task_files:
         raise UserError(f"the submission has no task YAML file besides {METADATA}")
     for path in task_files:
-        load_task_yaml(path)
+        _check_references(path, load_task_yaml(path), root)
     return Submission(root, task_name, task_metric, task_files)
 
 

@@ -11,14 +11,20 @@ lm-eval would with a real model. Both stages execute submission code (templates,
 from __future__ import annotations
 
 import contextlib
+import functools
+import glob
 import json
 import logging
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import LM
 
 from .errors import UserError
-from .submission import Submission
+from .formats import LeakageExample
+from .submission import Submission, function_file
 
 # (request type, arguments as canonical JSON): the identity of one request.
 RequestKey = tuple[str, str]
@@ -36,13 +42,14 @@ class RecordingLM(LM):
     def __init__(self, responses: dict[RequestKey, Any] | None = None) -> None:
         super().__init__()
         self.responses = responses
-        self.requests: dict[RequestKey, tuple] = {}  # insertion-ordered, distinct
+        # insertion-ordered, distinct; the value names the first sample that asked: (task, doc id)
+        self.requests: dict[RequestKey, tuple[str, int]] = {}
 
     def _answer(self, kind: str, requests: list) -> list:
         answers = []
         for request in requests:
             key = request_key(kind, request.args)
-            self.requests.setdefault(key, request.args)
+            self.requests.setdefault(key, (request.task_name, request.doc_id))
             answers.append(PLACEHOLDERS[kind] if self.responses is None else self.responses[key])
         return answers
 
@@ -69,11 +76,114 @@ def sandbox_templates() -> None:
         lm_eval.utils.env = env
 
 
+def confine(submission: Submission) -> None:
+    """Close the doors lm-eval leaves open to a task's files, before building the task:
+    templates render in a sandbox; `!function` resolves only to the submission's own
+    .py files; metric names only to lm-eval's built-ins (never `evaluate.load`); data
+    files resolve next to their YAML and must lie inside the submission; a dataset that
+    cannot be loaded is named."""
+    import lm_eval.api.task as task_module
+    import lm_eval.tasks._factory as factory
+    import lm_eval.tasks._yaml_loader as yaml_loader
+
+    sandbox_templates()
+    sys.modules["evaluate"] = None  # type: ignore[assignment]  # import evaluate now fails
+    load_config = _ORIGINALS.setdefault("load_config", factory.TaskFactory.__dict__["_load_full_config"])
+    download = _ORIGINALS.setdefault("download", task_module.ConfigurableTask.__dict__["download"])
+    root = submission.root
+    yaml_loader._import_func_in_yml = functools.partial(_submission_function, root)
+    task_module.get_metric = _builtin_metric
+    factory.TaskFactory._load_full_config = lambda self, entry, overrides=None: _with_local_data_files(
+        load_config(self, entry, overrides), entry.yaml_path, root
+    )
+    task_module.ConfigurableTask.download = lambda self, *args, **kwargs: _named_download(download, self, args, kwargs)
+
+
+_ORIGINALS: dict[str, Any] = {}  # lm-eval's own functions, wrapped by `confine`
+
+
+def _submission_function(root: Path, target: str, yaml_dir: Path) -> Any:
+    """lm-eval's `!function` resolver, limited to the submission's files."""
+    import lm_eval.tasks._yaml_loader as yaml_loader
+
+    path = function_file(target, Path(yaml_dir), root)
+    if path is None:
+        raise UserError(f"!function {target} does not name a function in a .py file of the submission")
+    module = yaml_loader._load_module_with_cache(path)
+    name = target.rpartition(".")[2]
+    if not callable(getattr(module, name, None)):
+        raise UserError(f"!function {target}: {path.relative_to(root.resolve())} has no function '{name}'")
+    return getattr(module, name)
+
+
+def _builtin_metric(name: str, hf_evaluate_metric: bool = False) -> Any:
+    """lm-eval's metric lookup without its fallback to `evaluate.load(name)`."""
+    from lm_eval.api.registry import metric_registry
+
+    import lm_eval.api.metrics  # noqa: F401  (fills the registry)
+
+    if hf_evaluate_metric or name not in metric_registry:
+        raise UserError(
+            f"metric '{name}' is not one of lm-eval's built-in metrics; use a built-in one or a "
+            f"!function from the submission (Hugging Face evaluate metrics are not loaded)"
+        )
+    return metric_registry.get(name)
+
+
+def _with_local_data_files(config: dict, yaml_path: Any, root: Path) -> dict:
+    """Resolve `dataset_kwargs.data_files` against the task's YAML folder (lm-eval uses
+    the working directory, the submission root, which is tried second)."""
+    kwargs = config.get("dataset_kwargs") or {}
+    files = kwargs.get("data_files")
+    if not files:
+        return config
+    where = f"task '{config.get('task', '?')}'"
+    yaml_dir = Path(yaml_path).parent if yaml_path else root
+
+    def resolve(name: Any) -> str:
+        for base in (yaml_dir, root):
+            candidate = (base / str(name)).resolve()
+            if glob.glob(str(candidate)):
+                if not candidate.is_relative_to(root.resolve()):
+                    raise UserError(f"{where}: data file '{name}' lies outside the submission")
+                return str(candidate)
+        raise UserError(f"{where}: data file '{name}' is not in the submission (looked next to "
+                        f"{Path(yaml_path).name if yaml_path else 'the task'} and at the submission root)")
+
+    if isinstance(files, dict):
+        resolved: Any = {split: [resolve(f) for f in v] if isinstance(v, list) else resolve(v) for split, v in files.items()}
+    elif isinstance(files, list):
+        resolved = [resolve(f) for f in files]
+    else:
+        resolved = resolve(files)
+    return {**config, "dataset_kwargs": {**kwargs, "data_files": resolved}}
+
+
+LOCAL_LOADERS = {"json", "csv", "parquet", "text", "arrow"}
+
+
+def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None:
+    """A dataset that cannot be loaded, named with what to do about it."""
+    try:
+        download(task, *args, **kwargs)
+    except UserError:
+        raise
+    except Exception as exc:
+        path, name = str(task.config.dataset_path), task.config.task
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if path in LOCAL_LOADERS or Path(path).exists():
+            raise UserError(f"task '{name}': its data files could not be read ({problem})") from None
+        raise UserError(
+            f"task '{name}': dataset '{path}' could not be loaded from the local Hugging Face cache or the hub "
+            f"({problem}); ship the data files in the submission (dataset_path: json with data_files)"
+        ) from None
+
+
 def load_task(submission: Submission) -> dict:
     """The submission's task (or group) as lm-eval builds it, from its files only."""
     from lm_eval.tasks import TaskManager
 
-    sandbox_templates()
+    confine(submission)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     # lm-eval resolves relative data_files against the working directory.
     with contextlib.chdir(submission.root):
@@ -95,17 +205,53 @@ def run_task(submission: Submission, task_dict: dict, lm: LM) -> dict[str, float
     return {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def record_requests(submission: Submission, task_dict: dict) -> tuple[list[RequestKey], dict[str, float]]:
-    """Every distinct request the task makes, and the result keys it produces."""
+def record_requests(submission: Submission, task_dict: dict) -> tuple[dict[RequestKey, tuple[str, int]], dict[str, float]]:
+    """Every distinct request the task makes (with the sample that first asked), and
+    the result keys it produces."""
     lm = RecordingLM()
     keys = run_task(submission, task_dict, lm)
     if submission.task_metric not in keys:
         produced = ", ".join(sorted(k for k in keys if "," in k and "_stderr" not in k)) or "none"
         raise UserError(f"metadata.yaml: task_metric '{submission.task_metric}' is not produced by task "
                         f"'{submission.task_name}' (it produces: {produced})")
-    return list(lm.requests), keys
+    return lm.requests, keys
 
 
 def replay(submission: Submission, task_dict: dict, responses: dict[RequestKey, Any]) -> float:
     """The submitted metric computed by the task itself from recorded responses."""
     return run_task(submission, task_dict, RecordingLM(responses))[submission.task_metric]
+
+
+def samples_and_leaks(task_dict: dict) -> tuple[int, list[LeakageExample]]:
+    """How many samples the task evaluates, and those whose gold answer appears (as a
+    whole word, ignoring case) in their own prompt (few-shot examples not counted)."""
+    n_samples, leaks = 0, []
+    for name, task in task_dict["tasks"].items():
+        for doc_id, doc in enumerate(task.eval_docs):
+            n_samples += 1
+            prompt, answer = str(task.doc_to_text(doc)), _gold_text(task, doc)
+            match = re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", prompt, re.IGNORECASE) if answer else None
+            if match:
+                excerpt = prompt[max(0, match.start() - 40): match.end() + 40]
+                leaks.append(LeakageExample(doc_id, answer, excerpt, name))
+    return n_samples, leaks
+
+
+def _gold_text(task: Any, doc: dict) -> str:
+    target = task.doc_to_target(doc)
+    if isinstance(target, list):
+        target = target[0] if target else ""
+    if task.OUTPUT_TYPE == "multiple_choice" and isinstance(target, int):
+        choices = task.doc_to_choice(doc)
+        target = choices[target] if 0 <= target < len(choices) else ""
+    return str(target).strip()
+
+
+def higher_is_better(task_dict: dict, metric_key: str) -> bool:
+    """Whether the submitted metric improves upward (lm-eval's own flag; True if unknown)."""
+    metric = metric_key.split(",")[0]
+    for task in task_dict["tasks"].values():
+        flag = task.higher_is_better().get(metric)
+        if flag is not None:
+            return bool(flag)
+    return True

@@ -76,7 +76,30 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 
 def test_function_tags_parse_without_running(tmp_path):
     path = write(tmp_path, {"t.yaml": "task: t\nprocess_docs: !function utils.process\n"}) / "t.yaml"
-    assert load_task_yaml(path)["process_docs"] == FunctionRef("utils.process")
+    assert load_task_yaml(path)["process_docs"] == FunctionRef("utils.process", 2)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"demo.yaml": TASK + "process_docs: !function os.system\n"},
+         r"demo.yaml line \d+: !function os.system does not name a function in a .py file of the submission"),
+        ({"sub/demo.yaml": TASK + "process_docs: !function ..utils.f\n", "utils.py": "def f(d): return d\n"},
+         r"sub/demo.yaml line \d+: !function ..utils.f does not name"),
+        ({"demo.yaml": "include: /etc/hostname\n" + TASK}, r"demo.yaml: include '/etc/hostname' is not a file of"),
+    ],
+)
+def test_references_outside_the_submission_are_refused(tmp_path, files, message):
+    folder = write(tmp_path / "s", {"metadata.yaml": METADATA, **files})
+    with pytest.raises(UserError, match=message):
+        open_submission(folder, tmp_path / "work")
+
+
+def test_helpers_next_to_the_yaml_are_accepted(tmp_path):
+    files = {"metadata.yaml": METADATA, "t/demo.yaml": TASK + "process_docs: !function utils.f\n",
+             "t/utils.py": "def f(d): return d\n", "t/base.yaml": "output_type: multiple_choice\n"}
+    files["t/demo.yaml"] = "include: base.yaml\n" + files["t/demo.yaml"]
+    assert open_submission(write(tmp_path / "s", files), tmp_path / "work").task_name == "demo"
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ def test_replayed_metric_equals_lm_eval_hf_backend(tiny_zoo, tmp_path, task):
     assert n_docs * 3 <= len(requests) <= n_docs * 4  # one loglikelihood request per choice
 
     checkpoint = zoo / "dense-large-arch2" / "iter_0000060"
-    replayed = replay(submission, task_dict, hf_responses(checkpoint, requests))
+    replayed = replay(submission, task_dict, dict(zip(requests, hf_responses(checkpoint, list(requests)))))
 
     lm = HFLM(pretrained=str(checkpoint), device="cpu", dtype="float32", batch_size=64)
     with contextlib.chdir(submission.root):

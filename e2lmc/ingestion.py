@@ -1,0 +1,163 @@
+"""The ingestion program: run a submitted lm-eval task on every checkpoint of a manifest.
+
+Three stages (DESIGN §7):
+1. plan — a time-limited child process builds the task from the submission's files and
+   records every request it would make to a model; the gates below refuse a task that
+   breaks the rules before any model is loaded;
+2. evaluate — this trusted process loads each checkpoint once and computes every
+   distinct request (the engine);
+3. score — a time-limited child process feeds those responses back through lm-eval, so
+   the task's own code computes the metric; it sees anonymous response files in a
+   shuffled order, never which checkpoint they came from.
+
+Results are written after every checkpoint and a rerun of the same task resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .checkpoints import resolve
+from .engine import hf_responses
+from .errors import UserError
+from .formats import (
+    CheckpointResult,
+    IngestionResults,
+    ManifestEntry,
+    Plan,
+    Validation,
+    read_manifest,
+    read_results,
+    write_results,
+)
+from .isolation import Scorer, plan_task
+from .scoring import ValidationRules
+from .submission import Submission, open_submission
+
+RULES = ValidationRules()
+LEAKAGE_EXAMPLES_KEPT = 10
+
+
+@dataclass(frozen=True)
+class Limits:
+    plan_seconds: float = 600.0  # building the task and recording its requests
+    score_seconds: float = 300.0  # scoring one checkpoint's responses
+    batch_size: int = 64
+
+
+def plan_submission(source: Path, workdir: Path, limits: Limits) -> tuple[Submission, Plan]:
+    """Open the submission and plan it in a child process; the sample-count gate."""
+    submission = open_submission(source, workdir)
+    plan = plan_task(submission, workdir, limits.plan_seconds)
+    if not RULES.min_samples <= plan.n_samples <= RULES.max_samples:
+        raise UserError(f"task '{plan.task_name}' has {plan.n_samples:,} samples; the rules allow "
+                        f"{RULES.min_samples:,} to {RULES.max_samples:,}")
+    return submission, plan
+
+
+def check_prompts(plan: Plan, tokenizer_dir: Path) -> Validation:
+    """The prompt-length gate (naming the longest sample) and the leakage statistics."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    texts = []
+    for request in plan.requests:
+        arguments = json.loads(request.arguments)
+        texts.append("".join(a for a in arguments if isinstance(a, str)) if request.kind == "loglikelihood"
+                     else str(arguments[0]))
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [0]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    request = plan.requests[longest] if plan.requests else None
+    if lengths[longest] > RULES.max_prompt_tokens and request is not None:
+        raise UserError(f"task '{request.task}' sample {request.doc_id}: its prompt has {lengths[longest]:,} tokens; "
+                        f"the limit is {RULES.max_prompt_tokens:,}")
+    return Validation(
+        max_prompt_tokens=lengths[longest],
+        longest_prompt_sample=request.doc_id if request else None,
+        leakage_count=len(plan.leakage),
+        leakage_examples=plan.leakage[:LEAKAGE_EXAMPLES_KEPT],
+    )
+
+
+def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits(),
+           cache_dir: Path | None = None) -> IngestionResults:
+    """Evaluate the submission at `source` on every checkpoint of `input_data/manifest.yaml`
+    and write `output/ingestion_results.json` after each one."""
+    manifest = read_manifest(input_data)
+    with tempfile.TemporaryDirectory(prefix="e2lmc-ingest-") as tmp:
+        workdir = Path(tmp)
+        submission, plan = plan_submission(source, workdir, limits)
+        validation = check_prompts(plan, resolve(manifest.checkpoints[0], input_data, cache_dir))
+        results = _resumed(output, plan) or IngestionResults(
+            plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation,
+            plan_digest=plan.digest(),
+        )
+        todo = [e for e in manifest.checkpoints if e.id not in results.done_ids()]
+        results.checkpoints = [c for c in results.checkpoints if c.error is None]
+        random.Random(plan.digest()).shuffle(todo)  # the score stage cannot infer which checkpoint is which
+        print(f"task '{plan.task_name}': {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests; "
+              f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
+        requests = [(r.kind, r.arguments) for r in plan.requests]
+        write_results(results, output)
+        with contextlib.ExitStack() as stack:
+            scorer = stack.enter_context(Scorer(submission, workdir, limits.score_seconds)) if todo else None
+            for entry in tqdm(todo, desc="checkpoints", unit="ckpt", file=sys.stderr):
+                start = time.perf_counter()
+                responses = _evaluate(entry, input_data, requests, limits, cache_dir, results, output)
+                assert scorer is not None
+                value = scorer.score(responses)
+                if not math.isfinite(value):
+                    raise UserError(f"the task's metric {plan.task_metric} is {value} on a checkpoint, not a finite "
+                                    f"number; {_kept(results, output)}")
+                results.checkpoints.append(CheckpointResult(entry.id, {plan.task_metric: value},
+                                                            round(time.perf_counter() - start, 3)))
+                write_results(results, output)
+    results.complete = True
+    write_results(results, output)
+    return results
+
+
+def _resumed(output: Path, plan: Plan) -> IngestionResults | None:
+    """Earlier results of the same task in `output`, if any."""
+    try:
+        results = read_results(output)
+    except UserError:
+        return None
+    if results.plan_digest != plan.digest():
+        print("earlier results in the output folder are for another task: starting over", file=sys.stderr)
+        return None
+    return results
+
+
+def _evaluate(entry: ManifestEntry, input_data: Path, requests: list, limits: Limits, cache_dir: Path | None,
+              results: IngestionResults, output: Path) -> list:
+    """One checkpoint's responses; loading is tried twice before the run stops."""
+    try:
+        path = resolve(entry, input_data, cache_dir)
+    except UserError as exc:
+        raise UserError(f"{exc}; {_kept(results, output)}") from None
+    for attempt in (1, 2):
+        try:
+            return hf_responses(path, requests, limits.batch_size)
+        except Exception as exc:  # noqa: BLE001 - a broken checkpoint is the organizers' to fix
+            problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            if attempt == 2:
+                raise UserError(f"checkpoint {entry.id} failed to load twice ({problem}); "
+                                f"{_kept(results, output)}") from None
+            print(f"checkpoint {entry.id} failed to load ({problem}); retrying once", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def _kept(results: IngestionResults, output: Path) -> str:
+    return (f"stopped after {len(results.checkpoints)} checkpoints, whose results are kept in "
+            f"{output / 'ingestion_results.json'} (a rerun resumes from there)")

@@ -1,0 +1,228 @@
+"""The ingestion program end to end on the tiny checkpoint set: plan in a child process,
+evaluate, score in a child process; resuming, failures, security and the rules."""
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+import e2lmc.ingestion as ingestion
+from e2lmc.checkpoints import resolve
+from e2lmc.cli import main
+from e2lmc.errors import UserError
+from e2lmc.formats import CheckpointManifest, ManifestEntry, read_results, write_manifest
+from e2lmc.ingestion import Limits, ingest, plan_submission
+from e2lmc.world import SCIENCE_TASK
+
+CHECKPOINTS = ["dense-small-arch1/iter_0000012", "dense-small-arch1-web/iter_0000060", "dense-large-arch2/iter_0000060"]
+QUICK = Limits(plan_seconds=120, score_seconds=60)
+
+
+@pytest.fixture
+def input_data(tiny_zoo, tmp_path) -> Path:
+    """A manifest of three tiny checkpoints, with paths relative to it."""
+    zoo, _ = tiny_zoo
+    folder = tmp_path / "input_data"
+    for cid in CHECKPOINTS:
+        shutil.copytree(zoo / cid, folder / cid)
+    write_manifest(CheckpointManifest([ManifestEntry(cid, path=cid) for cid in CHECKPOINTS]), folder)
+    return folder
+
+
+def science(tiny_zoo) -> Path:
+    return tiny_zoo[0] / "tasks" / SCIENCE_TASK
+
+
+def make_task(folder: Path, n: int, *, question=lambda i: f"Which number follows {i}?", yaml_extra: str = "",
+              files: dict[str, str] | None = None) -> Path:
+    """A small multiple-choice submission with `n` samples."""
+    folder.mkdir(parents=True)
+    docs = [{"question": question(i), "choices": [str(i + 1), str(i + 2), str(i + 3)], "label": 0} for i in range(n)]
+    (folder / "numbers.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (folder / "numbers.yaml").write_text(
+        "task: numbers\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: numbers.jsonl\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: 'Question: {{question}}\\nAnswer:'\n"
+        "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\n" + yaml_extra
+    )
+    (folder / "metadata.yaml").write_text("task_name: numbers\ntask_metric: acc,none\n")
+    for name, text in (files or {}).items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def lm_eval_direct(submission_dir: Path, checkpoint: Path) -> tuple[float, dict]:
+    """lm-eval's own HF backend on one checkpoint: the metric and every log-likelihood."""
+    from lm_eval.evaluator import evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from e2lmc.submission import open_submission
+    from e2lmc.tasks import load_task
+
+    submission = open_submission(submission_dir, checkpoint.parent.parent / "direct")
+    lm = HFLM(pretrained=str(checkpoint), device="cpu", dtype="float32", batch_size=64)
+    with contextlib.chdir(submission.root):
+        out = evaluate(lm, load_task(submission), bootstrap_iters=0, log_samples=True, verbosity="ERROR")
+    lls = {}
+    for sample in out["samples"][submission.task_name]:
+        for arguments, response in zip(sample["arguments"], sample["resps"]):
+            lls[tuple(arguments)] = response[0][0]
+    return out["results"][submission.task_name][submission.task_metric], lls
+
+
+def test_ingest_equals_lm_eval_hf_backend_and_resumes(tiny_zoo, input_data, tmp_path, monkeypatch):
+    output = tmp_path / "output"
+    results = ingest(science(tiny_zoo), input_data, output, QUICK)
+    assert results.complete and read_results(output) == results
+    assert sorted(c.id for c in results.checkpoints) == sorted(CHECKPOINTS)
+    assert results.n_samples >= 200 and results.validation.max_prompt_tokens > 5
+
+    # the metric equals lm-eval's own backend; so do the log-likelihoods behind it
+    checkpoint = input_data / CHECKPOINTS[2]
+    direct_metric, direct_lls = lm_eval_direct(science(tiny_zoo), checkpoint)
+    by_id = {c.id: c.metrics["acc,none"] for c in results.checkpoints}
+    assert by_id[CHECKPOINTS[2]] == direct_metric
+    with contextlib.chdir(tmp_path):
+        _, plan = plan_submission(science(tiny_zoo), tmp_path / "plan", QUICK)
+    ours = ingestion.hf_responses(checkpoint, [(r.kind, r.arguments) for r in plan.requests])
+    mine = {tuple(json.loads(r.arguments)): ll for r, (ll, _) in zip(plan.requests, ours)}
+    assert mine.keys() == direct_lls.keys()
+    assert max(abs(mine[k] - direct_lls[k]) for k in mine) <= 1e-4
+
+    # a rerun evaluates only what is missing
+    data = json.loads((output / "ingestion_results.json").read_text())
+    data["checkpoints"] = [c for c in data["checkpoints"] if c["id"] != CHECKPOINTS[1]]
+    data["complete"] = False
+    (output / "ingestion_results.json").write_text(json.dumps(data))
+    evaluated = []
+    real = ingestion.hf_responses
+    monkeypatch.setattr(ingestion, "hf_responses", lambda path, *a: evaluated.append(path) or real(path, *a))
+    again = ingest(science(tiny_zoo), input_data, output, QUICK)
+    assert evaluated == [input_data / CHECKPOINTS[1]]
+    assert {c.id: c.metrics for c in again.checkpoints} == {c.id: c.metrics for c in results.checkpoints}
+
+
+def test_a_broken_checkpoint_is_retried_once_then_named(tiny_zoo, input_data, tmp_path, monkeypatch):
+    broken = input_data / CHECKPOINTS[1]
+    (broken / "model.safetensors").write_bytes(b"not a tensor file")
+    attempts = []
+    real = ingestion.hf_responses
+    monkeypatch.setattr(ingestion, "hf_responses", lambda path, *a: attempts.append(path) or real(path, *a))
+    with pytest.raises(UserError, match=rf"checkpoint {CHECKPOINTS[1]} failed to load twice .*kept in"):
+        ingest(science(tiny_zoo), input_data, tmp_path / "output", QUICK)
+    assert attempts.count(broken) == 2
+    kept = read_results(tmp_path / "output")
+    assert not kept.complete and CHECKPOINTS[1] not in kept.done_ids()
+    assert len(kept.checkpoints) == len(set(attempts)) - 1
+
+
+def test_hub_checkpoints_resolve_through_the_hf_cache_offline(tiny_zoo, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    zoo, _ = tiny_zoo
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiiuae--dense-tiny-arch1"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(zoo / CHECKPOINTS[0], repo / "snapshots" / commit / "iter_0000012")
+    entry = ManifestEntry("dense-tiny-arch1/iter_0000012", repo="tiiuae/dense-tiny-arch1", subfolder="iter_0000012")
+    path = resolve(entry, tmp_path, cache_dir=tmp_path / "hub")
+    assert path == repo / "snapshots" / commit / "iter_0000012"
+
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(path).config.model_type == "llama"
+    missing = ManifestEntry("x/iter_1", repo="tiiuae/dense-tiny-arch1", subfolder="iter_0000999", revision=commit)
+    with pytest.raises(UserError, match=r"checkpoint x/iter_1: tiiuae/dense-tiny-arch1/iter_0000999@0123.* not in the"):
+        resolve(missing, tmp_path, cache_dir=tmp_path / "hub")
+
+
+def test_cli_ingest_prints_no_checkpoint_values(tiny_zoo, input_data, tmp_path, capsys):
+    assert main(["ingest", "--submission", str(science(tiny_zoo)), "--input-data", str(input_data),
+                 "--output", str(tmp_path / "out"), "--plan-timeout", "120"]) == 0
+    printed = capsys.readouterr()
+    values = [c.metrics["acc,none"] for c in read_results(tmp_path / "out").checkpoints]
+    for value in values:
+        for text in (repr(value), f"{value:.4f}", f"{value:.3f}", f"{value:.2f}"):
+            assert text not in printed.out + printed.err
+    assert "on 3 checkpoints" in printed.out
+
+
+def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys):
+    tokenizer = str(tiny_zoo[0] / "tokenizer")
+    assert main(["validate", str(science(tiny_zoo)), "--tokenizer", tokenizer]) == 0
+    out = capsys.readouterr().out
+    assert f"task '{SCIENCE_TASK}'" in out and "longest prompt:" in out and out.strip().endswith("valid")
+
+    leaky = make_task(tmp_path / "leaky", 120, question=lambda i: f"The number after {i} is {i + 1}. Which is it?")
+    assert main(["validate", str(leaky), "--tokenizer", tokenizer]) == 1
+    out = capsys.readouterr().out
+    assert "leakage: 120 samples (100.0%)" in out and "task 'numbers' sample 0: '1'" in out
+
+
+@pytest.mark.parametrize(
+    ("n", "extra", "message"),
+    [
+        (99, {}, r"task 'numbers' has 99 samples; the rules allow 100 to 15,000"),
+        (15_001, {}, r"task 'numbers' has 15,001 samples; the rules allow 100 to 15,000"),
+        (120, {"yaml_extra": "dataset_kwargs:\n  data_files:\n    test: nowhere.jsonl\n"},
+         r"task 'numbers': data file 'nowhere.jsonl' is not in the submission"),
+        (120, {"yaml_extra": "metric_list:\n- metric: bleurt\n"},
+         r"metric 'bleurt' is not one of lm-eval's built-in metrics"),
+        (120, {"yaml_extra": "process_docs: !function helpers.broken\n",
+               "files": {"helpers.py": "def broken(dataset):\n    return dataset.map(lambda d: 1 / 0)\n"}},
+         r"the submission's code raised ZeroDivisionError in helpers.py, line 2: division by zero"),
+        (120, {"yaml_extra": "doc_to_text: '{{ cycler.__init__.__globals__.os.system(\"true\") }}'\n"},
+         r"a prompt template of the submission tried to reach Python internals"),
+    ],
+)
+def test_bad_tasks_are_refused_before_any_model(tmp_path, n, extra, message):
+    folder = make_task(tmp_path / "s", n, **extra)
+    with pytest.raises(UserError, match=message):
+        plan_submission(folder, tmp_path / "work", QUICK)
+
+
+def test_hub_dataset_missing_offline_says_to_ship_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    folder = make_task(tmp_path / "s", 120)
+    text = (folder / "numbers.yaml").read_text().replace("dataset_path: json", "dataset_path: someone/unknown_set")
+    (folder / "numbers.yaml").write_text(text.replace("dataset_kwargs:\n  data_files:\n    test: numbers.jsonl\n", ""))
+    with pytest.raises(UserError, match=r"dataset 'someone/unknown_set' could not be loaded .* ship the data files"):
+        plan_submission(folder, tmp_path / "work", QUICK)
+
+
+def test_prompt_over_2048_tokens_names_the_sample(tiny_zoo, tmp_path):
+    words = " ".join(f"w{i}x" for i in range(2100))
+    folder = make_task(tmp_path / "s", 120, question=lambda i: words if i == 37 else f"Which number follows {i}?")
+    _, plan = plan_submission(folder, tmp_path / "work", QUICK)
+    with pytest.raises(UserError, match=r"task 'numbers' sample 37: its prompt has [\d,]+ tokens; the limit is 2,048"):
+        ingestion.check_prompts(plan, tiny_zoo[0] / "tokenizer")
+
+
+def test_a_helper_that_never_returns_is_stopped(tmp_path):
+    folder = make_task(tmp_path / "s", 120, yaml_extra="process_docs: !function helpers.forever\n",
+                       files={"helpers.py": "def forever(dataset):\n    while True:\n        pass\n"})
+    with pytest.raises(UserError, match=r"did not finish within 20 s, so it was stopped"):
+        plan_submission(folder, tmp_path / "work", Limits(plan_seconds=20))
+
+
+def test_errors_on_hidden_checkpoints_are_withheld(tiny_zoo, input_data, tmp_path):
+    helper = (
+        "def process(doc, results):\n"
+        "    lls = [ll for ll, _ in results]\n"
+        "    if any(ll != 0.0 for ll in lls):  # only real responses, never the plan's placeholders\n"
+        "        raise ValueError(f'secret {lls}')\n"
+        "    return {'acc': 1.0}\n"
+    )
+    folder = make_task(tmp_path / "s", 120, yaml_extra="process_results: !function helpers.process\n"
+                       "metric_list:\n- metric: acc\n  aggregation: mean\n", files={"helpers.py": helper})
+    with pytest.raises(UserError) as caught:
+        ingest(folder, input_data, tmp_path / "output", QUICK)
+    message = str(caught.value)
+    assert "raised ValueError in helpers.py, line 4" in message and "message withheld" in message
+    assert "secret" not in message
+    assert yaml.safe_load((tmp_path / "output" / "ingestion_results.json").read_text())["checkpoints"] == []

@@ -65,8 +65,10 @@ class ModelSpec:
 
     @property
     def lr_scale(self) -> float:
-        """The preset's peak learning rate is for width <= 48; wider models get less."""
-        return min(1.0, LR_REFERENCE_WIDTH / self.hidden)
+        """The preset's peak learning rate is for width <= 48; wider models get less
+        (by the square root of the width ratio: the full ratio left the widest model
+        under-trained, measured in docs/zoo.md)."""
+        return min(1.0, (LR_REFERENCE_WIDTH / self.hidden) ** 0.5)
 
     @property
     def id(self) -> str:

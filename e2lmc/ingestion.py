@@ -56,13 +56,10 @@ class Limits:
 
 
 def plan_submission(source: Path, workdir: Path, limits: Limits) -> tuple[Submission, Plan]:
-    """Open the submission and plan it in a child process; the sample-count gate."""
+    """Open the submission and plan it in a child process (which also applies the
+    sample-count gate, before recording any request)."""
     submission = open_submission(source, workdir)
-    plan = plan_task(submission, workdir, limits.plan_seconds)
-    if not RULES.min_samples <= plan.n_samples <= RULES.max_samples:
-        raise UserError(f"task '{plan.task_name}' has {plan.n_samples:,} samples; the rules allow "
-                        f"{RULES.min_samples:,} to {RULES.max_samples:,}")
-    return submission, plan
+    return submission, plan_task(submission, workdir, limits.plan_seconds)
 
 
 def check_prompts(plan: Plan, tokenizer_dir: Path) -> Validation:
@@ -148,7 +145,7 @@ def _evaluate(entry: ManifestEntry, input_data: Path, requests: list, limits: Li
         raise UserError(f"{exc}; {_kept(results, output)}") from None
     for attempt in (1, 2):
         try:
-            return hf_responses(path, requests, limits.batch_size)
+            return hf_responses(path, requests, limits.batch_size, progress=True)
         except Exception as exc:  # noqa: BLE001 - a broken checkpoint is the organizers' to fix
             problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
             if attempt == 2:

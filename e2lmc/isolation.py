@@ -29,7 +29,8 @@ from typing import Any
 
 from .errors import UserError
 from .formats import Plan, PlannedRequest, read_plan, write_plan
-from .submission import Submission
+from .scoring import ValidationRules
+from .submission import Submission, find_task_files
 
 STDERR_TAIL_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 20
@@ -174,7 +175,7 @@ def describe_error(exc: BaseException, root: Path, withhold: bool) -> str:
 
 
 def _child_main(mode: str, root: str, task_name: str, task_metric: str, workdir: str) -> int:
-    from .tasks import higher_is_better, load_task, record_requests, replay, samples_and_leaks
+    from .tasks import higher_is_better, leaked_samples, load_task, record_requests, replay
 
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the submission's prints go to stderr
@@ -182,12 +183,17 @@ def _child_main(mode: str, root: str, task_name: str, task_metric: str, workdir:
     def send(message: dict) -> None:
         protocol.write(json.dumps(message) + "\n")
 
-    submission = Submission(Path(root), task_name, task_metric, ())
+    submission = Submission(Path(root), task_name, task_metric, find_task_files(Path(root)))
     try:
         task_dict = load_task(submission)
         if mode == "plan":
+            n_samples = sum(len(task.eval_docs) for task in task_dict["tasks"].values())
+            rules = ValidationRules()
+            if not rules.min_samples <= n_samples <= rules.max_samples:
+                raise UserError(f"task '{task_name}' has {n_samples:,} samples; the rules allow "
+                                f"{rules.min_samples:,} to {rules.max_samples:,}")
+            leaks = leaked_samples(task_dict)
             requests, _ = record_requests(submission, task_dict)
-            n_samples, leaks = samples_and_leaks(task_dict)
             planned = [PlannedRequest(kind, args, task, doc) for (kind, args), (task, doc) in requests.items()]
             write_plan(Plan(task_name, task_metric, higher_is_better(task_dict, task_metric), n_samples, planned,
                             leaks), workdir)

@@ -125,12 +125,17 @@ def open_submission(source: Path, workdir: Path) -> Submission:
     if (root / PATCH).is_file():
         apply_patch(root / PATCH, root)
     task_name, task_metric = read_metadata(root / METADATA)
-    task_files = tuple(sorted(p for p in root.rglob("*.yaml") if p.name != METADATA and p.is_file()))
+    task_files = find_task_files(root)
     if not task_files:
         raise UserError(f"the submission has no task YAML file besides {METADATA}")
     for path in task_files:
         _check_references(path, load_task_yaml(path), root)
     return Submission(root, task_name, task_metric, task_files)
+
+
+def find_task_files(root: Path) -> tuple[Path, ...]:
+    """Every task YAML of a submission folder."""
+    return tuple(sorted(p for p in root.rglob("*.yaml") if p.name != METADATA and p.is_file()))
 
 
 def read_metadata(path: Path) -> tuple[str, str]:

@@ -11,6 +11,8 @@ lm-eval would with a real model. Both stages execute submission code (templates,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import functools
 import glob
 import json
@@ -18,13 +20,14 @@ import logging
 import re
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from lm_eval.api.model import LM
 
 from .errors import UserError
 from .formats import LeakageExample
-from .submission import Submission, function_file
+from .submission import Submission, function_file, load_task_yaml
 
 # (request type, arguments as canonical JSON): the identity of one request.
 RequestKey = tuple[str, str]
@@ -76,30 +79,52 @@ def sandbox_templates() -> None:
         lm_eval.utils.env = env
 
 
-def confine(submission: Submission) -> None:
-    """Close the doors lm-eval leaves open to a task's files, before building the task:
-    templates render in a sandbox; `!function` resolves only to the submission's own
-    .py files; metric names only to lm-eval's built-ins (never `evaluate.load`); data
-    files resolve next to their YAML and must lie inside the submission; a dataset that
-    cannot be loaded is named."""
+@contextlib.contextmanager
+def confined(submission: Submission) -> Iterator[None]:
+    """Close, while building the task, the doors lm-eval leaves open to a task's files:
+    `!function` resolves only to the submission's own .py files; metric names only to
+    lm-eval's built-ins (never `evaluate.load`); data files resolve next to their YAML
+    and must lie inside the submission; a dataset that cannot be loaded is named.
+    lm-eval is restored afterwards (tests build other tasks in the same process)."""
     import lm_eval.api.task as task_module
     import lm_eval.tasks._factory as factory
     import lm_eval.tasks._yaml_loader as yaml_loader
 
-    sandbox_templates()
-    sys.modules["evaluate"] = None  # type: ignore[assignment]  # import evaluate now fails
-    load_config = _ORIGINALS.setdefault("load_config", factory.TaskFactory.__dict__["_load_full_config"])
-    download = _ORIGINALS.setdefault("download", task_module.ConfigurableTask.__dict__["download"])
     root = submission.root
-    yaml_loader._import_func_in_yml = functools.partial(_submission_function, root)
-    task_module.get_metric = _builtin_metric
-    factory.TaskFactory._load_full_config = lambda self, entry, overrides=None: _with_local_data_files(
-        load_config(self, entry, overrides), entry.yaml_path, root
-    )
-    task_module.ConfigurableTask.download = lambda self, *args, **kwargs: _named_download(download, self, args, kwargs)
+    load_config, download = factory.TaskFactory._load_full_config, task_module.ConfigurableTask.download
+    patches = [
+        (yaml_loader, "_import_func_in_yml", functools.partial(_submission_function, root)),
+        (task_module, "get_metric", _builtin_metric),
+        (factory.TaskFactory, "_load_full_config", lambda self, entry, overrides=None: _with_local_data_files(
+            load_config(self, entry, overrides), entry.yaml_path, root)),
+        (task_module.ConfigurableTask, "download",
+         lambda self, *args, **kwargs: _named_download(download, self, args, kwargs)),
+        (sys.modules, "evaluate", None),  # `import evaluate` fails meanwhile
+    ]
+    saved = [(target, name, _get(target, name)) for target, name, _ in patches]
+    for target, name, value in patches:
+        _set(target, name, value)
+    try:
+        yield
+    finally:
+        for target, name, value in reversed(saved):
+            _set(target, name, value)
 
 
-_ORIGINALS: dict[str, Any] = {}  # lm-eval's own functions, wrapped by `confine`
+_ABSENT = object()
+
+
+def _get(target: Any, name: str) -> Any:
+    return target.get(name, _ABSENT) if isinstance(target, dict) else getattr(target, name)
+
+
+def _set(target: Any, name: str, value: Any) -> None:
+    if not isinstance(target, dict):
+        setattr(target, name, value)
+    elif value is _ABSENT:
+        target.pop(name, None)
+    else:
+        target[name] = value
 
 
 def _submission_function(root: Path, target: str, yaml_dir: Path) -> Any:
@@ -179,14 +204,31 @@ def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None
         ) from None
 
 
+def check_keys(submission: Submission) -> None:
+    """Every key of every task YAML is an lm-eval task or group key (lm-eval would fail
+    with a bare TypeError that names neither the file nor a fix)."""
+    from lm_eval.config.group import GroupConfig
+    from lm_eval.config.task import TaskConfig
+
+    allowed = {f.name for f in dataclasses.fields(TaskConfig)} | {f.name for f in dataclasses.fields(GroupConfig)}
+    allowed |= {"include", "class"}
+    for path in submission.task_files:
+        unknown = sorted(set(load_task_yaml(path)) - allowed)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], allowed, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "it is not an lm-eval task or group key"
+            raise UserError(f"{path.relative_to(submission.root)}: unknown key '{unknown[0]}' ({hint})")
+
+
 def load_task(submission: Submission) -> dict:
     """The submission's task (or group) as lm-eval builds it, from its files only."""
     from lm_eval.tasks import TaskManager
 
-    confine(submission)
+    check_keys(submission)
+    sandbox_templates()
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     # lm-eval resolves relative data_files against the working directory.
-    with contextlib.chdir(submission.root):
+    with contextlib.chdir(submission.root), confined(submission):
         manager = TaskManager(include_path=str(submission.root), include_defaults=False)
         if submission.task_name not in manager.all_tasks:
             found = ", ".join(sorted(manager.all_tasks)) or "none"
@@ -222,19 +264,18 @@ def replay(submission: Submission, task_dict: dict, responses: dict[RequestKey, 
     return run_task(submission, task_dict, RecordingLM(responses))[submission.task_metric]
 
 
-def samples_and_leaks(task_dict: dict) -> tuple[int, list[LeakageExample]]:
-    """How many samples the task evaluates, and those whose gold answer appears (as a
-    whole word, ignoring case) in their own prompt (few-shot examples not counted)."""
-    n_samples, leaks = 0, []
+def leaked_samples(task_dict: dict) -> list[LeakageExample]:
+    """Samples whose gold answer appears (as a whole word, ignoring case) in their own
+    prompt (few-shot examples not counted)."""
+    leaks = []
     for name, task in task_dict["tasks"].items():
         for doc_id, doc in enumerate(task.eval_docs):
-            n_samples += 1
             prompt, answer = str(task.doc_to_text(doc)), _gold_text(task, doc)
             match = re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", prompt, re.IGNORECASE) if answer else None
             if match:
                 excerpt = prompt[max(0, match.start() - 40): match.end() + 40]
                 leaks.append(LeakageExample(doc_id, answer, excerpt, name))
-    return n_samples, leaks
+    return leaks
 
 
 def _gold_text(task: Any, doc: dict) -> str:

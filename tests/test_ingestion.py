@@ -4,6 +4,8 @@ evaluate, score in a child process; resuming, failures, security and the rules."
 import contextlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ from e2lmc.errors import UserError
 from e2lmc.formats import CheckpointManifest, ManifestEntry, read_results, write_manifest
 from e2lmc.ingestion import Limits, ingest, plan_submission
 from e2lmc.world import SCIENCE_TASK
+
+from .conftest import REPO
 
 CHECKPOINTS = ["dense-small-arch1/iter_0000012", "dense-small-arch1-web/iter_0000060", "dense-large-arch2/iter_0000060"]
 QUICK = Limits(plan_seconds=120, score_seconds=60)
@@ -98,7 +102,7 @@ def test_ingest_equals_lm_eval_hf_backend_and_resumes(tiny_zoo, input_data, tmp_
     (output / "ingestion_results.json").write_text(json.dumps(data))
     evaluated = []
     real = ingestion.hf_responses
-    monkeypatch.setattr(ingestion, "hf_responses", lambda path, *a: evaluated.append(path) or real(path, *a))
+    monkeypatch.setattr(ingestion, "hf_responses", lambda path, *a, **k: evaluated.append(path) or real(path, *a, **k))
     again = ingest(science(tiny_zoo), input_data, output, QUICK)
     assert evaluated == [input_data / CHECKPOINTS[1]]
     assert {c.id: c.metrics for c in again.checkpoints} == {c.id: c.metrics for c in results.checkpoints}
@@ -109,7 +113,7 @@ def test_a_broken_checkpoint_is_retried_once_then_named(tiny_zoo, input_data, tm
     (broken / "model.safetensors").write_bytes(b"not a tensor file")
     attempts = []
     real = ingestion.hf_responses
-    monkeypatch.setattr(ingestion, "hf_responses", lambda path, *a: attempts.append(path) or real(path, *a))
+    monkeypatch.setattr(ingestion, "hf_responses", lambda path, *a, **k: attempts.append(path) or real(path, *a, **k))
     with pytest.raises(UserError, match=rf"checkpoint {CHECKPOINTS[1]} failed to load twice .*kept in"):
         ingest(science(tiny_zoo), input_data, tmp_path / "output", QUICK)
     assert attempts.count(broken) == 2
@@ -140,15 +144,21 @@ def test_hub_checkpoints_resolve_through_the_hf_cache_offline(tiny_zoo, tmp_path
         resolve(missing, tmp_path, cache_dir=tmp_path / "hub")
 
 
-def test_cli_ingest_prints_no_checkpoint_values(tiny_zoo, input_data, tmp_path, capsys):
-    assert main(["ingest", "--submission", str(science(tiny_zoo)), "--input-data", str(input_data),
-                 "--output", str(tmp_path / "out"), "--plan-timeout", "120"]) == 0
-    printed = capsys.readouterr()
-    values = [c.metrics["acc,none"] for c in read_results(tmp_path / "out").checkpoints]
-    for value in values:
-        for text in (repr(value), f"{value:.4f}", f"{value:.3f}", f"{value:.2f}"):
-            assert text not in printed.out + printed.err
-    assert "on 3 checkpoints" in printed.out
+def test_codabench_entry_point_ingests_and_prints_no_checkpoint_values(tiny_zoo, input_data, tmp_path):
+    """ingestion_program/ingest.py, the file Codabench's metadata.yaml runs."""
+    command = yaml.safe_load((REPO / "ingestion_program" / "metadata.yaml").read_text())["command"]
+    assert command.split()[1] == "/app/program/ingest.py"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "ingestion_program" / "ingest.py"), "--submission", str(science(tiny_zoo)),
+         "--input-data", str(input_data), "--output", str(tmp_path / "out"), "--plan-timeout", "120"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "on 3 checkpoints" in proc.stdout
+    for result in read_results(tmp_path / "out").checkpoints:
+        value = result.metrics["acc,none"]
+        for text in (repr(value), f"{value:.4f}", f"{value:.3f}"):
+            assert text not in proc.stdout + proc.stderr
 
 
 def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys):
@@ -170,6 +180,8 @@ def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys
         (15_001, {}, r"task 'numbers' has 15,001 samples; the rules allow 100 to 15,000"),
         (120, {"yaml_extra": "dataset_kwargs:\n  data_files:\n    test: nowhere.jsonl\n"},
          r"task 'numbers': data file 'nowhere.jsonl' is not in the submission"),
+        (120, {"yaml_extra": "doc_to_txt: '{{question}}'\n"},
+         r"numbers.yaml: unknown key 'doc_to_txt' \(did you mean 'doc_to_text'\?\)"),
         (120, {"yaml_extra": "metric_list:\n- metric: bleurt\n"},
          r"metric 'bleurt' is not one of lm-eval's built-in metrics"),
         (120, {"yaml_extra": "process_docs: !function helpers.broken\n",
@@ -201,6 +213,26 @@ def test_prompt_over_2048_tokens_names_the_sample(tiny_zoo, tmp_path):
     _, plan = plan_submission(folder, tmp_path / "work", QUICK)
     with pytest.raises(UserError, match=r"task 'numbers' sample 37: its prompt has [\d,]+ tokens; the limit is 2,048"):
         ingestion.check_prompts(plan, tiny_zoo[0] / "tokenizer")
+
+
+def test_what_helpers_print_neither_breaks_nor_floods_the_plan(tmp_path):
+    helper = ("import sys\ndef noisy(dataset):\n    print('{\"error\": \"forged\"}')\n"
+              "    sys.stdout.write('x' * 5_000_000)\n    sys.stderr.write('y' * 5_000_000)\n    return dataset\n")
+    folder = make_task(tmp_path / "s", 120, yaml_extra="process_docs: !function helpers.noisy\n",
+                       files={"helpers.py": helper})
+    _, plan = plan_submission(folder, tmp_path / "work", QUICK)
+    assert plan.n_samples == 120 and len(plan.requests) == 360
+
+
+def test_function_resolution_is_confined_at_run_time_too(tmp_path):
+    from e2lmc.tasks import _submission_function
+
+    (tmp_path / "helpers.py").write_text("def f(x):\n    return x\n")
+    assert _submission_function(tmp_path, "helpers.f", tmp_path)(3) == 3
+    with pytest.raises(UserError, match="!function os.system does not name a function in a .py file"):
+        _submission_function(tmp_path, "os.system", tmp_path)
+    with pytest.raises(UserError, match="helpers.py has no function 'g'"):
+        _submission_function(tmp_path, "helpers.g", tmp_path)
 
 
 def test_a_helper_that_never_returns_is_stopped(tmp_path):

@@ -70,7 +70,7 @@ def lm_eval_direct(submission_dir: Path, checkpoint: Path) -> tuple[float, dict]
     with contextlib.chdir(submission.root):
         out = evaluate(lm, load_task(submission), bootstrap_iters=0, log_samples=True, verbosity="ERROR")
     lls = {}
-    for sample in out["samples"][submission.task_name]:
+    for sample in out["samples"].get(submission.task_name, []):
         for arguments, response in zip(sample["arguments"], sample["resps"]):
             lls[tuple(arguments)] = response[0][0]
     return out["results"][submission.task_name][submission.task_metric], lls
@@ -106,6 +106,58 @@ def test_ingest_equals_lm_eval_hf_backend_and_resumes(tiny_zoo, input_data, tmp_
     again = ingest(science(tiny_zoo), input_data, output, QUICK)
     assert evaluated == [input_data / CHECKPOINTS[1]]
     assert {c.id: c.metrics for c in again.checkpoints} == {c.id: c.metrics for c in results.checkpoints}
+
+
+def write_group_submission(folder: Path) -> Path:
+    """A group of two subtasks in subfolders: csv data with few-shot examples and a
+    description template, parquet data with a !function filter and a custom aggregation,
+    a shared base config reached by include, and a weighted group aggregate."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = {
+        "metadata.yaml": "task_name: numbers_group\ntask_metric: acc,none\n",
+        "group.yaml": "group: numbers_group\ntask: [numbers_csv, numbers_parquet]\naggregate_metric_list:\n"
+                      "  - metric: acc\n    aggregation: mean\n    weight_by_size: true\n",
+        "base.yaml": "output_type: multiple_choice\ntest_split: test\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
+                     "doc_to_target: '{{label}}'\nmetric_list:\n  - metric: acc\n    aggregation: mean\n",
+        "csv/numbers_csv.yaml": "include: ../base.yaml\ntask: numbers_csv\ndataset_path: csv\ndataset_kwargs:\n"
+                                "  data_files: {test: numbers.csv, train: shots.csv}\nfewshot_split: train\n"
+                                "num_fewshot: 2\nfewshot_config: {sampler: first_n}\n"
+                                "doc_to_choice: '{{[a|string, b|string, c|string]}}'\n"
+                                "description: \"Answer questions about {{topic}}.\\n\\n\"\n",
+        "parquet/numbers_parquet.yaml": "include: ../base.yaml\ntask: numbers_parquet\ndataset_path: parquet\n"
+                                        "dataset_kwargs:\n  data_files: {test: numbers.parquet}\n"
+                                        "process_docs: !function utils.drop_none\ndoc_to_choice: '{{choices}}'\n"
+                                        "metric_list:\n  - metric: acc\n    aggregation: !function utils.mean\n",
+        "parquet/utils.py": "def drop_none(dataset):\n    return dataset.filter(lambda d: d['question'] is not None)\n\n"
+                            "def mean(items):\n    return sum(items) / len(items)\n",
+    }
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    rows = ["topic,question,a,b,c,label"] + [f"counting,Which number follows {i}?,{i + 1},{i + 5},{i * 3 + 2},0"
+                                            for i in range(60)]
+    (folder / "csv" / "numbers.csv").write_text("\n".join(rows) + "\n")
+    (folder / "csv" / "shots.csv").write_text("\n".join(rows[:1] + rows[-3:]) + "\n")
+    table = pa.table({"question": [f"What is {i} plus {i}?" for i in range(62)],
+                      "choices": [[str(2 * i + 1), str(2 * i), str(i)] for i in range(62)], "label": [1] * 62})
+    pq.write_table(table, folder / "parquet" / "numbers.parquet")
+    return folder
+
+
+def test_a_group_with_fewshot_helpers_and_every_data_format_equals_lm_eval(tiny_zoo, input_data, tmp_path):
+    folder = write_group_submission(tmp_path / "group")
+    _, plan = plan_submission(folder, tmp_path / "plan", QUICK)
+    contexts = [json.loads(r.arguments)[0] for r in plan.requests if r.task == "numbers_csv"]
+    assert all(c.startswith("Answer questions about counting.\n\n") and c.count("Question:") == 3 for c in contexts)
+    only_one = tmp_path / "one"
+    write_manifest(CheckpointManifest([ManifestEntry("m/ckpt", path=str(input_data / CHECKPOINTS[2]))]), only_one)
+    results = ingest(folder, only_one, tmp_path / "output", QUICK)
+    assert results.n_samples == 122
+    direct, _ = lm_eval_direct(folder, input_data / CHECKPOINTS[2])
+    assert results.checkpoints[0].metrics == {"acc,none": direct}
+    assert 0 < direct < 1
 
 
 def test_a_broken_checkpoint_is_retried_once_then_named(tiny_zoo, input_data, tmp_path, monkeypatch):

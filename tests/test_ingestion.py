@@ -249,14 +249,36 @@ def test_bad_tasks_are_refused_before_any_model(tmp_path, n, extra, message):
         plan_submission(folder, tmp_path / "work", QUICK)
 
 
-def test_hub_dataset_missing_offline_says_to_ship_the_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    folder = make_task(tmp_path / "s", 120)
-    text = (folder / "numbers.yaml").read_text().replace("dataset_path: json", "dataset_path: someone/unknown_set")
+def hub_dataset_task(folder: Path) -> Path:
+    """The numbers task reading the hub dataset 'someone/numbers' instead of its file."""
+    make_task(folder, 120)
+    text = (folder / "numbers.yaml").read_text().replace("dataset_path: json", "dataset_path: someone/numbers")
     (folder / "numbers.yaml").write_text(text.replace("dataset_kwargs:\n  data_files:\n    test: numbers.jsonl\n", ""))
-    with pytest.raises(UserError, match=r"dataset 'someone/unknown_set' could not be loaded .* ship the data files"):
-        plan_submission(folder, tmp_path / "work", QUICK)
+    return folder
+
+
+def test_hub_datasets_load_from_the_local_cache_offline(tmp_path, monkeypatch):
+    import datasets
+
+    folder = hub_dataset_task(tmp_path / "s")
+    # Fill the datasets cache the way an earlier online load would have (datasets' own
+    # layout: <namespace>___<name>/<config>/<version>/<hash>/<name>-<split>.arrow).
+    prepared = tmp_path / "prepared"
+    datasets.load_dataset("json", data_files={"test": str(folder / "numbers.jsonl")}, cache_dir=str(prepared))
+    (source,) = (p for p in (prepared / "json").glob("*/*/*") if p.is_dir())
+    target = tmp_path / "datasets" / "someone___numbers" / "default" / "0.0.0" / source.name
+    shutil.copytree(source, target)
+    for arrow in target.glob("json-*.arrow"):
+        arrow.rename(arrow.with_name(arrow.name.replace("json-", "numbers-")))
+    for name, value in (("HF_DATASETS_CACHE", str(tmp_path / "datasets")), ("HF_HUB_OFFLINE", "1"),
+                        ("HF_DATASETS_OFFLINE", "1")):
+        monkeypatch.setenv(name, value)
+    _, plan = plan_submission(folder, tmp_path / "work", QUICK)
+    assert plan.n_samples == 120
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match=r"dataset 'someone/numbers' could not be loaded .* ship the data files"):
+        plan_submission(folder, tmp_path / "work2", QUICK)
 
 
 def test_prompt_over_2048_tokens_names_the_sample(tiny_zoo, tmp_path):

@@ -72,7 +72,8 @@ def lm_eval_direct(submission_dir: Path, checkpoint: Path) -> tuple[float, dict]
     lls = {}
     for sample in out["samples"].get(submission.task_name, []):
         for arguments, response in zip(sample["arguments"], sample["resps"]):
-            lls[tuple(arguments)] = response[0][0]
+            if isinstance(response[0], (list, tuple)):  # loglikelihood: (log-likelihood, is greedy)
+                lls[tuple(arguments)] = response[0][0]
     return out["results"][submission.task_name][submission.task_metric], lls
 
 
@@ -158,6 +159,29 @@ def test_a_group_with_fewshot_helpers_and_every_data_format_equals_lm_eval(tiny_
     direct, _ = lm_eval_direct(folder, input_data / CHECKPOINTS[2])
     assert results.checkpoints[0].metrics == {"acc,none": direct}
     assert 0 < direct < 1
+
+
+GENERATIVE = {
+    "generate_until": ("output_type: generate_until\ndoc_to_choice: null\ndoc_to_target: '{{choices[0]}}'\n"
+                       "generation_kwargs: {until: ['\\n'], max_gen_toks: 4, do_sample: false}\n"
+                       "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n",
+                       "exact_match,none", True),
+    "loglikelihood_rolling": ("output_type: loglikelihood_rolling\ndoc_to_target: '{{question}}'\n"
+                              "metric_list:\n  - metric: word_perplexity\n", "word_perplexity,none", False),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GENERATIVE))
+def test_generation_and_rolling_loglikelihood_equal_lm_eval(tiny_zoo, input_data, tmp_path, kind):
+    extra, metric, higher_is_better = GENERATIVE[kind]
+    folder = make_task(tmp_path / "s", 100, yaml_extra=extra)
+    (folder / "metadata.yaml").write_text(f"task_name: numbers\ntask_metric: {metric}\n")
+    only_one = tmp_path / "one"
+    write_manifest(CheckpointManifest([ManifestEntry("m/ckpt", path=str(input_data / CHECKPOINTS[2]))]), only_one)
+    results = ingest(folder, only_one, tmp_path / "output", QUICK)
+    assert results.higher_is_better is higher_is_better
+    direct, _ = lm_eval_direct(folder, input_data / CHECKPOINTS[2])
+    assert results.checkpoints[0].metrics == {metric: direct}
 
 
 def test_a_broken_checkpoint_is_retried_once_then_named(tiny_zoo, input_data, tmp_path, monkeypatch):

@@ -16,8 +16,6 @@ CODABENCH_RES = Path("/app/input/res")
 CODABENCH_REF = Path("/app/input/ref")
 CODABENCH_OUTPUT = Path("/app/output")
 
-DEMO_RESULTS = Path("starting_kit/sample_results")
-DEMO_REFERENCE = Path("reference_data/sample")
 DEMO_OUTPUT = Path("demo_output")
 DEFAULT_TOKENIZER = Path("zoo/default/tokenizer")
 
@@ -57,15 +55,41 @@ def _score_curves(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    for path in (args.results, args.ref):
-        if not path.exists():
-            raise UserError(f"{path} does not exist: run the demo from the repository root")
-    print(f"Scoring the sample ingestion results in {args.results} against {args.ref} …")
-    args.res, args.allow_partial = args.results, False
-    _score(args)
-    print(f"Open {(args.output / 'detailed_results.html').resolve()} in a browser for the detailed report.")
+def _run(args: argparse.Namespace) -> int:
+    """Ingestion then scoring on the embedded checkpoint set, built on first use."""
+    from .formats import MANIFEST_FILE
+    from .ingestion import ingest
+    from .zoo import build
+
+    zoo = args.zoo or Path("zoo") / args.preset
+    timings = []
+    if not (zoo / MANIFEST_FILE).is_file():
+        print(f"Building the embedded '{args.preset}' checkpoint set in {zoo} (first use only; resumable) …")
+        start = time.perf_counter()
+        build(args.preset, zoo)
+        timings.append(("build the checkpoint set", time.perf_counter() - start))
+    output = args.output or Path("run_output") / args.submission.stem
+    print(f"Ingestion: running {args.submission} on every checkpoint in {zoo} …")
+    start = time.perf_counter()
+    ingest(args.submission, zoo, output / "res", _limits(args))
+    timings.append(("ingestion", time.perf_counter() - start))
+    print("Scoring:")
+    start = time.perf_counter()
+    _score(argparse.Namespace(res=output / "res", ref=zoo / "reference", output=output, allow_partial=False))
+    timings.append(("scoring", time.perf_counter() - start))
+    print("time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings))
+    print(f"Open {(output / 'detailed_results.html').resolve()} in a browser for the detailed report.")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """`e2lmc run` on the science sample submission, generated with the checkpoint set."""
+    from .world import SCIENCE_TASK
+
+    args.zoo = args.zoo or Path("zoo") / args.preset
+    args.submission = args.zoo / "tasks" / SCIENCE_TASK  # written by the build, like starting_kit's copy
+    print(f"Demo: the sample submission {SCIENCE_TASK} through ingestion and scoring.")
+    return _run(args)
 
 
 def _limits(args: argparse.Namespace):
@@ -110,6 +134,14 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"  task '{leak.task}' sample {leak.sample}: '{leak.answer}' in …{leak.excerpt}…")
     print("valid" if fraction <= limit else "invalid")
     return 0 if fraction <= limit else 1
+
+
+def _add_run_options(p: argparse.ArgumentParser, default_output: str) -> None:
+    p.add_argument("--preset", choices=["tiny", "default"], default="default",
+                   help="which embedded checkpoint set (default: %(default)s)")
+    p.add_argument("--zoo", type=Path, help="where the checkpoint set is or goes (default: zoo/PRESET)")
+    p.add_argument("--output", type=Path, help=f"where to write (default: {default_output})")
+    _add_limits(p)
 
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
@@ -177,15 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_score_curves)
 
     p = sub.add_parser(
-        "demo",
-        help="run the main job on the embedded default: score the sample results and write the report",
-        description="Score the sample ingestion results shipped in the repository, print the leaderboard "
-        "row and write the HTML report. Run it from the repository root.",
+        "run",
+        help="run a submission locally on the embedded checkpoint set: ingestion, scoring, the report",
+        description="The participants' one command: build the embedded checkpoint set on first use, run the "
+        "submission on every checkpoint, score it, print the leaderboard row and write the HTML report.",
     )
-    p.add_argument("--results", type=Path, default=DEMO_RESULTS, help="sample results (default: %(default)s)")
-    p.add_argument("--ref", type=Path, default=DEMO_REFERENCE, help="reference data (default: %(default)s)")
-    p.add_argument("--output", type=Path, default=DEMO_OUTPUT, help="where to write (default: %(default)s)")
-    p.set_defaults(func=_demo)
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    _add_run_options(p, default_output="run_output/SUBMISSION")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser(
+        "demo",
+        help="the main job on the embedded default: the science sample submission through ingestion and scoring",
+        description="Build the embedded checkpoint set if missing, run the science sample submission through "
+        "ingestion and scoring, print the leaderboard row and write the HTML report.",
+    )
+    _add_run_options(p, default_output=str(DEMO_OUTPUT))
+    p.set_defaults(func=_demo, output=DEMO_OUTPUT)
 
     p = sub.add_parser(
         "ingest",

@@ -29,19 +29,27 @@ def test_console_script_is_installed():
     assert proc.returncode == 0 and proc.stdout.startswith("e2lmc ")
 
 
-def test_demo_prints_the_row_and_writes_the_report(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(REPO)
-    assert main(["demo", "--output", str(tmp_path)]) == 0
+def test_demo_runs_the_sample_submission_through_ingestion_and_scoring(tiny_zoo, tmp_path, capsys):
+    zoo, _ = tiny_zoo
+    assert main(["demo", "--preset", "tiny", "--zoo", str(zoo), "--output", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    assert "score  signal_quality" in out and "detailed_results.html" in out
-    assert (tmp_path / "detailed_results.html").stat().st_size > 10_000
-    assert set(json.loads((tmp_path / "scores.json").read_text())) >= {"score", "valid"}
+    assert "score  signal_quality" in out and "detailed_results.html" in out and "time: ingestion" in out
+    assert (tmp_path / "demo" / "detailed_results.html").stat().st_size > 10_000
+    scores = json.loads((tmp_path / "demo" / "scores.json").read_text())
+    assert scores["valid"] == 1.0 and scores["n_samples"] >= 200
 
 
-def test_demo_outside_the_repository_says_where_to_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert main(["demo"]) == 2
-    assert "run the demo from the repository root" in capsys.readouterr().err
+def test_run_builds_a_missing_checkpoint_set_first(tmp_path, monkeypatch, capsys):
+    import e2lmc.zoo
+
+    built = []
+    monkeypatch.setattr(e2lmc.zoo, "build", lambda preset, out: built.append((preset, out)))
+    # the fake build writes nothing, so ingestion then stops with one sentence
+    assert main(["run", str(tmp_path / "nothing"), "--zoo", str(tmp_path / "zoo"), "--preset", "tiny"]) == 2
+    assert built == [("tiny", tmp_path / "zoo")]
+    printed = capsys.readouterr()
+    assert "Building the embedded 'tiny' checkpoint set" in printed.out
+    assert printed.err.startswith("error: ") and "manifest.yaml does not exist" in printed.err
 
 
 def _score_curves_json(*argv):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .formats import ManifestEntry
 
 
@@ -39,7 +39,7 @@ def _from_hub(entry: ManifestEntry, cache_dir: Path | None) -> Path:
             snapshot = snapshot_download(entry.repo, revision=entry.revision, allow_patterns=patterns,
                                          cache_dir=cache_dir, local_files_only=local_only)
         except Exception as exc:  # noqa: BLE001 - offline, unknown repo, no access: one sentence below
-            problem = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            problem = first_line(exc, 200) or type(exc).__name__
             continue
         path = Path(snapshot) / (entry.subfolder or "")
         if (path / "config.json").is_file():

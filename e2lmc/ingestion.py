@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .checkpoints import resolve
 from .engine import hf_responses
-from .errors import UserError
+from .errors import UserError, first_line
 from .formats import (
     CheckpointResult,
     IngestionResults,
@@ -44,7 +44,6 @@ from .isolation import Scorer, plan_task
 from .scoring import ValidationRules
 from .submission import Submission, open_submission
 
-RULES = ValidationRules()
 LEAKAGE_EXAMPLES_KEPT = 10
 
 
@@ -75,9 +74,9 @@ def check_prompts(plan: Plan, tokenizer_dir: Path) -> Validation:
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [0]
     longest = max(range(len(lengths)), key=lengths.__getitem__)
     request = plan.requests[longest] if plan.requests else None
-    if lengths[longest] > RULES.max_prompt_tokens and request is not None:
-        raise UserError(f"task '{request.task}' sample {request.doc_id}: its prompt has {lengths[longest]:,} tokens; "
-                        f"the limit is {RULES.max_prompt_tokens:,}")
+    problem = ValidationRules().prompt_length_problem(lengths[longest])
+    if problem and request is not None:
+        raise UserError(f"task '{request.task}' sample {request.doc_id}: its prompt {problem}")
     return Validation(
         max_prompt_tokens=lengths[longest],
         longest_prompt_sample=request.doc_id if request else None,
@@ -95,13 +94,13 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         workdir = Path(tmp)
         submission, plan = plan_submission(source, workdir, limits)
         validation = check_prompts(plan, resolve(manifest.checkpoints[0], input_data, cache_dir))
-        results = _resumed(output, plan) or IngestionResults(
-            plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation,
-            plan_digest=plan.digest(),
+        digest = plan.digest()
+        results = _resumed(output, digest) or IngestionResults(
+            plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation, plan_digest=digest,
         )
         todo = [e for e in manifest.checkpoints if e.id not in results.done_ids()]
         results.checkpoints = [c for c in results.checkpoints if c.error is None]
-        random.Random(plan.digest()).shuffle(todo)  # the score stage cannot infer which checkpoint is which
+        random.Random(digest).shuffle(todo)  # the score stage cannot infer which checkpoint is which
         print(f"task '{plan.task_name}': {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests; "
               f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
         requests = [(r.kind, r.arguments) for r in plan.requests]
@@ -124,13 +123,13 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
     return results
 
 
-def _resumed(output: Path, plan: Plan) -> IngestionResults | None:
-    """Earlier results of the same task in `output`, if any."""
+def _resumed(output: Path, digest: str) -> IngestionResults | None:
+    """Earlier results of the same task (same plan digest) in `output`, if any."""
     try:
         results = read_results(output)
     except UserError:
         return None
-    if results.plan_digest != plan.digest():
+    if results.plan_digest != digest:
         print("earlier results in the output folder are for another task: starting over", file=sys.stderr)
         return None
     return results
@@ -147,7 +146,7 @@ def _evaluate(entry: ManifestEntry, input_data: Path, requests: list, limits: Li
         try:
             return hf_responses(path, requests, limits.batch_size, progress=True)
         except Exception as exc:  # noqa: BLE001 - a broken checkpoint is the organizers' to fix
-            problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            problem = f"{type(exc).__name__}: {first_line(exc, 300)}"
             if attempt == 2:
                 raise UserError(f"checkpoint {entry.id} failed to load twice ({problem}); "
                                 f"{_kept(results, output)}") from None

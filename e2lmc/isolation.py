@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .formats import Plan, PlannedRequest, read_plan, write_plan
 from .scoring import ValidationRules
 from .submission import Submission, find_task_files
@@ -166,7 +166,7 @@ def describe_error(exc: BaseException, root: Path, withhold: bool) -> str:
     if isinstance(exc, SecurityError):
         return f"a prompt template of the submission tried to reach Python internals, which is not allowed ({exc})"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve().is_relative_to(root)]
-    message = "" if withhold else f": {str(exc).strip().splitlines()[0][:300]}" if str(exc).strip() else ""
+    message = f": {first_line(exc, 300)}" if first_line(exc) and not withhold else ""
     if frames:
         where = f"{Path(frames[-1].filename).resolve().relative_to(root)}, line {frames[-1].lineno}"
         hidden = " (message withheld: it may contain values from hidden checkpoints)" if withhold else ""
@@ -188,10 +188,8 @@ def _child_main(mode: str, root: str, task_name: str, task_metric: str, workdir:
         task_dict = load_task(submission)
         if mode == "plan":
             n_samples = sum(len(task.eval_docs) for task in task_dict["tasks"].values())
-            rules = ValidationRules()
-            if not rules.min_samples <= n_samples <= rules.max_samples:
-                raise UserError(f"task '{task_name}' has {n_samples:,} samples; the rules allow "
-                                f"{rules.min_samples:,} to {rules.max_samples:,}")
+            if problem := ValidationRules().sample_count_problem(n_samples):
+                raise UserError(f"task '{task_name}' {problem}")
             leaks = leaked_samples(task_dict)
             requests, _ = record_requests(submission, task_dict)
             planned = [PlannedRequest(kind, args, task, doc) for (kind, args), (task, doc) in requests.items()]

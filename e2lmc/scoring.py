@@ -239,6 +239,18 @@ class ValidationRules:
     max_prompt_tokens: int = 2048
     max_leakage_fraction: float = 0.05
 
+    def sample_count_problem(self, n_samples: int) -> str | None:
+        """What is wrong with the sample count (to follow the task's name), if anything."""
+        if self.min_samples <= n_samples <= self.max_samples:
+            return None
+        return f"has {n_samples:,} samples; the rules allow {self.min_samples:,} to {self.max_samples:,}"
+
+    def prompt_length_problem(self, tokens: int) -> str | None:
+        """What is wrong with a prompt's length (to follow the prompt's name), if anything."""
+        if tokens <= self.max_prompt_tokens:
+            return None
+        return f"has {tokens:,} tokens; the limit is {self.max_prompt_tokens:,}"
+
 
 @dataclass(frozen=True)
 class ValidationVerdict:
@@ -252,15 +264,10 @@ def validate(
 ) -> ValidationVerdict:
     """Apply the submission rules; each broken rule is one sentence in `problems`."""
     problems = []
-    if not rules.min_samples <= n_samples <= rules.max_samples:
-        problems.append(
-            f"the task has {n_samples} samples; the rules allow "
-            f"{rules.min_samples} to {rules.max_samples}"
-        )
-    if max_prompt_tokens is not None and max_prompt_tokens > rules.max_prompt_tokens:
-        problems.append(
-            f"the longest prompt has {max_prompt_tokens} tokens; the limit is {rules.max_prompt_tokens}"
-        )
+    if problem := rules.sample_count_problem(n_samples):
+        problems.append(f"the task {problem}")
+    if max_prompt_tokens is not None and (problem := rules.prompt_length_problem(max_prompt_tokens)):
+        problems.append(f"the longest prompt {problem}")
     leakage_fraction = leakage_count / n_samples if n_samples > 0 else 0.0
     if leakage_fraction > rules.max_leakage_fraction:
         problems.append(

@@ -19,13 +19,13 @@ import json
 import logging
 import re
 import sys
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import LM
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .formats import LeakageExample
 from .submission import Submission, function_file, load_task_yaml
 
@@ -195,7 +195,7 @@ def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None
         raise
     except Exception as exc:
         path, name = str(task.config.dataset_path), task.config.task
-        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        problem = first_line(exc) or type(exc).__name__
         if path in LOCAL_LOADERS or Path(path).exists():
             raise UserError(f"task '{name}': its data files could not be read ({problem})") from None
         raise UserError(

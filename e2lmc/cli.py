@@ -102,7 +102,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from .ingestion import ingest
 
     start = time.perf_counter()
-    results = ingest(args.submission, args.input_data, args.output, _limits(args))
+    results = ingest(args.submission, args.input_data, args.output, _limits(args), manifest_name=args.manifest)
     print(f"evaluated task '{results.task_name}' ({results.task_metric}) on {len(results.checkpoints)} checkpoints "
           f"in {time.perf_counter() - start:.0f} s; wrote {args.output / 'ingestion_results.json'}")
     return 0
@@ -134,6 +134,61 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"  task '{leak.task}' sample {leak.sample}: '{leak.answer}' in …{leak.excerpt}…")
     print("valid" if fraction <= limit else "invalid")
     return 0 if fraction <= limit else 1
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from .bundle import BundleOptions, build_bundle, zoo_bundle
+
+    try:
+        start = datetime.fromisoformat(args.start) if args.start else None
+    except ValueError:
+        raise UserError(f"--start {args.start}: write a date such as 2026-03-02 or '2026-03-02 12:00'") from None
+    out = args.out or Path("dist") / f"e2lmc-bundle-{args.checkpoints}.zip"
+    options = BundleOptions(start=start, queue=args.queue,
+                            time_limit=args.time_limit or (600 if args.checkpoints == "zoo" else 6 * 3600),
+                            **({"docker_image": args.docker_image} if args.docker_image else {}))
+    started = time.perf_counter()
+    if args.checkpoints == "zoo":
+        from .formats import MANIFEST_FILE
+        from .zoo import build
+
+        zoo = args.zoo or Path("zoo") / args.preset
+        if not (zoo / MANIFEST_FILE).is_file():
+            print(f"Building the embedded '{args.preset}' checkpoint set in {zoo} (first use only) …")
+            build(args.preset, zoo)
+        zoo_bundle(zoo, out, options)
+    else:
+        from .phases import E2LMSeries, e2lm_manifest, e2lm_reference
+
+        if not args.web_model:
+            raise UserError("--checkpoints e2lm needs --web-model REPO, the hidden web-only 0.5B model's hub repo")
+        series = E2LMSeries(args.web_model, data_root=args.data_root)
+        reference = e2lm_reference(series)
+        build_bundle(out, None, reference, e2lm_manifest(series, reference), options)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s; "
+          "it passes every Codabench bundle rule the builder checks")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from .worker import WorkerOptions, run_submission
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="e2lmc-worker-"))
+    options = WorkerOptions(container=not args.no_container, image=args.image, gpus=args.gpus, data=args.data)
+    _, scoring = run_submission(args.submission, args.bundle, args.phase, workdir, options)
+    scores = scoring.output / "scores.json"
+    if scoring.exit_code != 0 or not scores.is_file():
+        print(f"the scoring step failed (exit code {scoring.exit_code}): the submission would be marked Failed; "
+              f"its output is in {scoring.output}")
+        return 1
+    print(json.dumps(json.loads(scores.read_text()), indent=1))
+    print(f"scores: {scores}\ndetailed results: {scoring.output / 'detailed_results.html'}")
+    return 0
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_output: str) -> None:
@@ -237,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submission", type=Path, default=CODABENCH_SUBMISSION,
                    help="the submission, a folder or zip (default: %(default)s)")
     p.add_argument("--input-data", type=Path, default=CODABENCH_INPUT_DATA,
-                   help="folder holding the checkpoint manifest.yaml (default: %(default)s)")
+                   help="folder holding the checkpoint manifest (default: %(default)s)")
+    p.add_argument("--manifest", default="manifest.yaml",
+                   help="the manifest's file name in that folder; a bundle has one per phase (default: %(default)s)")
     p.add_argument("--output", type=Path, default=CODABENCH_OUTPUT, help="where to write (default: %(default)s)")
     _add_limits(p)
     p.set_defaults(func=_ingest)
@@ -253,6 +310,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"tokenizer folder for prompt lengths (default: {DEFAULT_TOKENIZER} when built)")
     _add_limits(p)
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser(
+        "bundle",
+        help="build the Codabench competition bundle zip (checked against Codabench's rules)",
+        description="Lay out competition.yaml, pages, the three phases' programs, manifests and reference data "
+        "and the starting kit, zip them and check the zip against every Codabench bundle rule; an invalid "
+        "bundle is not written.",
+    )
+    p.add_argument("--checkpoints", choices=["zoo", "e2lm"], default="zoo",
+                   help="zoo: ship the embedded checkpoint set inside (self-contained, CPU queue); e2lm: manifests "
+                   "naming the real tiiuae/dense-* repos (GPU queue) (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="the zip to write (default: dist/e2lmc-bundle-CHECKPOINTS.zip)")
+    p.add_argument("--preset", choices=["tiny", "default"], default="default",
+                   help="zoo: which embedded set (default: %(default)s)")
+    p.add_argument("--zoo", type=Path, help="zoo: where the set is or is built (default: zoo/PRESET)")
+    p.add_argument("--start", help="move the schedule so that the warm-up phase opens at this date (UTC)")
+    p.add_argument("--time-limit", type=int,
+                   help="seconds per step (default: 600 for zoo, the free queue's cap; 21600 for e2lm)")
+    p.add_argument("--queue", help="the Codabench queue (your GPU workers) submissions run on")
+    p.add_argument("--docker-image", help="the worker image (default: e2lmc/worker:VERSION, see docker/)")
+    p.add_argument("--web-model", help="e2lm: hub repo of the hidden web-only 0.5B model")
+    p.add_argument("--data-root",
+                   help="e2lm: checkpoints pre-placed on the workers as DATA_ROOT/<repo name>/iter_… "
+                   "(e.g. /app/data) instead of downloaded from the hub")
+    p.set_defaults(func=_bundle)
+
+    p = sub.add_parser(
+        "worker",
+        help="run a submission on one phase of a bundle exactly as Codabench's compute worker would",
+        description="Prediction step (the phase's ingestion program) then scoring step, with Codabench's "
+        "mounts, metadata.yaml command handling, time limit and metadata file; in the bundle's Docker image "
+        "with --network none, or with --no-container as plain processes over the same layout.",
+    )
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    p.add_argument("--bundle", type=Path, required=True, help="the competition bundle zip (or its unpacked folder)")
+    p.add_argument("--phase", required=True, help="warm-up, development or final")
+    p.add_argument("--no-container", action="store_true", help="run the steps as plain processes (no Docker)")
+    p.add_argument("--image", help="the Docker image (default: the bundle's docker_image)")
+    p.add_argument("--gpus", action="store_true", help="give the container every GPU (docker --gpus all)")
+    p.add_argument("--data", type=Path, help="a host folder seen read-only at /app/data")
+    p.add_argument("--workdir", type=Path, help="an empty folder for the steps' layout (default: a new temp folder)")
+    p.set_defaults(func=_worker)
 
     zoo = sub.add_parser(
         "zoo", help="the embedded checkpoint set (small models trained on a synthetic science world)",

@@ -352,12 +352,13 @@ class CheckpointManifest:
                 raise UserError(f"{where}: checkpoints[{i}] ({entry.id}) needs exactly one of 'path' or 'repo'")
 
 
-def write_manifest(manifest: CheckpointManifest, directory: str | Path) -> Path:
-    return _write(Path(directory) / MANIFEST_FILE, MANIFEST_KIND, manifest)
+def write_manifest(manifest: CheckpointManifest, directory: str | Path, name: str = MANIFEST_FILE) -> Path:
+    """`name` lets one input-data folder hold a manifest per competition phase."""
+    return _write(Path(directory) / name, MANIFEST_KIND, manifest)
 
 
-def read_manifest(directory: str | Path) -> CheckpointManifest:
-    return _read(CheckpointManifest, Path(directory) / MANIFEST_FILE, MANIFEST_KIND)
+def read_manifest(directory: str | Path, name: str = MANIFEST_FILE) -> CheckpointManifest:
+    return _read(CheckpointManifest, Path(directory) / name, MANIFEST_KIND)
 
 
 # ------------------------------------------------------------------ ingestion plan

@@ -31,6 +31,7 @@ from .checkpoints import resolve
 from .engine import hf_responses
 from .errors import UserError, first_line
 from .formats import (
+    MANIFEST_FILE,
     CheckpointResult,
     IngestionResults,
     ManifestEntry,
@@ -86,10 +87,10 @@ def check_prompts(plan: Plan, tokenizer_dir: Path) -> Validation:
 
 
 def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits(),
-           cache_dir: Path | None = None) -> IngestionResults:
-    """Evaluate the submission at `source` on every checkpoint of `input_data/manifest.yaml`
-    and write `output/ingestion_results.json` after each one."""
-    manifest = read_manifest(input_data)
+           cache_dir: Path | None = None, manifest_name: str = MANIFEST_FILE) -> IngestionResults:
+    """Evaluate the submission at `source` on every checkpoint of the manifest
+    `input_data/manifest_name` and write `output/ingestion_results.json` after each one."""
+    manifest = read_manifest(input_data, manifest_name)
     with tempfile.TemporaryDirectory(prefix="e2lmc-ingest-") as tmp:
         workdir = Path(tmp)
         submission, plan = plan_submission(source, workdir, limits)

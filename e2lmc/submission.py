@@ -148,6 +148,9 @@ def read_metadata(path: Path) -> tuple[str, str]:
         raise UserError(f"{METADATA} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise UserError(f"{METADATA} must be a mapping with task_name and task_metric")
+    if "command" in data:
+        # Codabench would run it as a program of its own, next to the ingestion program.
+        raise UserError(f"{METADATA} has a 'command': a submission is task files only, not a program; remove it")
     missing = [k for k in ("task_name", "task_metric") if not isinstance(data.get(k), str) or not data[k].strip()]
     if missing:
         found = ", ".join(map(str, data)) or "none"

@@ -14,6 +14,7 @@ regularities (everyday endings).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -207,23 +208,100 @@ metadata:
 """)
 
 
+TEMPLATE_TASK = "e2lmc_mmluvar_template"
+PATCH_TASK = "e2lmc_science_patch"
+
+TEMPLATE_YAML = """\
+# An MMLU-var-style task to adapt: the cloze formulation of multiple-choice questions
+# (each answer choice scored as a continuation of the question, no A/B/C/D letters),
+# which gives small models a usable signal long before they can handle letter answers.
+# Replace dev.jsonl / test.jsonl with your own questions in the same layout:
+#   {"question": ..., "subject": ..., "choices": [...], "answer": <index of the right choice>}
+task: $task
+dataset_path: json              # lm-eval reads local json/jsonl/csv/parquet files
+dataset_kwargs:
+  data_files:                   # paths relative to this YAML file
+    dev: dev.jsonl
+    test: test.jsonl
+test_split: test
+fewshot_split: dev              # the few-shot examples come from here, never from test
+num_fewshot: 5
+fewshot_config:
+  sampler: first_n              # the same examples for every question: deterministic
+process_docs: !function utils.process_docs   # a helper of your own, in utils.py next to this file
+description: "The following are questions about science.\\n\\n"
+doc_to_text: "Question: {{question}}\\nAnswer:"
+doc_to_choice: "{{choices}}"
+doc_to_target: "{{answer}}"
+output_type: multiple_choice
+metric_list:
+  - metric: acc                 # sum of the choice's token log-probabilities
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm            # per-byte normalised: fairer between short and long choices
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+TEMPLATE_UTILS = '''"""Helpers of the template task: lm-eval calls process_docs on every split once."""
+
+
+def process_docs(dataset):
+    """Tidy the questions; a place to filter or reshape your data."""
+    return dataset.map(lambda doc: {"question": " ".join(doc["question"].split())})
+'''
+
+
+def _git_new_file(path: str, text: str) -> str:
+    """One file of a `git diff` that creates it."""
+    blob = hashlib.sha1(f"blob {len(text.encode())}\0".encode() + text.encode()).hexdigest()
+    lines = text.splitlines()
+    body = "".join(f"+{line}\n" for line in lines)
+    return (f"diff --git a/{path} b/{path}\nnew file mode 100644\nindex 0000000..{blob[:7]}\n"
+            f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n{body}")
+
+
+def _write_task(folder: Path, files: dict[str, str], task: str, metric: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    (folder / "metadata.yaml").write_text(yaml.safe_dump({"task_name": task, "task_metric": metric}))
+    return folder
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def _simple_task(task: str, samples: list[dict], text: str, choices: str) -> dict[str, str]:
+    """A zero-shot task YAML and its data file."""
+    data_file = f"{task}.jsonl"
+    # JSON strings are valid YAML double-quoted scalars, escapes included.
+    yaml_text = TASK_YAML.substitute(task=task, data_file=data_file, text=json.dumps(text), choices=json.dumps(choices))
+    return {f"{task}.yaml": yaml_text, data_file: _jsonl(samples)}
+
+
 def write_sample_tasks(out_dir: str | Path, world: World, seed: int) -> dict[str, Path]:
-    """Write the two sample tasks as submission folders: task YAML, data, metadata.yaml."""
-    specs = {
-        SCIENCE_TASK: (science_samples(world, seed), "Question: {{question}}\nAnswer:", "{{choices}}", "acc,none"),
-        EVERYDAY_TASK: (everyday_samples(world, seed), "{{ctx}}", "{{endings}}", "acc_norm,none"),
+    """Write the sample submissions, each a folder ready to zip: the science and the
+    everyday task, the MMLU-var-style template, and the science task again in the real
+    competition's `evaluation.patch` format."""
+    out = Path(out_dir)
+    science = science_samples(world, seed)
+    question = "Question: {{question}}\nAnswer:"
+    mmlu = [{"question": s["question"], "subject": f.kind, "choices": s["choices"], "answer": s["label"]}
+            for s, f in zip(science, world.facts)]
+    patch_files = _simple_task(PATCH_TASK, science, question, "{{choices}}")
+    patch = "".join(_git_new_file(f"lm_eval/tasks/{PATCH_TASK}/{name}", text) for name, text in patch_files.items())
+    return {
+        SCIENCE_TASK: _write_task(out / SCIENCE_TASK, _simple_task(SCIENCE_TASK, science, question, "{{choices}}"),
+                                  SCIENCE_TASK, "acc,none"),
+        EVERYDAY_TASK: _write_task(out / EVERYDAY_TASK, _simple_task(
+            EVERYDAY_TASK, everyday_samples(world, seed), "{{ctx}}", "{{endings}}"), EVERYDAY_TASK, "acc_norm,none"),
+        TEMPLATE_TASK: _write_task(out / TEMPLATE_TASK, {
+            f"{TEMPLATE_TASK}.yaml": Template(TEMPLATE_YAML).substitute(task=TEMPLATE_TASK),
+            "utils.py": TEMPLATE_UTILS, "dev.jsonl": _jsonl(mmlu[:5]), "test.jsonl": _jsonl(mmlu[5:]),
+        }, TEMPLATE_TASK, "acc_norm,none"),
+        PATCH_TASK: _write_task(out / PATCH_TASK, {"evaluation.patch": patch}, PATCH_TASK, "acc,none"),
     }
-    folders = {}
-    for task, (samples, text, choices, metric) in specs.items():
-        folder = Path(out_dir) / task
-        folder.mkdir(parents=True, exist_ok=True)
-        data_file = f"{task}.jsonl"
-        (folder / data_file).write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
-        # JSON strings are valid YAML double-quoted scalars, escapes included.
-        yaml_text = TASK_YAML.substitute(
-            task=task, data_file=data_file, text=json.dumps(text), choices=json.dumps(choices)
-        )
-        (folder / f"{task}.yaml").write_text(yaml_text)
-        (folder / "metadata.yaml").write_text(yaml.safe_dump({"task_name": task, "task_metric": metric}))
-        folders[task] = folder
-    return folders

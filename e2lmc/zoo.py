@@ -103,7 +103,7 @@ def _models(dims: dict[tuple[str, str], tuple[int, int, int, int]]) -> tuple[Mod
 PRESETS = {
     "tiny": Preset(
         "tiny", vocab_size=384, seq_len=64, batch_size=8, steps=60, lr=3e-3, warmup_steps=4,
-        n_released=12, n_hidden=7, tokenizer_documents=300,
+        n_released=8, n_hidden=3, tokenizer_documents=300,
         # (size, arch): (hidden, layers, intermediate, heads)
         models=_models({
             ("small", "arch1"): (16, 2, 48, 2), ("small", "arch2"): (24, 1, 64, 2),

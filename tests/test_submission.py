@@ -110,6 +110,8 @@ def test_helpers_next_to_the_yaml_are_accepted(tmp_path):
         ("task_name: demo\ntask_metric: acc\n", r"task_metric 'acc' is not an lm-eval result key.*'acc,none'"),
         ("- just a list\n", "must be a mapping"),
         ("task_name: [\n", "metadata.yaml is not valid YAML"),
+        # Codabench would run a command next to the ingestion program, with the input data mounted
+        (METADATA + "command: python3 leak.py\n", "metadata.yaml has a 'command': a submission is task files only"),
     ],
 )
 def test_metadata_problems_are_one_sentence(tmp_path, metadata, message):

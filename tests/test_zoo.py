@@ -26,7 +26,7 @@ def test_tiny_builds_within_a_minute(tiny_zoo):
 def test_layout_matches_the_real_repos(tiny_zoo):
     out, _ = tiny_zoo
     expected = {f"iter_{step:07d}" for step, _ in schedule(TINY)}
-    assert len(expected) == TINY.n_released + TINY.n_hidden + 1 >= 17
+    assert len(expected) == TINY.n_released + TINY.n_hidden + 1 >= 12
     for spec in TINY.models:
         model_dir = out / spec.id
         assert {p.name for p in model_dir.iterdir() if p.is_dir()} == expected
@@ -76,7 +76,8 @@ def test_manifest_and_reference_describe_the_set(tiny_zoo):
         roles = [c.role for c in model.checkpoints]
         assert roles[-1] == "final" and roles.count("final") == 1
         if model.mixture == "science":
-            assert roles.count("released") == TINY.n_released >= 10 and roles.count("hidden") == TINY.n_hidden >= 6
+            # >= 8 released points give SQ one autocorrelation lag; >= 3 hidden let a phase hold some out
+            assert roles.count("released") == TINY.n_released >= 8 and roles.count("hidden") == TINY.n_hidden >= 3
             released_tokens = max(c.tokens for c in model.checkpoints if c.role == "released")
             assert released_tokens == pytest.approx(0.2 * model.checkpoints[-1].tokens, rel=0.05)
         else:

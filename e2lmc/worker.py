@@ -1,0 +1,209 @@
+"""Run a submission the way Codabench's compute worker does, on this machine.
+
+Two steps, each under the phase's `execution_time_limit`:
+1. prediction — the phase's ingestion program at /app/program, the submission at
+   /app/ingested_program, the task's input data at /app/input_data, output at /app/output;
+2. scoring — the scoring program at /app/program, the reference data at /app/input/ref,
+   the prediction output at /app/input/res, output at /app/output.
+Each program's `metadata.yaml` `command` is split like a shell would (never run by a
+shell) and started in /app/program; afterwards the worker writes its own `metadata`
+file (exit codes, elapsed times) into the step's output, as Codabench does.
+
+With Docker, each step runs in the worker image with those mounts and `--network none`
+(GPUs when asked). With `container=False` the same commands run as plain processes over
+the same layout, built under a work folder (`<workdir>/<step>/app/…`): every `/app/…`
+argument is rewritten to point there. Tests use that twin; this machine has no Docker.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .bundle import FREE_QUEUE_SECONDS, read_competition
+from .errors import UserError
+
+WORKER_METADATA = "metadata"  # the worker's own file; a program must never write it
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    container: bool = True
+    image: str | None = None  # default: the bundle's docker_image
+    gpus: bool = False
+    data: Path | None = None  # organizer data pre-placed on the host, seen read-only at /app/data
+
+
+@dataclass(frozen=True)
+class StepResult:
+    output: Path
+    exit_code: int
+    seconds: float
+
+
+def unpack_bundle(bundle: Path, dest: Path) -> Path:
+    """An unpacked bundle folder: the zip extracted into `dest`, or `bundle` itself if a folder."""
+    if bundle.is_dir():
+        return bundle
+    if not zipfile.is_zipfile(bundle):
+        raise UserError(f"{bundle} is neither a competition bundle zip nor its unpacked folder")
+    with zipfile.ZipFile(bundle) as archive:
+        archive.extractall(dest)
+    return dest
+
+
+def find_task(competition: dict, phase: str) -> tuple[dict, dict]:
+    """The phase entry and its (single) task entry, the phase named case-insensitively."""
+    phases = competition.get("phases") or []
+    match = [p for p in phases if str(p.get("name", "")).lower() == phase.lower()]
+    if not match:
+        names = ", ".join(str(p.get("name")) for p in phases)
+        raise UserError(f"the bundle has no phase '{phase}' (its phases: {names})")
+    tasks = {t.get("index"): t for t in competition.get("tasks") or []}
+    index = (match[0].get("tasks") or [None])[0]
+    if index not in tasks:
+        raise UserError(f"phase '{phase}' names task {index}, which the bundle does not define")
+    return match[0], tasks[index]
+
+
+def _place(source: Path, dest: Path, link: bool = False) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        dest.symlink_to(source.resolve(), target_is_directory=True)
+    elif source.is_dir():
+        shutil.copytree(source, dest)
+    else:
+        with zipfile.ZipFile(source) as archive:  # Codabench unzips submissions
+            archive.extractall(dest)
+
+
+def read_command(program: Path) -> list[str]:
+    """The program's `metadata.yaml` command, split like a shell would."""
+    path = program / "metadata.yaml"
+    if not path.is_file():
+        raise UserError(f"{program} has no metadata.yaml: Codabench cannot run it")
+    command = (yaml.safe_load(path.read_text()) or {}).get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise UserError(f"{path} has no command")
+    return shlex.split(command)
+
+
+def _run(app: Path, mounts: dict[str, Path], time_limit: int, options: WorkerOptions, image: str) -> int:
+    """Run /app/program's command with `mounts` (container path -> host path under `app`)."""
+    argv = read_command(app / "program")
+    if options.container:
+        cmd = ["docker", "run", "--rm", "--network", "none", "-w", "/app/program", "-e", "PYTHONUNBUFFERED=1"]
+        if options.gpus:
+            cmd += ["--gpus", "all"]
+        for inside, host in mounts.items():
+            cmd += ["-v", f"{host.resolve()}:{inside}" + (":ro" if inside == "/app/data" else "")]
+        cmd += [image, *argv]
+        cwd = None
+    else:
+        cmd = [_local(arg, app) for arg in argv]
+        if cmd[0] in ("python", "python3"):
+            cmd[0] = sys.executable  # the interpreter this package runs in
+        cwd = app / "program"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True)
+    try:
+        return process.wait(timeout=time_limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise UserError(f"Execution Time Limit exceeded: the step ran past the phase's limit of {time_limit} s "
+                        "(Codabench marks the submission Failed)") from None
+
+
+def _local(arg: str, app: Path) -> str:
+    """`/app/…` in a command, moved under the local layout's `app` folder."""
+    return str(app / arg.removeprefix("/app/")) if arg == "/app" or arg.startswith("/app/") else arg
+
+
+def _write_metadata(output: Path, status: dict) -> None:
+    path = output / WORKER_METADATA
+    if path.exists():
+        raise UserError(f"the program wrote {path}: that file is the worker's own (exit codes); never write it")
+    path.write_text(yaml.safe_dump(status, default_flow_style=False))
+
+
+def prediction_step(root: Path, bundle: Path, task: dict, submission: Path, time_limit: int,
+                    options: WorkerOptions, image: str) -> StepResult:
+    app = root / "app"
+    _place(bundle / task["ingestion_program"], app / "program")
+    _place(submission, app / "ingested_program")
+    mounts = {"/app/program": app / "program", "/app/ingested_program": app / "ingested_program",
+              "/app/output": app / "output"}
+    if "input_data" in task:
+        _place(bundle / task["input_data"], app / "input_data", link=True)
+        mounts["/app/input_data"] = app / "input_data"
+    if options.data is not None:
+        _place(options.data, app / "data", link=True)
+        mounts["/app/data"] = app / "data"
+    (app / "output").mkdir(parents=True)
+    metadata = yaml.safe_load((app / "ingested_program" / "metadata.yaml").read_text()) \
+        if (app / "ingested_program" / "metadata.yaml").is_file() else None
+    if isinstance(metadata, dict) and metadata.get("command"):
+        print("worker: the submission's metadata.yaml has a command; Codabench would run it as a program next to "
+              "the ingestion program (the ingestion refuses such submissions)", file=sys.stderr)
+    start = time.perf_counter()
+    code = _run(app, mounts, time_limit, options, image)
+    seconds = time.perf_counter() - start
+    _write_metadata(app / "output", {"exitCode": None, "elapsedTime": seconds, "ingestionExitCode": code,
+                                     "ingestionElapsedTime": seconds})
+    return StepResult(app / "output", code, seconds)
+
+
+def scoring_step(root: Path, bundle: Path, task: dict, predictions: Path, time_limit: int,
+                 options: WorkerOptions, image: str) -> StepResult:
+    app = root / "app"
+    _place(bundle / task["scoring_program"], app / "program")
+    if "reference_data" in task:
+        _place(bundle / task["reference_data"], app / "input" / "ref")
+    shutil.copytree(predictions, app / "input" / "res")
+    (app / "output").mkdir(parents=True)
+    (app / "shared").mkdir()
+    mounts = {"/app/program": app / "program", "/app/input": app / "input", "/app/output": app / "output",
+              "/app/shared": app / "shared"}
+    start = time.perf_counter()
+    code = _run(app, mounts, time_limit, options, image)
+    seconds = time.perf_counter() - start
+    _write_metadata(app / "output", {"exitCode": code, "elapsedTime": seconds})
+    return StepResult(app / "output", code, seconds)
+
+
+def run_submission(submission: Path, bundle: Path, phase: str, workdir: Path,
+                   options: WorkerOptions = WorkerOptions()) -> tuple[StepResult, StepResult]:
+    """Both steps of one submission on one phase; `workdir` must be empty or absent."""
+    if not submission.exists():
+        raise UserError(f"{submission}: no such file or folder")
+    workdir.mkdir(parents=True, exist_ok=True)
+    if any(workdir.iterdir()):
+        raise UserError(f"{workdir} is not empty: give the worker a fresh work folder")
+    bundle_dir = unpack_bundle(bundle, workdir / "bundle")
+    competition = read_competition(bundle_dir)
+    phase_entry, task = find_task(competition, phase)
+    time_limit = int(phase_entry.get("execution_time_limit", FREE_QUEUE_SECONDS))
+    image = options.image or competition.get("docker_image", "")
+    if options.container and shutil.which("docker") is None:
+        raise UserError("docker is not installed here: run with --no-container (the same steps as plain processes)")
+    print(f"worker: phase '{phase_entry['name']}', time limit {time_limit} s per step — prediction step",
+          file=sys.stderr)
+    prediction = prediction_step(workdir / "prediction", bundle_dir, task, submission, time_limit, options, image)
+    # Codabench does not check the prediction step's exit code: the scoring program reads it
+    # from /app/input/res/metadata and fails with a message of its own.
+    print(f"worker: prediction step exited with {prediction.exit_code} after {prediction.seconds:.0f} s — "
+          "scoring step", file=sys.stderr)
+    scoring = scoring_step(workdir / "scoring", bundle_dir, task, prediction.output, time_limit, options, image)
+    print(f"worker: scoring step exited with {scoring.exit_code} after {scoring.seconds:.0f} s", file=sys.stderr)
+    return prediction, scoring

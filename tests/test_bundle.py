@@ -1,0 +1,268 @@
+"""The Codabench bundle: phases, competition.yaml, the builder's rule checks, the e2lm
+manifests, and every phase end to end through the no-container worker."""
+
+import json
+import math
+import re
+import shutil
+import zipfile
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2lmc.bundle import COLUMNS, bundle_problems, zip_folder
+from e2lmc.cli import main
+from e2lmc.errors import UserError
+from e2lmc.formats import read_manifest, read_reference, read_results
+from e2lmc.phases import PHASE_NAMES, PHASES, E2LMSeries, e2lm_reference, phase_reference, shifted
+from e2lmc.scorer import Leaderboard
+from e2lmc.worker import WorkerOptions, run_submission
+from e2lmc.zoo import PRESETS, reference_for
+
+from .conftest import REPO
+
+SAMPLES = REPO / "starting_kit" / "sample_submissions"
+
+
+def _ids(reference) -> set[str]:
+    return {m.checkpoint_id(c) for m in reference.models for c in m.checkpoints}
+
+
+@pytest.mark.parametrize("full", [reference_for(PRESETS["default"]), e2lm_reference(E2LMSeries("org/web"))],
+                         ids=["zoo", "e2lm"])
+def test_phases_reduce_then_grow_and_final_adds_never_used_hidden_checkpoints(full):
+    warm_up, development, final = (phase_reference(full, name) for name in PHASE_NAMES)
+    assert _ids(warm_up) < _ids(development) < _ids(final) == _ids(full)
+    largest = full.models[-2].size  # the last science model is the largest
+    assert largest not in {m.size for m in warm_up.models} and len(warm_up.models) == len(full.models) - 2
+    never_used = _ids(final) - _ids(development)
+    roles = {m.checkpoint_id(c): c.role for m in final.models for c in m.checkpoints}
+    assert never_used and {roles[i] for i in never_used} == {"hidden"}
+    for phase in (warm_up, development, final):
+        kept = {m.id for m in phase.models}
+        assert set(phase.scores.ranking_consistency.models) <= kept and set(phase.scores.signal_quality.models) <= kept
+        assert {phase.scores.scientific_compliance.science_model, phase.scores.scientific_compliance.web_model} <= kept
+
+
+def test_the_schedule_is_the_sites_and_can_be_shifted():
+    assert [(p.start.date().isoformat(), p.end.date().isoformat()) for p in PHASES] == [
+        ("2025-07-07", "2025-08-11"), ("2025-08-11", "2025-10-20"), ("2025-10-20", "2025-11-03")]
+    moved = shifted(PHASES, datetime(2026, 3, 2, 9))
+    assert moved[0].start == datetime(2026, 3, 2, 9)
+    assert [p.end - p.start for p in moved] == [p.end - p.start for p in PHASES]
+    assert all(a.end < b.start for a, b in zip(moved, moved[1:]))
+
+
+@pytest.fixture(scope="module")
+def zoo_bundle(tiny_zoo, tmp_path_factory) -> Path:
+    zoo, _ = tiny_zoo
+    out = tmp_path_factory.mktemp("bundle") / "bundle.zip"
+    assert main(["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(zoo), "--out", str(out)]) == 0
+    return out
+
+
+def _competition(bundle: Path) -> dict:
+    with zipfile.ZipFile(bundle) as archive:
+        return yaml.safe_load(archive.read("competition.yaml"))
+
+
+def test_zoo_bundle_is_self_contained_and_follows_codabench(zoo_bundle, tiny_zoo):
+    assert bundle_problems(zoo_bundle) == []
+    data = _competition(zoo_bundle)
+    assert data["version"] == 2 and data["enable_detailed_results"] is True and data["docker_image"]
+    phases = data["phases"]
+    assert [p["name"] for p in phases] == ["Warm-up", "Development", "Final"]
+    assert all(isinstance(p["start"], str) and isinstance(p["end"], str) for p in phases)  # quoted
+    assert all(p["max_submissions_per_day"] <= 10 and p["hide_prediction_output"] for p in phases)
+    assert phases[-1]["max_submissions"] <= 3 and all(p["execution_time_limit"] == 600 for p in phases)
+    board = data["leaderboards"][0]
+    assert [c["key"] for c in board["columns"]] == list(COLUMNS) and board["columns"][0]["key"] == "score"
+    assert set(COLUMNS) == set(Leaderboard.__dataclass_fields__)
+    with zipfile.ZipFile(zoo_bundle) as archive:
+        names = set(archive.namelist())
+        for phase in PHASE_NAMES:
+            manifest = yaml.safe_load(archive.read(f"input_data/manifest-{phase}.yaml"))
+            reference = yaml.safe_load(archive.read(f"{phase}/reference_data/reference.yaml"))
+            ids = [f"{m['id']}/{c['name']}" for m in reference["models"] for c in m["checkpoints"]]
+            assert [e["id"] for e in manifest["checkpoints"]] == ids
+            assert all(f"input_data/{e['path']}/model.safetensors" in names for e in manifest["checkpoints"])
+            assert f"--manifest manifest-{phase}.yaml" in archive.read(f"{phase}/ingestion_program/metadata.yaml").decode()
+        assert "starting_kit/e2lmc/cli.py" in names and "starting_kit/pyproject.toml" in names
+        assert {f"starting_kit/sample_submissions/{s.name}/metadata.yaml" for s in SAMPLES.iterdir()} <= names
+    zoo, _ = tiny_zoo
+    total = len(read_manifest(zoo).checkpoints)
+    assert sum(1 for n in names if n.endswith("model.safetensors")) == total  # the checkpoints once, shared
+
+
+def _rebundle(bundle: Path, tmp_path: Path, edit) -> Path:
+    """The bundle with competition.yaml (a dict) or its files changed by `edit`."""
+    folder = tmp_path / "unpacked"
+    with zipfile.ZipFile(bundle) as archive:
+        archive.extractall(folder)
+    data = yaml.safe_load((folder / "competition.yaml").read_text())
+    edit(data, folder)
+    (folder / "competition.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "edited.zip"
+    with zipfile.ZipFile(out, "w") as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            archive.write(path, path.relative_to(folder).as_posix())
+    return out
+
+
+def _unquoted_dates(data, _):
+    data["phases"][0]["start"] = datetime(2025, 7, 7, 12)
+
+
+def _touching(data, _):
+    data["phases"][1]["start"] = data["phases"][0]["end"]
+
+
+def _long_title(data, _):
+    data["leaderboards"][0]["columns"][1]["title"] = "x" * 37
+
+
+def _not_png(_, folder):
+    (folder / "logo.png").write_bytes(b"GIF89a")
+
+
+def _empty_terms(_, folder):
+    (folder / "terms.md").write_text("")
+
+
+def _program_without_package(_, folder):
+    shutil.rmtree(folder / "scoring_program" / "e2lmc")
+
+
+def _unknown_rule(data, _):
+    data["leaderboards"][0]["submission_rule"] = "Best_Of"
+
+
+def _missing_key(data, _):
+    del data["leaderboards"][0]["columns"][2]
+
+
+@pytest.mark.parametrize(("edit", "rule"), [
+    (_unquoted_dates, "quoted date"), (_touching, "neither overlap nor touch"), (_long_title, "1 to 36 characters"),
+    (_not_png, "PNG"), (_empty_terms, "non-empty"), (_program_without_package, "e2lmc package"),
+    (_unknown_rule, "submission_rule"), (_missing_key, "keys scores.json holds"),
+])
+def test_each_codabench_rule_is_checked(zoo_bundle, tmp_path, edit, rule):
+    problems = bundle_problems(_rebundle(zoo_bundle, tmp_path, edit))
+    assert any(rule in p for p in problems), problems
+
+
+def test_an_invalid_bundle_is_never_written(tmp_path):
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "competition.yaml").write_text("version: 2\ntitle: t\n")
+    with pytest.raises(UserError, match="Codabench rule: competition.yaml needs the key 'image'"):
+        zip_folder(folder, tmp_path / "out.zip")
+    assert not list(tmp_path.glob("out.zip*"))
+
+
+def test_e2lm_bundle_names_the_real_repos_per_phase(tmp_path, capsys):
+    assert main(["bundle", "--checkpoints", "e2lm", "--out", str(tmp_path / "x.zip")]) == 2
+    assert "--web-model" in capsys.readouterr().err
+    out = tmp_path / "e2lm.zip"
+    assert main(["bundle", "--checkpoints", "e2lm", "--web-model", "org/secret-web", "--out", str(out),
+                 "--start", "2026-03-02"]) == 0
+    assert bundle_problems(out) == []
+    data = _competition(out)
+    assert data["phases"][0]["start"] == "2026-03-02 00:00:00" and data["phases"][0]["execution_time_limit"] > 600
+    with zipfile.ZipFile(out) as archive:
+        final = yaml.safe_load(archive.read("input_data/manifest-final.yaml"))["checkpoints"]
+        development = yaml.safe_load(archive.read("input_data/manifest-development.yaml"))["checkpoints"]
+        assert not any(n.endswith(".safetensors") for n in archive.namelist())
+    repos = {e["repo"] for e in final}
+    assert repos == {f"tiiuae/dense-{s}-{a}" for s in ("500m", "1b", "3b") for a in ("arch1", "arch2")} | {
+        "org/secret-web"}
+    assert all(re.fullmatch(r"iter_\d{7}", e["subfolder"]) for e in final)
+    iterations = {int(e["subfolder"][5:]) for e in final}
+    assert min(iterations) == 4000 and max(iterations) == 240000 and 56000 in iterations  # hidden range included
+    assert len(final) > len(development)
+    placed = tmp_path / "placed.zip"
+    assert main(["bundle", "--checkpoints", "e2lm", "--web-model", "org/secret-web", "--data-root", "/app/data",
+                 "--out", str(placed)]) == 0
+    with zipfile.ZipFile(placed) as archive:
+        entry = yaml.safe_load(archive.read("input_data/manifest-warm-up.yaml"))["checkpoints"][0]
+    assert entry["path"] == "/app/data/dense-500m-arch1/iter_0004000"
+
+
+@pytest.fixture(scope="module")
+def short_science(tmp_path_factory) -> Path:
+    """The science sample cut to the rules' minimum of 100 questions: the same task,
+    a third of the evaluation time (three phases must fit the test suite's budget)."""
+    folder = Path(shutil.copytree(SAMPLES / "e2lmc_science_cloze", tmp_path_factory.mktemp("s") / "science"))
+    data = folder / "e2lmc_science_cloze.jsonl"
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[:100]))
+    return folder
+
+
+@pytest.mark.parametrize("phase", PHASE_NAMES)
+def test_every_phase_runs_end_to_end_in_the_no_container_worker(zoo_bundle, short_science, phase, tmp_path, capfd):
+    assert main(["worker", str(short_science), "--bundle", str(zoo_bundle), "--phase", phase, "--no-container",
+                 "--workdir", str(tmp_path / "w")]) == 0
+    printed = capfd.readouterr()
+    prediction, scoring = tmp_path / "w" / "prediction" / "app" / "output", tmp_path / "w" / "scoring" / "app" / "output"
+    scores = json.loads((scoring / "scores.json").read_text())
+    assert set(scores) == set(COLUMNS) and all(math.isfinite(v) for v in scores.values())
+    assert scores["valid"] == 1.0 and scores["n_samples"] == 100
+    html = (scoring / "detailed_results.html").read_text()
+    assert "<img" in html and not re.search(r"""(src|href)=["']?(https?:|//|file:)""", html)  # self-contained
+    for output, keys in ((prediction, {"ingestionExitCode", "ingestionElapsedTime"}), (scoring, {"exitCode"})):
+        metadata = yaml.safe_load((output / "metadata").read_text())
+        assert keys <= set(metadata) and metadata.get("ingestionExitCode", metadata.get("exitCode")) == 0
+    results = read_results(prediction)
+    with zipfile.ZipFile(zoo_bundle) as archive:
+        reference = yaml.safe_load(archive.read(f"{phase}/reference_data/reference.yaml"))
+    assert len(results.checkpoints) == sum(len(m["checkpoints"]) for m in reference["models"])
+    # hidden values stay in the hidden prediction output: not in anything printed
+    values = {f"{v:.4f}" for c in results.checkpoints for v in c.metrics.values()} - {f"{scores[k]:.4f}" for k in scores}
+    assert not any(v in printed.out + printed.err for v in values if v not in ("0.0000", "1.0000"))
+
+
+def test_worker_reports_a_failed_ingestion_through_the_scoring_step(zoo_bundle, tmp_path, capfd):
+    broken = Path(shutil.copytree(SAMPLES / "e2lmc_science_cloze", tmp_path / "broken"))
+    (broken / "metadata.yaml").write_text("task_name: e2lmc_science_cloze\n")
+    assert main(["worker", str(broken), "--bundle", str(zoo_bundle), "--phase", "warm-up", "--no-container",
+                 "--workdir", str(tmp_path / "w")]) == 1
+    printed = capfd.readouterr()
+    assert "metadata.yaml needs task_metric" in printed.err
+    assert "The ingestion step failed (exit code 2" in printed.err and "marked Failed" in printed.out
+    assert yaml.safe_load((tmp_path / "w" / "prediction" / "app" / "output" / "metadata").read_text())[
+        "ingestionExitCode"] == 2
+
+
+def test_worker_stops_a_step_at_the_phase_time_limit(zoo_bundle, short_science, tmp_path):
+    def one_second(data, _):
+        for phase in data["phases"]:
+            phase["execution_time_limit"] = 1
+
+    bundle = _rebundle(zoo_bundle, tmp_path, one_second)
+    with pytest.raises(UserError, match="Execution Time Limit exceeded.*limit of 1 s"):
+        run_submission(short_science, bundle, "warm-up", tmp_path / "w", WorkerOptions(container=False))
+
+
+def test_worker_refuses_unknown_phases_and_missing_docker(zoo_bundle, short_science, tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="no phase 'test'.*Warm-up, Development, Final"):
+        run_submission(short_science, zoo_bundle, "test", tmp_path / "a", WorkerOptions(container=False))
+    monkeypatch.setattr(shutil, "which", lambda _: None)
+    with pytest.raises(UserError, match="--no-container"):
+        run_submission(short_science, zoo_bundle, "final", tmp_path / "b", WorkerOptions(container=True))
+
+
+def test_sample_submissions_in_every_format_plan(tmp_path):
+    from e2lmc.ingestion import Limits, plan_submission
+
+    plans = {s.name: plan_submission(s, tmp_path / s.name, Limits())[1] for s in sorted(SAMPLES.iterdir())}
+    assert set(plans) == {"e2lmc_science_cloze", "e2lmc_everyday_endings", "e2lmc_mmluvar_template",
+                          "e2lmc_science_patch"}
+    assert all(100 <= p.n_samples <= 15_000 and not p.leakage for p in plans.values())
+    # the patch-format sample is the science task: the same requests, so the same scores
+    requests = {name: {(r.kind, r.arguments) for r in plan.requests} for name, plan in plans.items()}
+    assert requests["e2lmc_science_patch"] == requests["e2lmc_science_cloze"]
+    template = plans["e2lmc_mmluvar_template"]
+    assert template.task_metric == "acc_norm,none"
+    assert all(json.loads(r.arguments)[0].count("\nAnswer:") == 6 for r in template.requests)  # five-shot

@@ -77,10 +77,14 @@ class BundleOptions:
 # ------------------------------------------------------------------------- layout
 
 
+def _copy_package(dest: Path) -> None:
+    shutil.copytree(PACKAGE, dest / "e2lmc", ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def _copy_program(source: Path, dest: Path, command: str | None = None) -> None:
     """A program folder plus its own copy of the package, so it runs from its zip alone."""
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "README.md"))
-    shutil.copytree(PACKAGE, dest / "e2lmc", ignore=shutil.ignore_patterns("__pycache__"))
+    _copy_package(dest)
     if command is not None:
         (dest / "metadata.yaml").write_text(
             "# Codabench runs this (split like a shell would, not through a shell) in /app/program.\n"
@@ -95,7 +99,7 @@ def _starting_kit(dest: Path) -> None:
     for name in STARTING_KIT_FILES:
         source = kit / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, dest / name)
-    shutil.copytree(PACKAGE, dest / "e2lmc", ignore=shutil.ignore_patterns("__pycache__"))
+    _copy_package(dest)
     shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")  # readme = README.md: the kit's own
 
 

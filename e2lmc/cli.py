@@ -55,19 +55,27 @@ def _score_curves(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    """Ingestion then scoring on the embedded checkpoint set, built on first use."""
+def _embedded_set(args: argparse.Namespace) -> tuple[Path, float | None]:
+    """The embedded checkpoint set of `--zoo`/`--preset`, built first if missing (and
+    the seconds that took)."""
     from .formats import MANIFEST_FILE
-    from .ingestion import ingest
     from .zoo import build
 
     zoo = args.zoo or Path("zoo") / args.preset
-    timings = []
-    if not (zoo / MANIFEST_FILE).is_file():
-        print(f"Building the embedded '{args.preset}' checkpoint set in {zoo} (first use only; resumable) …")
-        start = time.perf_counter()
-        build(args.preset, zoo)
-        timings.append(("build the checkpoint set", time.perf_counter() - start))
+    if (zoo / MANIFEST_FILE).is_file():
+        return zoo, None
+    print(f"Building the embedded '{args.preset}' checkpoint set in {zoo} (first use only; resumable) …")
+    start = time.perf_counter()
+    build(args.preset, zoo)
+    return zoo, time.perf_counter() - start
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Ingestion then scoring on the embedded checkpoint set, built on first use."""
+    from .ingestion import ingest
+
+    zoo, build_seconds = _embedded_set(args)
+    timings = [] if build_seconds is None else [("build the checkpoint set", build_seconds)]
     output = args.output or Path("run_output") / args.submission.stem
     print(f"Ingestion: running {args.submission} on every checkpoint in {zoo} …")
     start = time.perf_counter()
@@ -139,26 +147,19 @@ def _validate(args: argparse.Namespace) -> int:
 def _bundle(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from .bundle import BundleOptions, build_bundle, zoo_bundle
+    from .bundle import FREE_QUEUE_SECONDS, BundleOptions, build_bundle, zoo_bundle
 
     try:
         start = datetime.fromisoformat(args.start) if args.start else None
     except ValueError:
         raise UserError(f"--start {args.start}: write a date such as 2026-03-02 or '2026-03-02 12:00'") from None
     out = args.out or Path("dist") / f"e2lmc-bundle-{args.checkpoints}.zip"
-    options = BundleOptions(start=start, queue=args.queue,
-                            time_limit=args.time_limit or (600 if args.checkpoints == "zoo" else 6 * 3600),
+    default_limit = FREE_QUEUE_SECONDS if args.checkpoints == "zoo" else 6 * 3600
+    options = BundleOptions(start=start, queue=args.queue, time_limit=args.time_limit or default_limit,
                             **({"docker_image": args.docker_image} if args.docker_image else {}))
     started = time.perf_counter()
     if args.checkpoints == "zoo":
-        from .formats import MANIFEST_FILE
-        from .zoo import build
-
-        zoo = args.zoo or Path("zoo") / args.preset
-        if not (zoo / MANIFEST_FILE).is_file():
-            print(f"Building the embedded '{args.preset}' checkpoint set in {zoo} (first use only) …")
-            build(args.preset, zoo)
-        zoo_bundle(zoo, out, options)
+        zoo_bundle(_embedded_set(args)[0], out, options)
     else:
         from .phases import E2LMSeries, e2lm_manifest, e2lm_reference
 

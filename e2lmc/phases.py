@@ -89,17 +89,16 @@ def phase_reference(full: ReferenceData, phase: str) -> ReferenceData:
     compliance = scores.scientific_compliance
     if not {compliance.science_model, compliance.web_model} <= kept:
         raise UserError(f"phase {phase} would leave out the models scientific compliance compares")
+
+    def kept_models(selection: Selection) -> Selection:
+        return replace(selection, models=[m for m in selection.models if m in kept])
+
     return replace(
         full,
         phase=phase,
         models=models,
-        scores=replace(
-            scores,
-            signal_quality=replace(scores.signal_quality, models=[m for m in scores.signal_quality.models if m in kept]),
-            ranking_consistency=replace(
-                scores.ranking_consistency, models=[m for m in scores.ranking_consistency.models if m in kept]
-            ),
-        ),
+        scores=replace(scores, signal_quality=kept_models(scores.signal_quality),
+                       ranking_consistency=kept_models(scores.ranking_consistency)),
         description=f"{full.description} Phase {phase}: {spec.description}",
     )
 
@@ -170,7 +169,8 @@ def e2lm_manifest(series: E2LMSeries, reference: ReferenceData) -> CheckpointMan
         for c in model.checkpoints:
             cid = model.checkpoint_id(c)
             if series.data_root:
-                entries.append(ManifestEntry(cid, path=f"{series.data_root.rstrip('/')}/{repo.split('/')[-1]}/{c.name}"))
+                placed = f"{series.data_root.rstrip('/')}/{repo.split('/')[-1]}/{c.name}"
+                entries.append(ManifestEntry(cid, path=placed))
             else:
                 entries.append(ManifestEntry(cid, repo=repo, subfolder=c.name))
     return CheckpointManifest(entries, description=reference.description)

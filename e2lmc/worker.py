@@ -87,19 +87,31 @@ def _place(source: Path, dest: Path, link: bool = False) -> None:
             archive.extractall(dest)
 
 
+def _metadata_command(program: Path) -> str | None:
+    """The `command` of a folder's `metadata.yaml`; None without one (Codabench, too,
+    treats unreadable YAML as no command)."""
+    try:
+        data = yaml.safe_load((program / "metadata.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    command = data.get("command") if isinstance(data, dict) else None
+    return command if isinstance(command, str) and command.strip() else None
+
+
 def read_command(program: Path) -> list[str]:
     """The program's `metadata.yaml` command, split like a shell would."""
-    path = program / "metadata.yaml"
-    if not path.is_file():
+    if not (program / "metadata.yaml").is_file():
         raise UserError(f"{program} has no metadata.yaml: Codabench cannot run it")
-    command = (yaml.safe_load(path.read_text()) or {}).get("command")
-    if not isinstance(command, str) or not command.strip():
-        raise UserError(f"{path} has no command")
+    command = _metadata_command(program)
+    if command is None:
+        raise UserError(f"{program / 'metadata.yaml'} has no command")
     return shlex.split(command)
 
 
-def _run(app: Path, mounts: dict[str, Path], time_limit: int, options: WorkerOptions, image: str) -> int:
-    """Run /app/program's command with `mounts` (container path -> host path under `app`)."""
+def _run(app: Path, mounts: dict[str, Path], time_limit: int, options: WorkerOptions,
+         image: str) -> tuple[int, float]:
+    """Run /app/program's command with `mounts` (container path -> host path under `app`):
+    its exit code and elapsed seconds."""
     argv = read_command(app / "program")
     if options.container:
         cmd = ["docker", "run", "--rm", "--network", "none", "-w", "/app/program", "-e", "PYTHONUNBUFFERED=1"]
@@ -115,9 +127,10 @@ def _run(app: Path, mounts: dict[str, Path], time_limit: int, options: WorkerOpt
             cmd[0] = sys.executable  # the interpreter this package runs in
         cwd = app / "program"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
     process = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True)
     try:
-        return process.wait(timeout=time_limit)
+        return process.wait(timeout=time_limit), time.perf_counter() - start
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -151,14 +164,10 @@ def prediction_step(root: Path, bundle: Path, task: dict, submission: Path, time
         _place(options.data, app / "data", link=True)
         mounts["/app/data"] = app / "data"
     (app / "output").mkdir(parents=True)
-    metadata = yaml.safe_load((app / "ingested_program" / "metadata.yaml").read_text()) \
-        if (app / "ingested_program" / "metadata.yaml").is_file() else None
-    if isinstance(metadata, dict) and metadata.get("command"):
+    if _metadata_command(app / "ingested_program"):
         print("worker: the submission's metadata.yaml has a command; Codabench would run it as a program next to "
               "the ingestion program (the ingestion refuses such submissions)", file=sys.stderr)
-    start = time.perf_counter()
-    code = _run(app, mounts, time_limit, options, image)
-    seconds = time.perf_counter() - start
+    code, seconds = _run(app, mounts, time_limit, options, image)
     _write_metadata(app / "output", {"exitCode": None, "elapsedTime": seconds, "ingestionExitCode": code,
                                      "ingestionElapsedTime": seconds})
     return StepResult(app / "output", code, seconds)
@@ -175,9 +184,7 @@ def scoring_step(root: Path, bundle: Path, task: dict, predictions: Path, time_l
     (app / "shared").mkdir()
     mounts = {"/app/program": app / "program", "/app/input": app / "input", "/app/output": app / "output",
               "/app/shared": app / "shared"}
-    start = time.perf_counter()
-    code = _run(app, mounts, time_limit, options, image)
-    seconds = time.perf_counter() - start
+    code, seconds = _run(app, mounts, time_limit, options, image)
     _write_metadata(app / "output", {"exitCode": code, "elapsedTime": seconds})
     return StepResult(app / "output", code, seconds)
 

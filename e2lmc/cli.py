@@ -101,9 +101,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _limits(args: argparse.Namespace):
+    from .engine import Settings
     from .ingestion import Limits
 
-    return Limits(plan_seconds=args.plan_timeout, score_seconds=args.score_timeout, batch_size=args.batch_size)
+    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
+    return Limits(plan_seconds=args.plan_timeout, score_seconds=args.score_timeout,
+                  engine=Settings(token_budget=args.token_budget, devices=devices))
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -207,7 +210,11 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
                    help="seconds allowed to build the task and record its requests (default: %(default)s)")
     p.add_argument("--score-timeout", type=float, default=Limits.score_seconds,
                    help="seconds allowed to score one checkpoint's responses (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=Limits.batch_size, help="(default: %(default)s)")
+    p.add_argument("--token-budget", type=int, default=None,
+                   help="tokens per forward pass (default: 4096 on CPU, 32768 on a GPU)")
+    p.add_argument("--devices", default=None,
+                   help="comma-separated torch devices, one process each, e.g. cuda:0,cuda:1 "
+                        "(default: every visible GPU, else the CPU)")
 
 
 def _zoo_build(args: argparse.Namespace) -> int:

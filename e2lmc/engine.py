@@ -1,32 +1,310 @@
-"""The trusted evaluation engine: compute a task's recorded requests on one checkpoint.
+"""The trusted evaluation engine: a task's recorded requests computed on checkpoints.
 
-It sees request texts and model weights, never submission code. For now it calls
-lm-eval's own Hugging Face backend, so responses equal what lm-eval computes.
+It sees request texts and model weights, never submission code, and gives the responses
+lm-eval's own Hugging Face backend would (log-likelihoods within 1e-4 in float32), only
+faster (DESIGN §8, measured by benchmarks/engine_vs_lm_eval.py):
+- the token work (`packing`) is planned once per tokenizer and context length: shared
+  prefixes computed once and reused as keys and values, answer choices packed as tries,
+  identical requests computed once, batches by length under a token budget;
+- only the scored positions go through the output layer;
+- a checkpoint with the architecture of the previous one is loaded into the same module,
+  its weights read from disk in a background thread while the previous one runs;
+- float32 on CPU; bfloat16 and PyTorch's fused attention on GPU, one process per GPU,
+  checkpoints shared out among them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import multiprocessing
+import queue
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import UserError, first_line
+from .packing import Encoder, Tokenized, Work, plan_work, tokenize
 from .tasks import RequestKey
 
-KINDS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+LOGITS_CHUNK = 2048  # scored positions per pass through the output layer (bounds its memory)
+TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "*.model", "*.tiktoken")
 
 
-def hf_responses(checkpoint: Path, requests: list[RequestKey], batch_size: int = 64,
-                 progress: bool = False) -> list[Any]:
-    """Responses of lm-eval's HFLM on `checkpoint`, in the order of `requests`."""
-    from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
+@dataclass(frozen=True)
+class Settings:
+    token_budget: int | None = None  # tokens per forward pass (None: 4,096 on CPU, 32,768 on GPU)
+    devices: tuple[str, ...] | None = None  # None: every visible GPU, else the CPU
 
-    lm = HFLM(pretrained=str(checkpoint), device="cpu", dtype="float32", batch_size=batch_size)
-    responses: list[Any] = [None] * len(requests)
-    for kind in KINDS:
-        indices = [i for i, (k, _) in enumerate(requests) if k == kind]
-        if indices:
-            instances = [Instance(kind, {}, tuple(json.loads(requests[i][1])), i) for i in indices]
-            for i, response in zip(indices, getattr(lm, kind)(instances, disable_tqdm=not progress), strict=True):
-                responses[i] = response
-    return responses
+    def device_list(self) -> list[str]:
+        if self.devices:
+            return list(self.devices)
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
+
+    def budget(self, device: str) -> int:
+        return self.token_budget or (32_768 if device.startswith("cuda") else 4_096)
+
+
+class CheckpointError(Exception):
+    """A checkpoint failed to load (or run) twice."""
+
+    def __init__(self, position: int, problem: str) -> None:
+        super().__init__(problem)
+        self.position, self.problem = position, problem
+
+
+@dataclass
+class Loaded:
+    """What the background thread reads from a checkpoint folder."""
+
+    config: dict
+    weights: dict[str, torch.Tensor] | None  # None: not in safetensors files
+    tokenizer_key: str
+
+
+def read_checkpoint(path: Path) -> Loaded:
+    config = json.loads((path / "config.json").read_text())
+    files = sorted(path.glob("*.safetensors"))
+    weights: dict[str, torch.Tensor] = {}
+    if files:
+        from safetensors.torch import load_file
+
+        for file in files:
+            weights.update(load_file(str(file)))
+    digest = hashlib.sha256()
+    for file in sorted({f for pattern in TOKENIZER_FILES for f in path.glob(pattern) if f.is_file()}):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return Loaded(config, weights or None, digest.hexdigest())
+
+
+class Runner:
+    """One device: loads checkpoints one after another and computes the work on each."""
+
+    def __init__(self, requests: list[RequestKey], device: str, token_budget: int) -> None:
+        self.requests, self.device, self.token_budget = requests, torch.device(device), token_budget
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.model: Any = None
+        self.config: dict | None = None
+        self.tokenized: dict[str, tuple[Encoder, Tokenized]] = {}
+        self.works: dict[tuple[str, int], Work] = {}
+
+    def run(self, checkpoints: list[tuple[str, Path]]) -> Iterator[tuple[int, list[Any]]]:
+        """(position, responses) of each checkpoint in turn; the next one is read from disk
+        meanwhile. A checkpoint that fails is retried once, from scratch."""
+        with ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(read_checkpoint, checkpoints[0][1]) if checkpoints else None
+            for position, (label, path) in enumerate(checkpoints):
+                current = reading
+                reading = pool.submit(read_checkpoint, checkpoints[position + 1][1]) \
+                    if position + 1 < len(checkpoints) else None
+                for attempt in (1, 2):
+                    try:
+                        assert current is not None
+                        loaded = current.result() if attempt == 1 else read_checkpoint(path)
+                        self._install(path, loaded)
+                        responses = self._responses(loaded.tokenizer_key, path)
+                        break
+                    except UserError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - a broken checkpoint is the organizers' to fix
+                        problem = f"{type(exc).__name__}: {first_line(exc, 300)}"
+                        self.model = None
+                        if attempt == 2:
+                            raise CheckpointError(position, problem) from None
+                        print(f"checkpoint {label} failed to load ({problem}); retrying once", file=sys.stderr)
+                yield position, responses
+
+    def _install(self, path: Path, loaded: Loaded) -> None:
+        """Copy the weights into the current module when the architecture is the same,
+        else build the model from the folder."""
+        if self.model is not None and loaded.weights is not None and loaded.config == self.config:
+            missing, unexpected = self.model.load_state_dict(loaded.weights, strict=False)
+            parameters = dict(self.model.named_parameters(remove_duplicate=False))
+            loaded_storage = {parameters[k].data_ptr() for k in loaded.weights if k in parameters}
+            if not unexpected and all(k in parameters and parameters[k].data_ptr() in loaded_storage for k in missing):
+                return
+        from transformers import AutoModelForCausalLM
+
+        self.model = None
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, attn_implementation="sdpa")
+        for attribute in ("final_logit_softcapping", "logit_scale"):
+            if getattr(model.config, attribute, None):
+                raise UserError(f"checkpoint {path}: its {attribute} is not supported by the engine")
+        self.model, self.config = model.to(self.device).eval(), loaded.config
+
+    def work(self, tokenizer_key: str, path: Path) -> tuple[Encoder, Work]:
+        """The work for this checkpoint's tokenizer and context length (planned once)."""
+        from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
+        from transformers import AutoTokenizer
+
+        if tokenizer_key not in self.tokenized:
+            encoder = Encoder(AutoTokenizer.from_pretrained(str(path), use_fast=True))
+            self.tokenized[tokenizer_key] = encoder, tokenize(self.requests, encoder)
+        encoder, tokenized = self.tokenized[tokenizer_key]
+        max_length = resolve_max_length(self.model.config, encoder.tokenizer, default=DEFAULT_MAX_LENGTH)
+        if (tokenizer_key, max_length) not in self.works:
+            self.works[tokenizer_key, max_length] = plan_work(tokenized, encoder, max_length, self.token_budget)
+        return encoder, self.works[tokenizer_key, max_length]
+
+    @torch.inference_mode()
+    def _responses(self, tokenizer_key: str, path: Path) -> list[Any]:
+        encoder, work = self.work(tokenizer_key, path)
+        sums, greedy = self._loglikelihoods(work)
+        responses: list[Any] = [None] * len(self.requests)
+        for i, sequences in work.sequences_of.items():
+            if self.requests[i][0] == "loglikelihood":
+                responses[i] = (float(sums[sequences[0]]), bool(greedy[sequences[0]]))
+            else:
+                responses[i] = float(sum(sums[s] for s in sequences))
+        for i, text in self._generate(work, encoder).items():
+            responses[i] = text
+        return responses
+
+    def _loglikelihoods(self, work: Work) -> tuple[np.ndarray, np.ndarray]:
+        """Each sequence's summed log-probability of its targets, and whether every target
+        is the argmax (lm-eval's is_greedy)."""
+        sums, greedy = np.zeros(work.n_sequences), np.ones(work.n_sequences, dtype=bool)
+        family, prefix_cache = -1, None
+        head = self.model.get_output_embeddings()
+        for batch in tqdm(work.batches, desc="batches", unit="batch", leave=False, delay=10, file=sys.stderr):
+            if batch.family >= 0 and batch.family != family:
+                prefix = torch.from_numpy(work.prefixes[batch.family]).to(self.device)[None]
+                prefix_cache = self.model.base_model(input_ids=prefix, use_cache=True).past_key_values
+                family = batch.family
+            hidden = self._forward(batch, prefix_cache if batch.family >= 0 else None)
+            scored = hidden[torch.from_numpy(batch.rows).to(self.device), torch.from_numpy(batch.cols).to(self.device)]
+            targets = torch.from_numpy(batch.targets).to(self.device)
+            for start in range(0, len(targets), LOGITS_CHUNK):
+                logits = head(scored[start:start + LOGITS_CHUNK]).float()
+                target = targets[start:start + LOGITS_CHUNK]
+                logprob = torch.log_softmax(logits, dim=-1).gather(1, target[:, None])[:, 0]
+                sequences = batch.sequences[start:start + LOGITS_CHUNK]
+                np.add.at(sums, sequences, logprob.double().cpu().numpy())
+                np.logical_and.at(greedy, sequences, (logits.argmax(dim=-1) == target).cpu().numpy())
+        return sums, greedy
+
+    def _forward(self, batch: Any, prefix_cache: Any) -> torch.Tensor:
+        """Hidden states of a batch of trie rows: each token sees the prefix and its ancestors."""
+        from transformers import DynamicCache
+
+        tokens = torch.from_numpy(batch.tokens).to(self.device)
+        rows, length = tokens.shape
+        ends = torch.from_numpy(batch.ends).to(self.device)
+        column = torch.arange(length, device=self.device)
+        # key k is visible to query j iff k <= j < end(k): k is j or one of its ancestors
+        tree = (column[None, None, :] <= column[None, :, None]) & (column[None, :, None] < ends[:, None, :])
+        cache = None
+        if prefix_cache is not None:
+            cache = DynamicCache(config=self.model.config)
+            for index, layer in enumerate(prefix_cache.layers):
+                cache.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), index)
+            seen = torch.ones(rows, length, prefix_cache.get_seq_length(), dtype=torch.bool, device=self.device)
+            tree = torch.cat([seen, tree], dim=2)
+        out = self.model.base_model(input_ids=tokens, position_ids=torch.from_numpy(batch.positions).to(self.device),
+                                    attention_mask=tree[:, None], past_key_values=cache, use_cache=cache is not None)
+        return out.last_hidden_state
+
+    def _generate(self, work: Work, encoder: Encoder) -> dict[int, str]:
+        """Greedy (or seeded) generation as HFLM.generate_until does it, batch by batch."""
+        from lm_eval.models.utils import postprocess_generated_text
+        from lm_eval.models.utils_hf import stop_sequences_criteria
+
+        tokenizer, texts = encoder.tokenizer, {}
+        for batch in work.generation:
+            length = max(len(c) for c in batch.contexts)
+            ids = torch.full((len(batch.contexts), length), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, context in enumerate(batch.contexts):
+                ids[r, length - len(context):] = torch.tensor(context)
+                mask[r, length - len(context):] = 1
+            kwargs = dict(batch.kwargs)
+            if kwargs.get("temperature", 0.0) == 0.0 and kwargs.get("do_sample") is None:
+                kwargs["do_sample"] = False
+            if kwargs.get("do_sample") is False and kwargs.get("temperature", 0.0) == 0.0:
+                kwargs.pop("temperature", None)
+            torch.manual_seed(1234)  # lm-eval's seed: sampling, if asked for, is reproducible
+            out = self.model.generate(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_length=length + batch.max_gen_toks,
+                stopping_criteria=stop_sequences_criteria(tokenizer, batch.until, length, len(batch.contexts)),
+                pad_token_id=tokenizer.pad_token_id, use_cache=True, **kwargs,
+            )
+            for i, row in zip(batch.requests, out.tolist(), strict=True):
+                texts[i] = postprocess_generated_text(tokenizer.decode(row[length:], skip_special_tokens=True),
+                                                      batch.until, None)
+        return texts
+
+
+class Engine:
+    """A task's requests on a list of checkpoints, on every device of `settings`."""
+
+    def __init__(self, requests: list[RequestKey], settings: Settings = Settings()) -> None:
+        self.requests, self.settings = requests, settings
+        self.devices = settings.device_list()
+        self.runner = Runner(requests, self.devices[0], settings.budget(self.devices[0])) \
+            if len(self.devices) == 1 else None
+
+    def run(self, checkpoints: list[tuple[str, Path]]) -> Iterator[tuple[int, list[Any]]]:
+        """(position in `checkpoints`, responses) as each checkpoint finishes."""
+        if self.runner is not None:
+            yield from self.runner.run(checkpoints)
+            return
+        yield from self._run_sharded(checkpoints)
+
+    def _run_sharded(self, checkpoints: list[tuple[str, Path]]) -> Iterator[tuple[int, list[Any]]]:
+        """One process per device, checkpoints dealt out in turn; results as they come."""
+        context = multiprocessing.get_context("spawn")
+        results = context.Queue(maxsize=2 * len(self.devices))  # bounded: memory stays bounded
+        workers = []
+        for d, device in enumerate(self.devices):
+            shard = [(p, label, str(path)) for p, (label, path) in enumerate(checkpoints)][d::len(self.devices)]
+            worker = context.Process(target=_serve, daemon=True, args=(
+                self.requests, device, self.settings.budget(device), len(self.devices), shard, results))
+            worker.start()
+            workers.append(worker)
+        try:
+            running = len(workers)
+            while running:
+                try:
+                    kind, position, payload = results.get(timeout=5)
+                except queue.Empty:
+                    if not any(w.is_alive() for w in workers):
+                        raise UserError("the evaluation processes stopped without a result") from None
+                    continue
+                if kind == "done":
+                    yield position, payload
+                elif kind == "end":
+                    running -= 1
+                elif kind == "failed":
+                    raise CheckpointError(position, payload)
+                else:
+                    raise UserError(payload)
+        finally:
+            for worker in workers:
+                if worker.is_alive():
+                    worker.terminate()
+                worker.join()
+
+
+def _serve(requests: list[RequestKey], device: str, token_budget: int, n_workers: int,
+           shard: list[tuple[int, str, str]], results: Any) -> None:
+    """A device's process: its share of the checkpoints, each result onto `results`."""
+    if device == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads() // n_workers))
+    else:
+        torch.cuda.set_device(device)
+    try:
+        runner = Runner(requests, device, token_budget)
+        for position, responses in runner.run([(label, Path(path)) for _, label, path in shard]):
+            results.put(("done", shard[position][0], responses))
+    except CheckpointError as exc:
+        results.put(("failed", shard[exc.position][0], exc.problem))
+    except Exception as exc:  # noqa: BLE001 - reported to the main process as one sentence
+        results.put(("error", None, f"evaluation on {device} failed: {type(exc).__name__}: {first_line(exc, 300)}"))
+    results.put(("end", None, None))

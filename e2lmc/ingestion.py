@@ -4,8 +4,8 @@ Three stages (DESIGN §7):
 1. plan — a time-limited child process builds the task from the submission's files and
    records every request it would make to a model; the gates below refuse a task that
    breaks the rules before any model is loaded;
-2. evaluate — this trusted process loads each checkpoint once and computes every
-   distinct request (the engine);
+2. evaluate — this trusted process (or one per GPU) loads each checkpoint once and
+   computes every distinct request (the engine);
 3. score — a time-limited child process feeds those responses back through lm-eval, so
    the task's own code computes the metric; it sees anonymous response files in a
    shuffled order, never which checkpoint they came from.
@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .checkpoints import resolve
-from .engine import hf_responses
+from .engine import CheckpointError, Engine, Settings
 from .errors import UserError, first_line
 from .formats import (
     MANIFEST_FILE,
@@ -52,7 +52,7 @@ LEAKAGE_EXAMPLES_KEPT = 10
 class Limits:
     plan_seconds: float = 600.0  # building the task and recording its requests
     score_seconds: float = 300.0  # scoring one checkpoint's responses
-    batch_size: int = 64
+    engine: Settings = Settings()  # token budget and devices of the evaluate stage
 
 
 def plan_submission(source: Path, workdir: Path, limits: Limits) -> tuple[Submission, Plan]:
@@ -106,19 +106,25 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
               f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
         requests = [(r.kind, r.arguments) for r in plan.requests]
         write_results(results, output)
+        checkpoints = [(e.id, _resolved(e, input_data, cache_dir, results, output)) for e in todo]
         with contextlib.ExitStack() as stack:
             scorer = stack.enter_context(Scorer(submission, workdir, limits.score_seconds)) if todo else None
-            for entry in tqdm(todo, desc="checkpoints", unit="ckpt", file=sys.stderr):
-                start = time.perf_counter()
-                responses = _evaluate(entry, input_data, requests, limits, cache_dir, results, output)
-                assert scorer is not None
-                value = scorer.score(responses)
-                if not math.isfinite(value):
-                    raise UserError(f"the task's metric {plan.task_metric} is {value} on a checkpoint, not a finite "
-                                    f"number; {_kept(results, output)}")
-                results.checkpoints.append(CheckpointResult(entry.id, {plan.task_metric: value},
-                                                            round(time.perf_counter() - start, 3)))
-                write_results(results, output)
+            start = time.perf_counter()
+            try:
+                for position, responses in tqdm(Engine(requests, limits.engine).run(checkpoints), total=len(todo),
+                                                desc="checkpoints", unit="ckpt", file=sys.stderr):
+                    assert scorer is not None
+                    value = scorer.score(responses)
+                    if not math.isfinite(value):
+                        raise UserError(f"the task's metric {plan.task_metric} is {value} on a checkpoint, not a "
+                                        f"finite number; {_kept(results, output)}")
+                    results.checkpoints.append(CheckpointResult(todo[position].id, {plan.task_metric: value},
+                                                                round(time.perf_counter() - start, 3)))
+                    write_results(results, output)
+                    start = time.perf_counter()
+            except CheckpointError as exc:
+                raise UserError(f"checkpoint {todo[exc.position].id} failed to load twice ({exc.problem}); "
+                                f"{_kept(results, output)}") from None
     results.complete = True
     write_results(results, output)
     return results
@@ -136,23 +142,12 @@ def _resumed(output: Path, digest: str) -> IngestionResults | None:
     return results
 
 
-def _evaluate(entry: ManifestEntry, input_data: Path, requests: list, limits: Limits, cache_dir: Path | None,
-              results: IngestionResults, output: Path) -> list:
-    """One checkpoint's responses; loading is tried twice before the run stops."""
+def _resolved(entry: ManifestEntry, input_data: Path, cache_dir: Path | None, results: IngestionResults,
+              output: Path) -> Path:
     try:
-        path = resolve(entry, input_data, cache_dir)
+        return resolve(entry, input_data, cache_dir)
     except UserError as exc:
         raise UserError(f"{exc}; {_kept(results, output)}") from None
-    for attempt in (1, 2):
-        try:
-            return hf_responses(path, requests, limits.batch_size, progress=True)
-        except Exception as exc:  # noqa: BLE001 - a broken checkpoint is the organizers' to fix
-            problem = f"{type(exc).__name__}: {first_line(exc, 300)}"
-            if attempt == 2:
-                raise UserError(f"checkpoint {entry.id} failed to load twice ({problem}); "
-                                f"{_kept(results, output)}") from None
-            print(f"checkpoint {entry.id} failed to load ({problem}); retrying once", file=sys.stderr)
-    raise AssertionError("unreachable")
 
 
 def _kept(results: IngestionResults, output: Path) -> str:

@@ -175,7 +175,7 @@ def describe_error(exc: BaseException, root: Path, withhold: bool) -> str:
 
 
 def _child_main(mode: str, root: str, task_name: str, task_metric: str, workdir: str) -> int:
-    from .tasks import higher_is_better, leaked_samples, load_task, record_requests, replay
+    from .tasks import higher_is_better, keep_built_requests, leaked_samples, load_task, record_requests, replay
 
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the submission's prints go to stderr
@@ -203,6 +203,7 @@ def _child_main(mode: str, root: str, task_name: str, task_metric: str, workdir:
             values = json.loads(Path(json.loads(line)["responses"]).read_text())
             responses = {key: tuple(v) if isinstance(v, list) else v for key, v in zip(keys, values, strict=True)}
             send({"value": replay(submission, task_dict, responses)})
+            keep_built_requests(task_dict)
         return 0
     except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence for the parent
         send({"error": describe_error(exc, Path(root).resolve(), withhold=mode == "score")})

@@ -68,13 +68,25 @@ class RecordingLM(LM):
 
 def sandbox_templates() -> None:
     """Render prompt templates in Jinja's sandbox: lm-eval's own environment lets a
-    template reach Python internals (`cycler.__init__.__globals__.os`)."""
+    template reach Python internals (`cycler.__init__.__globals__.os`). Each template is
+    compiled once: lm-eval compiles it again for every document, which made scoring a
+    checkpoint cost more than computing it."""
     import lm_eval.utils
     from jinja2 import BaseLoader, StrictUndefined
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+    class CompilingOnce(ImmutableSandboxedEnvironment):
+        compiled: dict[str, Any] = {}
+
+        def from_string(self, source: Any, globals: Any = None, template_class: Any = None) -> Any:  # noqa: A002
+            if globals is not None or template_class is not None or not isinstance(source, str):
+                return super().from_string(source, globals, template_class)
+            if source not in self.compiled:
+                self.compiled[source] = super().from_string(source)
+            return self.compiled[source]
+
     if not isinstance(lm_eval.utils.env, ImmutableSandboxedEnvironment):
-        env = ImmutableSandboxedEnvironment(loader=BaseLoader, undefined=StrictUndefined, keep_trailing_newline=True)
+        env = CompilingOnce(loader=BaseLoader, undefined=StrictUndefined, keep_trailing_newline=True)
         env.filters["regex_replace"] = lm_eval.utils.regex_replace
         lm_eval.utils.env = env
 
@@ -262,6 +274,22 @@ def record_requests(submission: Submission, task_dict: dict) -> tuple[dict[Reque
 def replay(submission: Submission, task_dict: dict, responses: dict[RequestKey, Any]) -> float:
     """The submitted metric computed by the task itself from recorded responses."""
     return run_task(submission, task_dict, RecordingLM(responses))[submission.task_metric]
+
+
+def keep_built_requests(task_dict: dict) -> None:
+    """Make later runs of lm-eval's evaluator on `task_dict` reuse the requests the last
+    run built, with their responses emptied: rendering every (few-shot) prompt again for
+    each checkpoint cost far more than computing them (3 s a checkpoint for the
+    five-shot sample). The prompts cannot differ between runs: the plan is their digest."""
+    for task in task_dict["tasks"].values():
+        instances = list(task.instances)
+
+        def rebuilt(*_args: Any, _instances: list = instances, **_kwargs: Any) -> None:
+            for instance in _instances:
+                instance.resps.clear()
+                instance.filtered_resps.clear()
+
+        task.build_all_requests = rebuilt
 
 
 def leaked_samples(task_dict: dict) -> list[LeakageExample]:

@@ -229,7 +229,6 @@ num_fewshot: 5
 fewshot_config:
   sampler: first_n              # the same examples for every question: deterministic
 process_docs: !function utils.process_docs   # a helper of your own, in utils.py next to this file
-description: "The following are questions about science.\\n\\n"
 doc_to_text: "Question: {{question}}\\nAnswer:"
 doc_to_choice: "{{choices}}"
 doc_to_target: "{{answer}}"
@@ -292,6 +291,9 @@ def write_sample_tasks(out_dir: str | Path, world: World, seed: int) -> dict[str
     question = "Question: {{question}}\nAnswer:"
     mmlu = [{"question": s["question"], "subject": f.kind, "choices": s["choices"], "answer": s["label"]}
             for s, f in zip(science, world.facts)]
+    # the five shortest questions as few-shot examples: five-shot prompts then fit the
+    # embedded models' 128-token context
+    shots = sorted(sorted(range(len(mmlu)), key=lambda i: len(mmlu[i]["question"] + mmlu[i]["choices"][mmlu[i]["answer"]]))[:5])
     patch_files = _simple_task(PATCH_TASK, science, question, "{{choices}}")
     patch = "".join(_git_new_file(f"lm_eval/tasks/{PATCH_TASK}/{name}", text) for name, text in patch_files.items())
     return {
@@ -301,7 +303,8 @@ def write_sample_tasks(out_dir: str | Path, world: World, seed: int) -> dict[str
             EVERYDAY_TASK, everyday_samples(world, seed), "{{ctx}}", "{{endings}}"), EVERYDAY_TASK, "acc_norm,none"),
         TEMPLATE_TASK: _write_task(out / TEMPLATE_TASK, {
             f"{TEMPLATE_TASK}.yaml": Template(TEMPLATE_YAML).substitute(task=TEMPLATE_TASK),
-            "utils.py": TEMPLATE_UTILS, "dev.jsonl": _jsonl(mmlu[:5]), "test.jsonl": _jsonl(mmlu[5:]),
+            "utils.py": TEMPLATE_UTILS, "dev.jsonl": _jsonl([mmlu[i] for i in shots]),
+            "test.jsonl": _jsonl([q for i, q in enumerate(mmlu) if i not in shots]),
         }, TEMPLATE_TASK, "acc_norm,none"),
         PATCH_TASK: _write_task(out / PATCH_TASK, {"evaluation.patch": patch}, PATCH_TASK, "acc,none"),
     }

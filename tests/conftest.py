@@ -27,3 +27,30 @@ def tiny_zoo(tmp_path_factory) -> tuple[Path, float]:
     start = time.perf_counter()
     build("tiny", out, seed=0)
     return out, time.perf_counter() - start
+
+
+def hflm_responses(checkpoint: Path, requests: list, batch_size: int = 64) -> list:
+    """lm-eval's own Hugging Face backend on `requests` ((kind, arguments JSON) pairs):
+    the reference every engine response is compared with."""
+    import json
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=str(checkpoint), device="cpu", dtype="float32", batch_size=batch_size)
+    responses: list = [None] * len(requests)
+    for kind in ("loglikelihood", "loglikelihood_rolling", "generate_until"):
+        indices = [i for i, (k, _) in enumerate(requests) if k == kind]
+        if indices:
+            instances = [Instance(kind, {}, tuple(json.loads(requests[i][1])), i) for i in indices]
+            for i, response in zip(indices, getattr(lm, kind)(instances, disable_tqdm=True), strict=True):
+                responses[i] = response
+    return responses
+
+
+def engine_responses(checkpoint: Path, requests: list, **settings) -> list:
+    """The engine's responses on one checkpoint."""
+    from e2lmc.engine import Engine, Settings
+
+    [(_, responses)] = list(Engine(requests, Settings(**settings)).run([("checkpoint", checkpoint)]))
+    return responses

@@ -6,11 +6,12 @@ import shutil
 
 import pytest
 
-from e2lmc.engine import hf_responses
 from e2lmc.errors import UserError
 from e2lmc.submission import open_submission
 from e2lmc.tasks import load_task, record_requests, replay
 from e2lmc.world import EVERYDAY_TASK, SCIENCE_TASK
+
+from .conftest import engine_responses
 
 
 @pytest.mark.parametrize("task", [SCIENCE_TASK, EVERYDAY_TASK])
@@ -27,7 +28,7 @@ def test_replayed_metric_equals_lm_eval_hf_backend(tiny_zoo, tmp_path, task):
     assert n_docs * 3 <= len(requests) <= n_docs * 4  # one loglikelihood request per choice
 
     checkpoint = zoo / "dense-large-arch2" / "iter_0000060"
-    replayed = replay(submission, task_dict, dict(zip(requests, hf_responses(checkpoint, list(requests)))))
+    replayed = replay(submission, task_dict, dict(zip(requests, engine_responses(checkpoint, list(requests)))))
 
     lm = HFLM(pretrained=str(checkpoint), device="cpu", dtype="float32", batch_size=64)
     with contextlib.chdir(submission.root):

@@ -154,25 +154,29 @@ class Work:
     tokens_needed: int = 0  # distinct prefixes of all sequences: what any engine must compute
     tokens_computed: int = 0  # prefix and row tokens this plan computes (padding excluded)
     tokens_padded: int = 0  # row slots including padding
+    tokens_one_by_one: int = 0  # what a backend computing each request on its own feeds the model
 
 
 def plan_work(tokenized: Tokenized, encoder: Encoder, max_length: int, token_budget: int) -> Work:
     """The work for a model of context `max_length`, in batches of at most `token_budget` tokens."""
     sequences: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
     sequences_of: dict[int, list[int]] = {}
+    one_by_one = 0
 
     def sequence(context: list[int], continuation: list[int]) -> int:
         if len(continuation) > max_length:
             raise UserError(f"a continuation of {len(continuation)} tokens is longer than the model's context "
                             f"({max_length} tokens)")
         key = (tuple((context + continuation)[-(max_length + 1):][:-1]), tuple(continuation))
+        nonlocal one_by_one
+        one_by_one += len(key[0])
         return sequences.setdefault(key, len(sequences))
 
     for i, (context, continuation) in tokenized.pairs.items():
         sequences_of[i] = [sequence(context, continuation)]
     for i, tokens in tokenized.rolling.items():
         sequences_of[i] = [sequence(c, t) for c, t in encoder.rolling_windows(tokens, max_length)]
-    work = Work(sequences_of, len(sequences))
+    work = Work(sequences_of, len(sequences), tokens_one_by_one=one_by_one)
     _pack(list(sequences), work, token_budget)
     work.generation = _generation_batches(tokenized, encoder, max_length, token_budget)
     return work

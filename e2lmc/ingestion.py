@@ -109,20 +109,33 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         checkpoints = [(e.id, _resolved(e, input_data, cache_dir, results, output)) for e in todo]
         with contextlib.ExitStack() as stack:
             scorer = stack.enter_context(Scorer(submission, workdir, limits.score_seconds)) if todo else None
+            scoring: tuple[str, float] | None = None  # (checkpoint id, seconds computing it) awaiting its score
+
+            def record() -> None:
+                assert scorer is not None and scoring is not None
+                value = scorer.result()
+                if not math.isfinite(value):
+                    raise UserError(f"the task's metric {plan.task_metric} is {value} on a checkpoint, not a "
+                                    f"finite number; {_kept(results, output)}")
+                results.checkpoints.append(CheckpointResult(scoring[0], {plan.task_metric: value}, scoring[1]))
+                write_results(results, output)
+
             start = time.perf_counter()
             try:
+                # a checkpoint is scored in the child while the engine computes the next one
                 for position, responses in tqdm(Engine(requests, limits.engine).run(checkpoints), total=len(todo),
                                                 desc="checkpoints", unit="ckpt", file=sys.stderr):
                     assert scorer is not None
-                    value = scorer.score(responses)
-                    if not math.isfinite(value):
-                        raise UserError(f"the task's metric {plan.task_metric} is {value} on a checkpoint, not a "
-                                        f"finite number; {_kept(results, output)}")
-                    results.checkpoints.append(CheckpointResult(todo[position].id, {plan.task_metric: value},
-                                                                round(time.perf_counter() - start, 3)))
-                    write_results(results, output)
+                    if scoring:
+                        record()
+                    scorer.submit(responses)
+                    scoring = todo[position].id, round(time.perf_counter() - start, 3)
                     start = time.perf_counter()
+                if scoring:
+                    record()
             except CheckpointError as exc:
+                if scoring:
+                    record()
                 raise UserError(f"checkpoint {todo[exc.position].id} failed to load twice ({exc.problem}); "
                                 f"{_kept(results, output)}") from None
     results.complete = True

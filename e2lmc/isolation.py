@@ -129,19 +129,23 @@ class Scorer:
 
     def __init__(self, submission: Submission, workdir: Path, timeout: float) -> None:
         self.child = TaskProcess("score", submission, workdir)
-        self.workdir, self.timeout = workdir, timeout
+        self.workdir, self.timeout, self.pending = workdir, timeout, ""
         self.child.receive(timeout, "Building the task for scoring")
 
-    def score(self, responses: list[Any]) -> float:
-        """The submitted metric on one checkpoint, given its responses in plan order;
-        the child sees an anonymous file, not the checkpoint."""
+    def submit(self, responses: list[Any]) -> None:
+        """Start scoring one checkpoint's responses (in plan order); the child sees an
+        anonymous file, not the checkpoint. The caller computes the next one meanwhile."""
         with tempfile.NamedTemporaryFile("w", dir=self.workdir, suffix=".json", delete=False) as f:
             json.dump(responses, f)
+        self.pending = f.name
+        self.child.send({"responses": f.name})
+
+    def result(self) -> float:
+        """The submitted metric on the checkpoint last submitted."""
         try:
-            self.child.send({"responses": f.name})
             return float(self.child.receive(self.timeout, "Scoring a checkpoint")["value"])
         finally:
-            os.unlink(f.name)
+            os.unlink(self.pending)
 
     def close(self) -> None:
         self.child.close()

@@ -45,7 +45,11 @@ def test_shared_prefix_engine_equals_lm_eval_and_computes_each_token_about_once(
     requests = [(r.kind, r.arguments) for r in plan.requests]
     engine = Engine(requests, Settings(token_budget=512))
     checkpoints = [*SAME_MODEL, "dense-small-arch1/iter_0000060"]
-    ours = dict(engine.run([(cid, zoo / cid) for cid in checkpoints]))
+    ours, modules = {}, []
+    for position, responses in engine.run([(cid, zoo / cid) for cid in checkpoints]):
+        ours[position] = responses
+        modules.append(engine.runner.model)
+    assert modules[1] is modules[0] and modules[2] is not modules[1]  # same architecture: weights copied in
     assert len(engine.runner.tokenized) == len(engine.runner.works) == 1  # one tokenizer: tokenized once
     work = next(iter(engine.runner.works.values()))
     assert work.prefixes and min(len(p) for p in work.prefixes) >= 20  # description and examples computed once

@@ -231,7 +231,8 @@ class Runner:
                 kwargs.pop("temperature", None)
             torch.manual_seed(1234)  # lm-eval's seed: sampling, if asked for, is reproducible
             out = self.model.generate(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_length=length + batch.max_gen_toks,
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                max_length=length + batch.max_gen_toks,
                 stopping_criteria=stop_sequences_criteria(tokenizer, batch.until, length, len(batch.contexts)),
                 pad_token_id=tokenizer.pad_token_id, use_cache=True, **kwargs,
             )

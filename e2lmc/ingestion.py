@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .checkpoints import resolve
 from .engine import CheckpointError, Engine, Settings
-from .errors import UserError, first_line
+from .errors import UserError
 from .formats import (
     MANIFEST_FILE,
     CheckpointResult,

@@ -203,11 +203,12 @@ def _child_main(mode: str, root: str, task_name: str, task_metric: str, workdir:
             return 0
         keys = [(r.kind, r.arguments) for r in read_plan(workdir).requests]
         send({"ready": True})
-        for line in sys.stdin:
+        for n, line in enumerate(sys.stdin):
             values = json.loads(Path(json.loads(line)["responses"]).read_text())
             responses = {key: tuple(v) if isinstance(v, list) else v for key, v in zip(keys, values, strict=True)}
             send({"value": replay(submission, task_dict, responses)})
-            keep_built_requests(task_dict)
+            if n == 0:  # the requests are built: later checkpoints only reset their responses
+                keep_built_requests(task_dict)
         return 0
     except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence for the parent
         send({"error": describe_error(exc, Path(root).resolve(), withhold=mode == "score")})

@@ -73,7 +73,8 @@ class Encoder:
         moved = []
         for context, continuation in requests:
             n_spaces = len(context) - len(context.rstrip())
-            moved.append((context[:-n_spaces], context[-n_spaces:] + continuation) if n_spaces else (context, continuation))
+            moved.append((context[:-n_spaces], context[-n_spaces:] + continuation) if n_spaces
+                         else (context, continuation))
         full = [i for i, (c, _) in enumerate(moved) if c]
         wholes = self.encode([moved[i][0] + moved[i][1] for i in full])
         contexts = self.encode([moved[i][0] for i in full])
@@ -105,17 +106,21 @@ class Tokenized:
 
 
 def tokenize(requests: list[RequestKey], encoder: Encoder) -> Tokenized:
-    by_kind: dict[str, list[tuple[int, list]]] = {"loglikelihood": [], "loglikelihood_rolling": [], "generate_until": []}
+    by_kind: dict[str, list[tuple[int, list]]] = {
+        "loglikelihood": [], "loglikelihood_rolling": [], "generate_until": []}
     for i, (kind, arguments) in enumerate(requests):
         by_kind[kind].append((i, json.loads(arguments)))
-    loglikelihood, rolling, generation = by_kind["loglikelihood"], by_kind["loglikelihood_rolling"], by_kind["generate_until"]
+
+    def encoded(kind: str, encode: Any, text: Any) -> dict:
+        """Request index -> `encode` of the texts `text` picks from each request of `kind`, in one batch."""
+        items = by_kind[kind]
+        return dict(zip([i for i, _ in items], encode([text(a) for _, a in items]), strict=True))
+
     return Tokenized(
-        pairs=dict(zip([i for i, _ in loglikelihood], encoder.pairs([(a[0], a[1]) for _, a in loglikelihood]),
-                       strict=True)),
-        rolling=dict(zip([i for i, _ in rolling], encoder.encode([a[0] for _, a in rolling]), strict=True)),
-        contexts=dict(zip([i for i, _ in generation], encoder.encode_contexts([a[0] for _, a in generation]),
-                          strict=True)),
-        gen_kwargs={i: a[1] for i, a in generation},
+        pairs=encoded("loglikelihood", encoder.pairs, lambda a: (a[0], a[1])),
+        rolling=encoded("loglikelihood_rolling", encoder.encode, lambda a: a[0]),
+        contexts=encoded("generate_until", encoder.encode_contexts, lambda a: a[0]),
+        gen_kwargs={i: a[1] for i, a in by_kind["generate_until"]},
     )
 
 

@@ -293,7 +293,10 @@ def write_sample_tasks(out_dir: str | Path, world: World, seed: int) -> dict[str
             for s, f in zip(science, world.facts)]
     # the five shortest questions as few-shot examples: five-shot prompts then fit the
     # embedded models' 128-token context
-    shots = sorted(sorted(range(len(mmlu)), key=lambda i: len(mmlu[i]["question"] + mmlu[i]["choices"][mmlu[i]["answer"]]))[:5])
+    def quiz_length(i: int) -> int:
+        return len(mmlu[i]["question"] + mmlu[i]["choices"][mmlu[i]["answer"]])
+
+    shots = sorted(sorted(range(len(mmlu)), key=quiz_length)[:5])
     patch_files = _simple_task(PATCH_TASK, science, question, "{{choices}}")
     patch = "".join(_git_new_file(f"lm_eval/tasks/{PATCH_TASK}/{name}", text) for name, text in patch_files.items())
     return {

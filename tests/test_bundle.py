@@ -15,7 +15,7 @@ import yaml
 from e2lmc.bundle import COLUMNS, bundle_problems, zip_folder
 from e2lmc.cli import main
 from e2lmc.errors import UserError
-from e2lmc.formats import read_manifest, read_reference, read_results
+from e2lmc.formats import read_manifest, read_results
 from e2lmc.phases import PHASE_NAMES, PHASES, E2LMSeries, e2lm_reference, phase_reference, shifted
 from e2lmc.scorer import Leaderboard
 from e2lmc.worker import WorkerOptions, run_submission

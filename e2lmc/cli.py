@@ -1,4 +1,6 @@
-"""The `e2lmc` command: one subcommand per job; every user error is one sentence, exit 2."""
+"""The `e2lmc` command: one subcommand per job. Exit codes: 0 ok, 1 the submission is
+invalid, 2 bad input or refused (one sentence each), 3 an internal error (a traceback,
+and a line asking to report it)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .errors import UserError
+from .errors import InvalidSubmission, UserError
 
 CODABENCH_SUBMISSION = Path("/app/ingested_program")
 CODABENCH_INPUT_DATA = Path("/app/input_data")
@@ -103,10 +105,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _limits(args: argparse.Namespace):
     from .engine import Settings
     from .ingestion import Limits
+    from .sandbox import GiB, SandboxSettings
 
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
+    sandbox = SandboxSettings(level=args.sandbox, required=args.require_sandbox,
+                              memory_bytes=int(args.memory_limit * GiB))
     return Limits(plan_seconds=args.plan_timeout, score_seconds=args.score_timeout,
-                  engine=Settings(token_budget=args.token_budget, devices=devices))
+                  engine=Settings(token_budget=args.token_budget, devices=devices), sandbox=sandbox)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -120,12 +125,11 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import tempfile
-
     from .ingestion import check_prompts, plan_submission
+    from .sandbox import private_workdir
     from .scoring import ValidationRules
 
-    with tempfile.TemporaryDirectory(prefix="e2lmc-validate-") as tmp:
+    with private_workdir("validate") as tmp:
         _, plan = plan_submission(args.submission, Path(tmp), _limits(args))
     kinds = sorted({r.kind for r in plan.requests})
     print(f"task '{plan.task_name}', metric {plan.task_metric} ({'higher' if plan.higher_is_better else 'lower'} "
@@ -215,6 +219,15 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default=None,
                    help="comma-separated torch devices, one process each, e.g. cuda:0,cuda:1 "
                         "(default: every visible GPU, else the CPU)")
+    levels = ["namespaces", "landlock", "uid", "none"]
+    p.add_argument("--sandbox", choices=["auto", *levels], default="auto",
+                   help="isolation of the submission's code: namespaces (bubblewrap), landlock (kernel filters, "
+                        "where namespaces are refused), none; auto picks the strongest this host allows "
+                        "(default: %(default)s; 'uid' is another name for landlock, see docs/security.md)")
+    p.add_argument("--require-sandbox", choices=levels, default="none",
+                   help="refuse to run below this isolation level (default: %(default)s)")
+    p.add_argument("--memory-limit", type=float, default=8.0,
+                   help="GiB of address space each process running submission code may use (default: %(default)s)")
 
 
 def _zoo_build(args: argparse.Namespace) -> int:
@@ -383,9 +396,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except InvalidSubmission as exc:
+        print(f"invalid submission: {exc}", file=sys.stderr)
+        return 1
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - a bug of e2lmc's, not the user's
+        import traceback
+
+        traceback.print_exc()
+        print(f"internal error in e2lmc {__version__}: this is a bug, please report it with the traceback above",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

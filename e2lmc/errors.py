@@ -1,8 +1,17 @@
-"""The one exception type a user can cause: the CLI prints it as a single sentence."""
+"""The exceptions a user can cause: the CLI prints each as a single sentence.
+
+Exit codes (`e2lmc.cli`): 0 ok, 1 the submission is invalid (`InvalidSubmission`), 2 bad
+input or refused (`UserError`), 3 an internal error (a traceback, and a line asking to
+report it).
+"""
 
 
 class UserError(Exception):
     """Bad input or a failed step, explained in one sentence naming the file, key or sample."""
+
+
+class InvalidSubmission(UserError):
+    """The submission breaks a rule or its own code fails: the participant must change it."""
 
 
 def first_line(exc: BaseException, limit: int | None = None) -> str:

@@ -194,6 +194,7 @@ class IngestionResults:
     checkpoints: list[CheckpointResult] = field(default_factory=list)
     complete: bool = False  # set when every checkpoint of the manifest is done
     plan_digest: str | None = None  # identifies the task's requests: a rerun resumes only the same task
+    sandbox: str | None = None  # the isolation level the submission's code ran at (sandbox.LEVELS)
 
     def done_ids(self) -> set[str]:
         """Checkpoints already evaluated without error (a rerun skips them)."""
@@ -336,6 +337,7 @@ class ManifestEntry:
     repo: str | None = None
     subfolder: str | None = None
     revision: str | None = None
+    role: Role | None = None  # as in the reference data; unknown counts as hidden (errors withheld)
 
 
 @dataclass

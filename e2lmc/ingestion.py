@@ -7,8 +7,11 @@ Three stages (DESIGN §7):
 2. evaluate — this trusted process (or one per GPU) loads each checkpoint once and
    computes every distinct request (the engine);
 3. score — a time-limited child process feeds those responses back through lm-eval, so
-   the task's own code computes the metric; it sees anonymous response files in a
-   shuffled order, never which checkpoint they came from.
+   the task's own code computes the metric; it receives bare responses in an order drawn
+   from a secret of this run (released checkpoints first, then a fresh child for the
+   hidden ones), never which checkpoint they came from.
+
+Both children run in the sandbox of `sandbox.py`; the level is logged and recorded.
 
 Results are written after every checkpoint and a rerun of the same task resumes.
 """
@@ -17,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from .checkpoints import resolve
 from .engine import CheckpointError, Engine, Settings
-from .errors import UserError
+from .errors import InvalidSubmission, UserError
 from .formats import (
     MANIFEST_FILE,
     CheckpointResult,
@@ -42,6 +43,7 @@ from .formats import (
     write_results,
 )
 from .isolation import Scorer, plan_task
+from .sandbox import Sandbox, SandboxSettings, private_workdir
 from .scoring import ValidationRules
 from .submission import Submission, open_submission
 
@@ -53,13 +55,16 @@ class Limits:
     plan_seconds: float = 600.0  # building the task and recording its requests
     score_seconds: float = 300.0  # scoring one checkpoint's responses
     engine: Settings = Settings()  # token budget and devices of the evaluate stage
+    sandbox: SandboxSettings = SandboxSettings()  # isolation level and resource limits of the children
 
 
-def plan_submission(source: Path, workdir: Path, limits: Limits) -> tuple[Submission, Plan]:
-    """Open the submission and plan it in a child process (which also applies the
-    sample-count gate, before recording any request)."""
+def plan_submission(source: Path, workdir: Path, limits: Limits,
+                    sandbox: Sandbox | None = None) -> tuple[Submission, Plan]:
+    """Open the submission and plan it in a sandboxed child process (which also applies
+    the sample-count gate, before recording any request)."""
+    sandbox = sandbox or Sandbox(workdir, limits.sandbox)
     submission = open_submission(source, workdir)
-    return submission, plan_task(submission, workdir, limits.plan_seconds)
+    return submission, plan_task(submission, sandbox, workdir, limits.plan_seconds)
 
 
 def check_prompts(plan: Plan, tokenizer_dir: Path) -> Validation:
@@ -77,7 +82,7 @@ def check_prompts(plan: Plan, tokenizer_dir: Path) -> Validation:
     request = plan.requests[longest] if plan.requests else None
     problem = ValidationRules().prompt_length_problem(lengths[longest])
     if problem and request is not None:
-        raise UserError(f"task '{request.task}' sample {request.doc_id}: its prompt {problem}")
+        raise InvalidSubmission(f"task '{request.task}' sample {request.doc_id}: its prompt {problem}")
     return Validation(
         max_prompt_tokens=lengths[longest],
         longest_prompt_sample=request.doc_id if request else None,
@@ -90,44 +95,53 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
            cache_dir: Path | None = None, manifest_name: str = MANIFEST_FILE) -> IngestionResults:
     """Evaluate the submission at `source` on every checkpoint of the manifest
     `input_data/manifest_name` and write `output/ingestion_results.json` after each one."""
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file; give a folder (it is created if missing)")
     manifest = read_manifest(input_data, manifest_name)
-    with tempfile.TemporaryDirectory(prefix="e2lmc-ingest-") as tmp:
+    order = {e.id: i for i, e in enumerate(manifest.checkpoints)}
+    with private_workdir("ingest") as tmp:
         workdir = Path(tmp)
-        submission, plan = plan_submission(source, workdir, limits)
+        sandbox = Sandbox(workdir, limits.sandbox)
+        print(f"the submission's code runs in the sandbox at level '{sandbox.level}'", file=sys.stderr)
+        submission, plan = plan_submission(source, workdir, limits, sandbox)
         validation = check_prompts(plan, resolve(manifest.checkpoints[0], input_data, cache_dir))
         digest = plan.digest()
         results = _resumed(output, digest) or IngestionResults(
             plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation, plan_digest=digest,
         )
-        todo = [e for e in manifest.checkpoints if e.id not in results.done_ids()]
+        results.sandbox = sandbox.level
         results.checkpoints = [c for c in results.checkpoints if c.error is None]
-        random.Random(digest).shuffle(todo)  # the score stage cannot infer which checkpoint is which
+        todo = _secret_order([e for e in manifest.checkpoints if e.id not in results.done_ids()])
         print(f"task '{plan.task_name}': {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests; "
               f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
         requests = [(r.kind, r.arguments) for r in plan.requests]
-        write_results(results, output)
+        _write_sorted(results, output, order)
         checkpoints = [(e.id, _resolved(e, input_data, cache_dir, results, output)) for e in todo]
         with contextlib.ExitStack() as stack:
-            scorer = stack.enter_context(Scorer(submission, workdir, limits.score_seconds)) if todo else None
+            scorer: Scorer | None = None
             scoring: tuple[str, float] | None = None  # (checkpoint id, seconds computing it) awaiting its score
 
             def record() -> None:
                 assert scorer is not None and scoring is not None
-                value = scorer.result()
-                if not math.isfinite(value):
-                    raise UserError(f"the task's metric {plan.task_metric} is {value} on a checkpoint, not a "
-                                    f"finite number; {_kept(results, output)}")
+                try:
+                    value = scorer.result()
+                except InvalidSubmission as exc:
+                    raise InvalidSubmission(f"{exc}; {_kept(results, output)}") from None
                 results.checkpoints.append(CheckpointResult(scoring[0], {plan.task_metric: value}, scoring[1]))
-                write_results(results, output)
+                _write_sorted(results, output, order)
 
             start = time.perf_counter()
             try:
                 # a checkpoint is scored in the child while the engine computes the next one
                 for position, responses in tqdm(Engine(requests, limits.engine).run(checkpoints), total=len(todo),
                                                 desc="checkpoints", unit="ckpt", file=sys.stderr):
-                    assert scorer is not None
                     if scoring:
                         record()
+                    hidden = todo[position].role != "released"
+                    if scorer is None or scorer.hidden != hidden:  # a child that saw hidden values never sees more
+                        stack.close()
+                        scorer = stack.enter_context(Scorer(submission, sandbox, workdir, limits.score_seconds,
+                                                            hidden))
                     scorer.submit(responses)
                     scoring = todo[position].id, round(time.perf_counter() - start, 3)
                     start = time.perf_counter()
@@ -139,8 +153,30 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                 raise UserError(f"checkpoint {todo[exc.position].id} failed to load twice ({exc.problem}); "
                                 f"{_kept(results, output)}") from None
     results.complete = True
-    write_results(results, output)
+    _write_sorted(results, output, order)
     return results
+
+
+def _secret_order(entries: list[ManifestEntry]) -> list[ManifestEntry]:
+    """Released checkpoints first, then the others, each group in an order drawn from a
+    secret of this run that is written nowhere: the score stage cannot infer which
+    checkpoint a response came from (the plan's digest, which a child can compute, used
+    to seed it). Released values are public, so their scorer may report errors in full."""
+    rng = random.SystemRandom()
+    released = [e for e in entries if e.role == "released"]
+    others = [e for e in entries if e.role != "released"]
+    rng.shuffle(released)
+    rng.shuffle(others)
+    return released + others
+
+
+def _write_sorted(results: IngestionResults, output: Path, order: dict[str, int]) -> None:
+    """Results in manifest order, whatever order they were evaluated in (same files every run)."""
+    results.checkpoints.sort(key=lambda c: order.get(c.id, len(order)))
+    try:
+        write_results(results, output)
+    except OSError as exc:
+        raise UserError(f"cannot write {output / 'ingestion_results.json'}: {exc.strerror}") from None
 
 
 def _resumed(output: Path, digest: str) -> IngestionResults | None:

@@ -1,9 +1,12 @@
-"""Running the submission's code in a separate, time-limited process.
+"""Running the submission's code in separate, sandboxed, time-limited processes.
 
-The plan and score stages execute the submission's templates and helpers. They run in
-a child process (`python -m e2lmc.isolation`) that never holds a model, never reads the
-checkpoint manifest, and receives responses without knowing which checkpoint they came
-from. The parent bounds the child's time and keeps only the tail of its output.
+The plan and score stages execute the submission's templates and helpers. Each runs in
+a child process (`python -m e2lmc.sandbox … e2lmc.isolation`, confined by `sandbox.py`)
+that never holds a model, never sees the checkpoint manifest, and receives responses
+without knowing which checkpoint they came from. The parent bounds the child's time,
+keeps only the tail of its output and trusts nothing it sends: every message is checked,
+and a scoring child that has seen hidden checkpoints is answered for with one fixed
+sentence whatever it says or does (its message, its exit code, the limit it hit).
 
 The two sides talk in JSON lines: the parent writes to the child's stdin; the child
 answers on its original stdout, while everything the submission's code prints goes to
@@ -14,41 +17,51 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import json
+import math
 import os
 import selectors
+import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, first_line
+from .errors import InvalidSubmission, UserError, first_line
 from .formats import Plan, PlannedRequest, read_plan, write_plan
+from .sandbox import Sandbox, size_text
 from .scoring import ValidationRules
-from .submission import Submission, find_task_files
+from .submission import Submission, find_task_files, hub_datasets
 
 STDERR_TAIL_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 20
-PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # so the child imports this very package
+HIDDEN_FAILURE = (
+    "the submission's code failed while scoring a checkpoint whose values are hidden; no detail is shown, since "
+    "any detail (message, error type, exit code) could carry those values — run the submission on the released "
+    "checkpoints (e2lmc run) to see the error"
+)
+SANDBOX_HINT = "the sandbox allows no new processes, no network and no files outside the submission"
+
+
+class ChildFailed(Exception):
+    """A child process failed; the message is the detail, shown only where it is safe."""
 
 
 class TaskProcess:
-    """One child process running the submission's task in `mode` ("plan" or "score")."""
+    """One sandboxed child process running the submission's task in `mode` ("plan" or
+    "score"); `plan_dir` is where the plan child writes plan.json and the score child reads it."""
 
-    def __init__(self, mode: str, submission: Submission, workdir: Path) -> None:
-        self.mode = mode
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")]),
-               "TOKENIZERS_PARALLELISM": "false"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "e2lmc.isolation", mode, str(submission.root), submission.task_name,
-             submission.task_metric, str(workdir)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=submission.root, env=env, start_new_session=True,
+    def __init__(self, mode: str, submission: Submission, sandbox: Sandbox, scratch: Path, plan_dir: Path) -> None:
+        self.mode, self.sandbox = mode, sandbox
+        read = [submission.root] + ([plan_dir] if mode == "score" else [])
+        _copy_cached_datasets(hub_datasets(submission), scratch / "datasets")
+        self.process = sandbox.start(
+            "e2lmc.isolation", [mode, str(submission.root), submission.task_name, submission.task_metric,
+                                str(plan_dir)], read=read, scratch=scratch,
         )
         self.stderr_tail: collections.deque[bytes] = collections.deque()
         self._tail_bytes = 0
@@ -65,11 +78,14 @@ class TaskProcess:
 
     def send(self, message: dict) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write((json.dumps(message) + "\n").encode())
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child is gone: receive() says why
 
     def receive(self, timeout: float, doing: str) -> dict:
-        """The child's next message; a child that overruns `timeout` is stopped."""
+        """The child's next message, a JSON object; anything else ends in ChildFailed."""
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as selector:
@@ -78,31 +94,44 @@ class TaskProcess:
                 left = deadline - time.monotonic()
                 if left <= 0 or not selector.select(left):
                     self.close()
-                    raise UserError(
-                        f"{doing} did not finish within {timeout:.0f} s, so it was stopped: a template or helper of "
-                        f"the submission probably never returns"
-                    )
+                    raise ChildFailed(f"{doing} did not finish within {timeout:.0f} s, so it was stopped: a template "
+                                      f"or helper of the submission probably never returns")
                 chunk = self.process.stdout.read1(65536)
                 if not chunk:
                     self.close()
-                    raise UserError(f"{doing} failed: the task's process ended unexpectedly{self._exit_detail()}")
+                    raise ChildFailed(f"{doing} failed: the task's process ended unexpectedly ({self._exit_detail()})")
                 self._buffer += chunk
                 if len(self._buffer) > MAX_MESSAGE_BYTES:
                     self.close()
-                    raise UserError(f"{doing} failed: the task's process sent an oversized message")
+                    raise ChildFailed(f"{doing} failed: the task's process sent an oversized message")
         line, _, self._buffer = self._buffer.partition(b"\n")
-        message = json.loads(line)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            self.close()
+            raise ChildFailed(f"{doing} failed: the task's process sent something that is not a message")
         if "error" in message:
             self.close()
-            raise UserError(message["error"])
+            raise ChildFailed(str(message["error"])[:1000])
         return message
 
     def _exit_detail(self) -> str:
         code = self.process.wait()
-        if self.mode == "score":  # its output may carry values computed on hidden checkpoints
-            return f" (exit code {code})"
+        confinement = self.sandbox.settings
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+            return {
+                "SIGXCPU": f"it used more than its {confinement.cpu_seconds} s of CPU time",
+                "SIGXFSZ": f"it wrote a file larger than the {size_text(confinement.file_bytes)} limit",
+                "SIGSYS": f"it made a system call the sandbox forbids ({SANDBOX_HINT})",
+                "SIGKILL": f"it was killed, most likely for memory (a child may use "
+                           f"{size_text(confinement.memory_bytes)})",
+            }.get(name, f"it crashed with {name}; native code that runs out of the "
+                        f"{size_text(confinement.memory_bytes)} memory limit ends so")
         lines = b"".join(self.stderr_tail).decode(errors="replace").strip().splitlines()
-        return f" (exit code {code}; last output: {lines[-1][:300]})" if lines else f" (exit code {code})"
+        return f"exit code {code}; last output: {lines[-1][:300]}" if lines else f"exit code {code}"
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -117,35 +146,62 @@ class TaskProcess:
         self.close()
 
 
-def plan_task(submission: Submission, workdir: Path, timeout: float) -> Plan:
+def _copy_cached_datasets(names: set[str], private_cache: Path) -> None:
+    """The hub datasets a task names, copied from this machine's datasets cache into the
+    child's own: it reads them offline (and may write its locks) without seeing the rest."""
+    cache = Path(os.environ.get("HF_DATASETS_CACHE")
+                 or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "datasets")
+    for name in names:
+        folder = (cache / name.replace("/", "___")).resolve()
+        if folder.is_dir() and folder.is_relative_to(cache.resolve()):
+            shutil.copytree(folder, private_cache / folder.name, symlinks=True)
+
+
+def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float) -> Plan:
     """Build the task in a child process and record its requests (no model involved)."""
-    with TaskProcess("plan", submission, workdir) as child:
-        child.receive(timeout, "Building the task and recording its requests")
-    return read_plan(workdir)
+    plan_dir = workdir / "plan"
+    try:
+        with TaskProcess("plan", submission, sandbox, plan_dir, plan_dir) as child:
+            child.receive(timeout, "Building the task and recording its requests")
+    except ChildFailed as exc:
+        raise InvalidSubmission(str(exc)) from None
+    try:
+        return read_plan(plan_dir)
+    except UserError as exc:
+        raise InvalidSubmission(f"the task's process left an unreadable plan ({exc})") from None
 
 
 class Scorer:
-    """A child process that turns one checkpoint's responses into the task's metric."""
+    """A child process that turns checkpoints' responses into the task's metric. With
+    `hidden`, the responses may come from checkpoints whose values are hidden: then any
+    failure is reported with the fixed HIDDEN_FAILURE sentence."""
 
-    def __init__(self, submission: Submission, workdir: Path, timeout: float) -> None:
-        self.child = TaskProcess("score", submission, workdir)
-        self.workdir, self.timeout, self.pending = workdir, timeout, ""
-        self.child.receive(timeout, "Building the task for scoring")
+    def __init__(self, submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float, hidden: bool) -> None:
+        self.timeout, self.hidden, self.metric = timeout, hidden, submission.task_metric
+        self.child = TaskProcess("score", submission, sandbox, workdir / ("score-hidden" if hidden else "score"),
+                                 workdir / "plan")
+        try:
+            self.child.receive(timeout, "Building the task for scoring")
+        except ChildFailed as exc:  # it has seen no responses yet: the detail is safe
+            self.child.close()
+            raise InvalidSubmission(str(exc)) from None
 
     def submit(self, responses: list[Any]) -> None:
-        """Start scoring one checkpoint's responses (in plan order); the child sees an
-        anonymous file, not the checkpoint. The caller computes the next one meanwhile."""
-        with tempfile.NamedTemporaryFile("w", dir=self.workdir, suffix=".json", delete=False) as f:
-            json.dump(responses, f)
-        self.pending = f.name
-        self.child.send({"responses": f.name})
+        """Start scoring one checkpoint's responses (in plan order); the child sees the
+        responses alone. The caller computes the next checkpoint meanwhile."""
+        self.child.send({"responses": responses})
 
     def result(self) -> float:
         """The submitted metric on the checkpoint last submitted."""
         try:
-            return float(self.child.receive(self.timeout, "Scoring a checkpoint")["value"])
-        finally:
-            os.unlink(self.pending)
+            value = self.child.receive(self.timeout, "Scoring a checkpoint").get("value")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ChildFailed(f"the task's metric {self.metric} is {str(value)[:40]} on a checkpoint, not a "
+                                  f"finite number")
+            return float(value)
+        except ChildFailed as exc:
+            self.child.close()
+            raise InvalidSubmission(HIDDEN_FAILURE if self.hidden else str(exc)) from None
 
     def close(self) -> None:
         self.child.close()
@@ -160,25 +216,34 @@ class Scorer:
 # ------------------------------------------------------------------ the child side
 
 
-def describe_error(exc: BaseException, root: Path, withhold: bool) -> str:
-    """One sentence for an exception raised while running the submission's task; with
-    `withhold`, without its message (it may hold values from hidden checkpoints)."""
+def describe_error(exc: BaseException, root: Path) -> str:
+    """One sentence for an exception raised while running the submission's task."""
     from jinja2.exceptions import SecurityError
+
+    from . import sandbox
 
     if isinstance(exc, UserError):
         return str(exc)
     if isinstance(exc, SecurityError):
         return f"a prompt template of the submission tried to reach Python internals, which is not allowed ({exc})"
+    limits = sandbox.ACTIVE
+    if isinstance(exc, MemoryError) and limits:
+        return (f"the submission's task ran out of memory: a sandboxed process may use "
+                f"{size_text(limits.memory_bytes)} of address space (--memory-limit)")
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG and limits:
+        return f"the submission's code wrote a file larger than the {size_text(limits.file_bytes)} limit"
+    if isinstance(exc, OSError) and exc.errno == errno.EMFILE and limits:
+        return f"the submission's code opened more than {limits.open_files} files at once (the open-files limit)"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve().is_relative_to(root)]
-    message = f": {first_line(exc, 300)}" if first_line(exc) and not withhold else ""
+    message = f": {first_line(exc, 300)}" if first_line(exc) else ""
+    hint = f" ({SANDBOX_HINT})" if isinstance(exc, PermissionError) else ""
     if frames:
         where = f"{Path(frames[-1].filename).resolve().relative_to(root)}, line {frames[-1].lineno}"
-        hidden = " (message withheld: it may contain values from hidden checkpoints)" if withhold else ""
-        return f"the submission's code raised {type(exc).__name__} in {where}{message}{hidden}"
-    return f"lm-eval could not run the task: {type(exc).__name__}{message}"
+        return f"the submission's code raised {type(exc).__name__} in {where}{message}{hint}"
+    return f"lm-eval could not run the task: {type(exc).__name__}{message}{hint}"
 
 
-def _child_main(mode: str, root: str, task_name: str, task_metric: str, workdir: str) -> int:
+def _child_main(mode: str, root: str, task_name: str, task_metric: str, plan_dir: str) -> int:
     from .tasks import higher_is_better, keep_built_requests, leaked_samples, load_task, record_requests, replay
 
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
@@ -198,20 +263,20 @@ def _child_main(mode: str, root: str, task_name: str, task_metric: str, workdir:
             requests, _ = record_requests(submission, task_dict)
             planned = [PlannedRequest(kind, args, task, doc) for (kind, args), (task, doc) in requests.items()]
             write_plan(Plan(task_name, task_metric, higher_is_better(task_dict, task_metric), n_samples, planned,
-                            leaks), workdir)
+                            leaks), plan_dir)
             send({"done": True})
             return 0
-        keys = [(r.kind, r.arguments) for r in read_plan(workdir).requests]
+        keys = [(r.kind, r.arguments) for r in read_plan(plan_dir).requests]
         send({"ready": True})
         for n, line in enumerate(sys.stdin):
-            values = json.loads(Path(json.loads(line)["responses"]).read_text())
+            values = json.loads(line)["responses"]
             responses = {key: tuple(v) if isinstance(v, list) else v for key, v in zip(keys, values, strict=True)}
             send({"value": replay(submission, task_dict, responses)})
             if n == 0:  # the requests are built: later checkpoints only reset their responses
                 keep_built_requests(task_dict)
         return 0
     except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence for the parent
-        send({"error": describe_error(exc, Path(root).resolve(), withhold=mode == "score")})
+        send({"error": describe_error(exc, Path(root).resolve())})
         return 3
 
 

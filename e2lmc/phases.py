@@ -104,13 +104,15 @@ def phase_reference(full: ReferenceData, phase: str) -> ReferenceData:
 
 
 def phase_manifest(full: CheckpointManifest, reference: ReferenceData) -> CheckpointManifest:
-    """The entries of `full` that the phase's reference data names, in its order."""
+    """The entries of `full` that the phase's reference data names, in its order, with
+    the roles they play in the phase."""
     by_id = {e.id: e for e in full.checkpoints}
-    ids = [m.checkpoint_id(c) for m in reference.models for c in m.checkpoints]
-    missing = [i for i in ids if i not in by_id]
+    roles = {m.checkpoint_id(c): c.role for m in reference.models for c in m.checkpoints}
+    missing = [i for i in roles if i not in by_id]
     if missing:
         raise UserError(f"the checkpoint manifest has no entry for {missing[0]} (phase {reference.phase})")
-    return CheckpointManifest([by_id[i] for i in ids], description=reference.description)
+    return CheckpointManifest([replace(by_id[i], role=role) for i, role in roles.items()],
+                              description=reference.description)
 
 
 # ------------------------------------------------------------ the real checkpoints
@@ -170,7 +172,7 @@ def e2lm_manifest(series: E2LMSeries, reference: ReferenceData) -> CheckpointMan
             cid = model.checkpoint_id(c)
             if series.data_root:
                 placed = f"{series.data_root.rstrip('/')}/{repo.split('/')[-1]}/{c.name}"
-                entries.append(ManifestEntry(cid, path=placed))
+                entries.append(ManifestEntry(cid, path=placed, role=c.role))
             else:
-                entries.append(ManifestEntry(cid, repo=repo, subfolder=c.name))
+                entries.append(ManifestEntry(cid, repo=repo, subfolder=c.name, role=c.role))
     return CheckpointManifest(entries, description=reference.description)

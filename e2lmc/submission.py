@@ -9,20 +9,25 @@ Accepted layouts, after unwrapping any single enclosing folder:
   is refused.
 
 Everything here is static: files are copied, unzipped and parsed, but no submission
-code runs. Every problem ends in one `UserError` sentence naming the file and key.
+code runs, and every parse is bounded (YAML aliases refused, sizes capped) since this runs
+in the trusted process. Every problem ends in one `InvalidSubmission` sentence naming the
+file and key.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import InvalidSubmission, UserError, first_line
 
 METADATA = "metadata.yaml"
 PATCH = "evaluation.patch"
@@ -30,6 +35,8 @@ PATCH_PREFIX = PurePosixPath("lm_eval/tasks")
 IGNORED = {"__MACOSX", ".DS_Store", "__pycache__", ".git"}
 MAX_UNZIPPED_BYTES = 1 << 30  # a zip bomb stops here, far above any real task's data
 MAX_FILES = 10_000
+LOCAL_LOADERS = {"json", "csv", "parquet", "text", "arrow"}  # datasets' loaders of local files
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # a dataset on the hub, e.g. cais/mmlu
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,22 @@ class Submission:
     task_files: tuple[Path, ...]
 
 
-class _TaskLoader(yaml.SafeLoader):
+MAX_YAML_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: an alias bomb (a few KB that expand to billions of nodes)
+    would keep the trusted process busy for minutes before any time limit applies."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.MarkedYAMLError(problem="aliases (*name) are not allowed; write the value out",
+                                       problem_mark=mark)
+        return super().compose_node(parent, index)
+
+
+class _TaskLoader(_NoAliasLoader):
     """lm-eval's YAML dialect, parsed without running anything."""
 
 
@@ -72,7 +94,7 @@ def _check_references(path: Path, node: object, root: Path) -> None:
     """Every `!function` names a .py file of the submission; every `include:` a file in it."""
     if isinstance(node, FunctionRef):
         if function_file(node.target, path.parent, root) is None:
-            raise UserError(
+            raise InvalidSubmission(
                 f"{path.relative_to(root)} line {node.line}: !function {node.target} does not name a function in "
                 f"a .py file of the submission (only the submission's own helpers can be used)"
             )
@@ -81,7 +103,7 @@ def _check_references(path: Path, node: object, root: Path) -> None:
         for include in includes if isinstance(includes, list) else [includes] if includes else []:
             target = (path.parent / str(include)).resolve()
             if not target.is_relative_to(root.resolve()) or not target.is_file():
-                raise UserError(f"{path.relative_to(root)}: include '{include}' is not a file of the submission")
+                raise InvalidSubmission(f"{path.relative_to(root)}: include '{include}' is not a file of the submission")
         for value in node.values():
             _check_references(path, value, root)
     elif isinstance(node, list):
@@ -89,20 +111,30 @@ def _check_references(path: Path, node: object, root: Path) -> None:
             _check_references(path, value, root)
 
 
-def load_task_yaml(path: Path) -> dict:
-    """Parse one task YAML file; a syntax error names the file, line and column
-    (lm-eval itself skips broken files silently)."""
+def parse_yaml(path: Path, loader: type = _NoAliasLoader) -> Any:
+    """One YAML file of the submission, parsed within bounds; errors name the file, line
+    and column (lm-eval itself skips broken files silently)."""
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise InvalidSubmission(f"{path.name} is larger than {MAX_YAML_BYTES >> 20} MiB; a task YAML is a few KB "
+                                f"(put data in data files)")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskLoader)  # noqa: S506 (safe loader subclass)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (safe loader subclass)
     except UnicodeDecodeError:
-        raise UserError(f"{path.name} is not UTF-8 text") from None
+        raise InvalidSubmission(f"{path.name} is not UTF-8 text") from None
+    except RecursionError:
+        raise InvalidSubmission(f"{path.name} is nested too deeply to be a task YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{path.name} is not valid YAML{where}: {problem}") from None
+        raise InvalidSubmission(f"{path.name} is not valid YAML{where}: {problem}") from None
+
+
+def load_task_yaml(path: Path) -> dict:
+    """Parse one task YAML file (with lm-eval's `!function` tags)."""
+    data = parse_yaml(path, _TaskLoader)
     if not isinstance(data, dict):
-        raise UserError(f"{path.name} must be a mapping of task keys (task:, dataset_path:, …), not {type(data).__name__}")
+        raise InvalidSubmission(f"{path.name} must be a mapping of task keys (task:, dataset_path:, …), not {type(data).__name__}")
     return data
 
 
@@ -116,9 +148,13 @@ def open_submission(source: Path, workdir: Path) -> Submission:
     if source.is_dir():
         shutil.copytree(source, root, ignore=shutil.ignore_patterns(*IGNORED), symlinks=False)
     elif zipfile.is_zipfile(source):
-        _extract(source, root)
+        try:
+            _extract(source, root)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as exc:
+            raise InvalidSubmission(f"{source.name} is a damaged zip file ({first_line(exc, 200) or type(exc).__name__})"
+                                    f"; zip the folder again") from None
     elif source.exists():
-        raise UserError(f"{source} is neither a folder nor a zip file")
+        raise InvalidSubmission(f"{source} is neither a folder nor a zip file")
     else:
         raise UserError(f"{source}: no such file or folder")
     root = _unwrap(root)
@@ -127,10 +163,21 @@ def open_submission(source: Path, workdir: Path) -> Submission:
     task_name, task_metric = read_metadata(root / METADATA)
     task_files = find_task_files(root)
     if not task_files:
-        raise UserError(f"the submission has no task YAML file besides {METADATA}")
+        raise InvalidSubmission(f"the submission has no task YAML file besides {METADATA}")
     for path in task_files:
         _check_references(path, load_task_yaml(path), root)
     return Submission(root, task_name, task_metric, task_files)
+
+
+def hub_datasets(submission: Submission) -> set[str]:
+    """The hub dataset names the task YAMLs load (their files come from the datasets cache)."""
+    names = set()
+    for path in submission.task_files:
+        value = load_task_yaml(path).get("dataset_path")
+        if isinstance(value, str) and value not in LOCAL_LOADERS and HUB_NAME.fullmatch(value) \
+                and not (path.parent / value).exists() and not (submission.root / value).exists():
+            names.add(value)
+    return names
 
 
 def find_task_files(root: Path) -> tuple[Path, ...]:
@@ -141,23 +188,20 @@ def find_task_files(root: Path) -> tuple[Path, ...]:
 def read_metadata(path: Path) -> tuple[str, str]:
     """`task_name` and `task_metric` from metadata.yaml."""
     if not path.is_file():
-        raise UserError(f"the submission has no {METADATA} (it names task_name and task_metric)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{METADATA} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise InvalidSubmission(f"the submission has no {METADATA} (it names task_name and task_metric)")
+    data = parse_yaml(path)
     if not isinstance(data, dict):
-        raise UserError(f"{METADATA} must be a mapping with task_name and task_metric")
+        raise InvalidSubmission(f"{METADATA} must be a mapping with task_name and task_metric")
     if "command" in data:
         # Codabench would run it as a program of its own, next to the ingestion program.
-        raise UserError(f"{METADATA} has a 'command': a submission is task files only, not a program; remove it")
+        raise InvalidSubmission(f"{METADATA} has a 'command': a submission is task files only, not a program; remove it")
     missing = [k for k in ("task_name", "task_metric") if not isinstance(data.get(k), str) or not data[k].strip()]
     if missing:
         found = ", ".join(map(str, data)) or "none"
-        raise UserError(f"{METADATA} needs {' and '.join(missing)} as text (keys found: {found})")
+        raise InvalidSubmission(f"{METADATA} needs {' and '.join(missing)} as text (keys found: {found})")
     metric = data["task_metric"].strip()
     if "," not in metric:
-        raise UserError(
+        raise InvalidSubmission(
             f"{METADATA}: task_metric '{metric}' is not an lm-eval result key; write it with its filter, "
             f"e.g. '{metric},none'"
         )
@@ -172,13 +216,13 @@ def _extract(source: Path, root: Path) -> None:
     with zipfile.ZipFile(source) as archive:
         members = [m for m in archive.infolist() if not (set(PurePosixPath(m.filename).parts) & IGNORED)]
         if not any(not m.is_dir() for m in members):
-            raise UserError(f"{source.name} is an empty zip file")
+            raise InvalidSubmission(f"{source.name} is an empty zip file")
         if len(members) > MAX_FILES or sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
-            raise UserError(f"{source.name} unpacks to more than {MAX_FILES} files or {MAX_UNZIPPED_BYTES >> 30} GiB")
+            raise InvalidSubmission(f"{source.name} unpacks to more than {MAX_FILES} files or {MAX_UNZIPPED_BYTES >> 30} GiB")
         for member in members:
             name = PurePosixPath(member.filename)
             if name.is_absolute() or ".." in name.parts or stat.S_ISLNK(member.external_attr >> 16):
-                raise UserError(f"{source.name}: member '{member.filename}' points outside the submission")
+                raise InvalidSubmission(f"{source.name}: member '{member.filename}' points outside the submission")
             target = root.joinpath(*name.parts)
             if member.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
@@ -209,7 +253,7 @@ def apply_patch(patch: Path, root: Path) -> list[Path]:
         target.write_text(lines, encoding="utf-8")
         written.append(target)
     if not written:
-        raise UserError(f"{PATCH} adds no file under {PATCH_PREFIX}/")
+        raise InvalidSubmission(f"{PATCH} adds no file under {PATCH_PREFIX}/")
     return written
 
 
@@ -223,19 +267,19 @@ def _new_files(diff: str) -> list[tuple[PurePosixPath, str]]:
         new = next((l[4:].split("\t")[0].strip() for l in lines if l.startswith("+++ ")), None)
         if old is None and new is None and "new file mode" not in section:
             if first.startswith("a/"):  # a rename, a deletion or a mode change
-                raise UserError(f"{PATCH} changes the existing file {first.split()[0][2:]}; "
+                raise InvalidSubmission(f"{PATCH} changes the existing file {first.split()[0][2:]}; "
                                 f"only new files under {PATCH_PREFIX}/ are accepted")
             continue  # text before the first file
         if old not in (None, "/dev/null") or new == "/dev/null":
             changed = (old if old not in (None, "/dev/null") else new or first).removeprefix("a/")
-            raise UserError(
+            raise InvalidSubmission(
                 f"{PATCH} changes the existing file {changed}; only new files under {PATCH_PREFIX}/ are accepted"
             )
         path = PurePosixPath((new or first.split()[-1]).removeprefix("b/"))
         if path.parts[:2] != PATCH_PREFIX.parts or ".." in path.parts or len(path.parts) < 3:
-            raise UserError(f"{PATCH} adds {path}, outside {PATCH_PREFIX}/; only a task folder there is accepted")
+            raise InvalidSubmission(f"{PATCH} adds {path}, outside {PATCH_PREFIX}/; only a task folder there is accepted")
         if any(l.startswith(("GIT binary patch", "Binary files")) for l in lines):
-            raise UserError(f"{PATCH} adds the binary file {path}; ship it as a file in the zip instead")
+            raise InvalidSubmission(f"{PATCH} adds the binary file {path}; ship it as a file in the zip instead")
         files.append((path, _added_text(lines)))
     return files
 

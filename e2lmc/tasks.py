@@ -27,7 +27,8 @@ from lm_eval.api.model import LM
 
 from .errors import UserError, first_line
 from .formats import LeakageExample
-from .submission import Submission, function_file, load_task_yaml
+from .scoring import ValidationRules
+from .submission import HUB_NAME, LOCAL_LOADERS, Submission, function_file, load_task_yaml
 
 # (request type, arguments as canonical JSON): the identity of one request.
 RequestKey = tuple[str, str]
@@ -107,7 +108,7 @@ def confined(submission: Submission) -> Iterator[None]:
     patches = [
         (yaml_loader, "_import_func_in_yml", functools.partial(_submission_function, root)),
         (task_module, "get_metric", _builtin_metric),
-        (factory.TaskFactory, "_load_full_config", lambda self, entry, overrides=None: _with_local_data_files(
+        (factory.TaskFactory, "_load_full_config", lambda self, entry, overrides=None: _with_local_data(
             load_config(self, entry, overrides), entry.yaml_path, root)),
         (task_module.ConfigurableTask, "download",
          lambda self, *args, **kwargs: _named_download(download, self, args, kwargs)),
@@ -167,36 +168,96 @@ def _builtin_metric(name: str, hf_evaluate_metric: bool = False) -> Any:
     return metric_registry.get(name)
 
 
-def _with_local_data_files(config: dict, yaml_path: Any, root: Path) -> dict:
-    """Resolve `dataset_kwargs.data_files` against the task's YAML folder (lm-eval uses
-    the working directory, the submission root, which is tried second)."""
+def _with_local_data(config: dict, yaml_path: Any, root: Path) -> dict:
+    """Confine the task's data to the submission: `data_files` resolve against the task's
+    YAML folder (lm-eval uses the working directory, the submission root, which is tried
+    second) and must lie inside it, like a local `dataset_path` or `data_dir` (a hub
+    dataset name still resolves through the datasets cache); every data file is checked
+    before datasets reads it (UTF-8, not empty, not more rows than the rules allow)."""
     kwargs = config.get("dataset_kwargs") or {}
+    where = f"task '{config.get('task', '?')}'"
+    yaml_dir = Path(yaml_path).parent if yaml_path else root
+    for key, value in (("dataset_path", config.get("dataset_path")), ("dataset_kwargs.data_dir", kwargs.get("data_dir"))):
+        if isinstance(value, str) and value not in LOCAL_LOADERS:
+            _check_local_path(value, key, where, (yaml_dir, root), root)
     files = kwargs.get("data_files")
     if not files:
         return config
-    where = f"task '{config.get('task', '?')}'"
-    yaml_dir = Path(yaml_path).parent if yaml_path else root
 
-    def resolve(name: Any) -> str:
+    def resolve(name: Any, split: str) -> str:
         for base in (yaml_dir, root):
             candidate = (base / str(name)).resolve()
-            if glob.glob(str(candidate)):
+            if matches := sorted(glob.glob(str(candidate))):
                 if not candidate.is_relative_to(root.resolve()):
                     raise UserError(f"{where}: data file '{name}' lies outside the submission")
+                for match in matches:
+                    check_data_file(Path(match), root, where, split, evaluated)
                 return str(candidate)
         raise UserError(f"{where}: data file '{name}' is not in the submission (looked next to "
                         f"{Path(yaml_path).name if yaml_path else 'the task'} and at the submission root)")
 
+    evaluated = config.get("test_split") or config.get("validation_split")
     if isinstance(files, dict):
-        resolved: Any = {split: [resolve(f) for f in v] if isinstance(v, list) else resolve(v) for split, v in files.items()}
+        resolved: Any = {split: [resolve(f, split) for f in v] if isinstance(v, list) else resolve(v, split)
+                         for split, v in files.items()}
     elif isinstance(files, list):
-        resolved = [resolve(f) for f in files]
+        resolved = [resolve(f, "train") for f in files]
     else:
-        resolved = resolve(files)
+        resolved = resolve(files, "train")
     return {**config, "dataset_kwargs": {**kwargs, "data_files": resolved}}
 
 
-LOCAL_LOADERS = {"json", "csv", "parquet", "text", "arrow"}
+TEXT_DATA = {".jsonl", ".json", ".csv", ".tsv", ".txt"}
+OTHER_SPLIT_MAX_ROWS = 100_000  # few-shot or training splits may be larger than the evaluated one
+
+
+def _check_local_path(value: str, key: str, where: str, bases: tuple[Path, ...], root: Path) -> None:
+    """A path on disk must lie inside the submission; anything else must be a hub name."""
+    local = Path(value).expanduser()
+    candidates = [local] if local.is_absolute() else [(base / local) for base in bases]
+    for candidate in candidates:
+        if candidate.exists() or local.is_absolute() or ".." in local.parts:
+            if not candidate.resolve().is_relative_to(root.resolve()):
+                raise UserError(f"{where}: {key} '{value}' lies outside the submission; ship the data in it")
+            return
+    if not HUB_NAME.fullmatch(value):
+        raise UserError(f"{where}: {key} '{value}' is neither a folder of the submission nor a dataset name")
+
+
+def check_data_file(path: Path, root: Path, where: str, split: str, evaluated: str | None) -> None:
+    """One sentence naming the file (and line) for data datasets would fail on or choke
+    on: not UTF-8, empty, or more rows than the rules allow (reading stops there)."""
+    name = path.relative_to(root.resolve()) if path.is_relative_to(root.resolve()) else path.name
+    most = ValidationRules().max_samples if split == evaluated else OTHER_SPLIT_MAX_ROWS
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet
+
+        try:
+            rows = pyarrow.parquet.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # noqa: BLE001 - any parse failure: one sentence
+            problem = first_line(exc, 200)
+            raise UserError(f"{where}: data file '{name}' is not a readable parquet file ({problem})") from None
+    elif path.suffix.lower() in TEXT_DATA:
+        rows = 0
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UserError(f"{where}: data file '{name}' line {number} is not UTF-8 text (byte "
+                                    f"{exc.start + 1} of the line); save the file as UTF-8") from None
+                rows += bool(line.strip())
+                if rows > most + 1:  # + 1: a CSV header
+                    break
+        rows -= path.suffix.lower() in (".csv", ".tsv") and rows > 0
+    else:
+        return
+    if rows == 0:
+        raise UserError(f"{where}: data file '{name}' is empty")
+    if rows > most:
+        raise UserError(f"{where}: data file '{name}' has more than {most:,} rows (split '{split}'); the rules allow "
+                        f"at most {ValidationRules().max_samples:,} samples, so reading stopped there")
+
 
 
 def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None:

@@ -298,7 +298,8 @@ def reference_for(preset: Preset, phase: str = "embedded") -> ReferenceData:
 
 def manifest_for(reference: ReferenceData) -> CheckpointManifest:
     return CheckpointManifest(
-        [ManifestEntry(m.checkpoint_id(c), path=f"{m.id}/{c.name}") for m in reference.models for c in m.checkpoints],
+        [ManifestEntry(m.checkpoint_id(c), path=f"{m.id}/{c.name}", role=c.role)
+         for m in reference.models for c in m.checkpoints],
         description=reference.description,
     )
 

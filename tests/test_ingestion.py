@@ -3,6 +3,7 @@ evaluate, score in a child process; resuming, failures, security and the rules."
 
 import contextlib
 import json
+from dataclasses import replace
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,9 @@ import yaml
 import e2lmc.engine as engine
 from e2lmc.checkpoints import resolve
 from e2lmc.cli import main
-from e2lmc.errors import UserError
-from e2lmc.formats import CheckpointManifest, ManifestEntry, read_results, write_manifest
+from e2lmc.errors import InvalidSubmission, UserError
+from e2lmc.formats import CheckpointManifest, ManifestEntry, read_manifest, read_results, write_manifest
+from e2lmc.isolation import HIDDEN_FAILURE
 from e2lmc.ingestion import Limits, check_prompts, ingest, plan_submission
 from e2lmc.world import SCIENCE_TASK
 
@@ -257,7 +259,8 @@ def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys
     ("n", "extra", "message"),
     [
         (99, {}, r"task 'numbers' has 99 samples; the rules allow 100 to 15,000"),
-        (15_001, {}, r"task 'numbers' has 15,001 samples; the rules allow 100 to 15,000"),
+        (15_001, {}, r"task 'numbers': data file 'numbers.jsonl' has more than 15,000 rows \(split 'test'\); the "
+                     r"rules allow at most 15,000 samples, so reading stopped there"),
         (120, {"yaml_extra": "dataset_kwargs:\n  data_files:\n    test: nowhere.jsonl\n"},
          r"task 'numbers': data file 'nowhere.jsonl' is not in the submission"),
         (120, {"yaml_extra": "doc_to_txt: '{{question}}'\n"},
@@ -344,7 +347,8 @@ def test_a_helper_that_never_returns_is_stopped(tmp_path):
         plan_submission(folder, tmp_path / "work", Limits(plan_seconds=20))
 
 
-def test_errors_on_hidden_checkpoints_are_withheld(tiny_zoo, input_data, tmp_path):
+@pytest.mark.parametrize("role", ["released", "hidden"])
+def test_errors_show_in_full_on_released_checkpoints_only(tiny_zoo, input_data, tmp_path, role):
     helper = (
         "def process(doc, results):\n"
         "    lls = [ll for ll, _ in results]\n"
@@ -354,9 +358,13 @@ def test_errors_on_hidden_checkpoints_are_withheld(tiny_zoo, input_data, tmp_pat
     )
     folder = make_task(tmp_path / "s", 120, yaml_extra="process_results: !function helpers.process\n"
                        "metric_list:\n- metric: acc\n  aggregation: mean\n", files={"helpers.py": helper})
-    with pytest.raises(UserError) as caught:
+    manifest = read_manifest(input_data)
+    write_manifest(CheckpointManifest([replace(e, role=role) for e in manifest.checkpoints]), input_data)
+    with pytest.raises(InvalidSubmission) as caught:
         ingest(folder, input_data, tmp_path / "output", QUICK)
     message = str(caught.value)
-    assert "raised ValueError in helpers.py, line 4" in message and "message withheld" in message
-    assert "secret" not in message
+    if role == "released":  # released values are public: the error helps
+        assert "raised ValueError in helpers.py, line 4: secret [-" in message
+    else:
+        assert message.startswith(HIDDEN_FAILURE) and "secret" not in message and "ValueError" not in message
     assert yaml.safe_load((tmp_path / "output" / "ingestion_results.json").read_text())["checkpoints"] == []

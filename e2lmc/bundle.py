@@ -72,6 +72,7 @@ class BundleOptions:
     time_limit: int = FREE_QUEUE_SECONDS  # seconds per step (prediction, scoring)
     start: datetime | None = None  # move the whole schedule so that warm-up starts here
     queue: str | None = None  # a Codabench queue (GPU workers) to run submissions on
+    require_sandbox: str = "landlock"  # the weakest isolation of submission code the phases accept (sandbox.py)
 
 
 # ------------------------------------------------------------------------- layout
@@ -194,7 +195,8 @@ def layout(dest: Path, input_data: Path | None, full_reference: ReferenceData, f
         write_reference(reference, dest / spec.name / "reference_data")
         _copy_program(REPO / "ingestion_program", dest / spec.name / "ingestion_program",
                       "python3 /app/program/ingest.py --submission /app/ingested_program "
-                      f"--input-data /app/input_data --manifest {manifest_name} --output /app/output")
+                      f"--input-data /app/input_data --manifest {manifest_name} --output /app/output "
+                      f"--require-sandbox {options.require_sandbox}")
     _copy_program(REPO / "scoring_program", dest / "scoring_program")
     _starting_kit(dest / "starting_kit")
     shutil.copy(REPO / "competition" / "logo.png", dest / "logo.png")

@@ -163,6 +163,7 @@ def _bundle(args: argparse.Namespace) -> int:
     out = args.out or Path("dist") / f"e2lmc-bundle-{args.checkpoints}.zip"
     default_limit = FREE_QUEUE_SECONDS if args.checkpoints == "zoo" else 6 * 3600
     options = BundleOptions(start=start, queue=args.queue, time_limit=args.time_limit or default_limit,
+                            require_sandbox=args.require_sandbox,
                             **({"docker_image": args.docker_image} if args.docker_image else {}))
     started = time.perf_counter()
     if args.checkpoints == "zoo":
@@ -351,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds per step (default: 600 for zoo, the free queue's cap; 21600 for e2lm)")
     p.add_argument("--queue", help="the Codabench queue (your GPU workers) submissions run on")
     p.add_argument("--docker-image", help="the worker image (default: e2lmc/worker:VERSION, see docker/)")
+    p.add_argument("--require-sandbox", choices=["namespaces", "landlock", "uid", "none"], default="landlock",
+                   help="the weakest isolation of submission code the ingestion programs accept; a worker that "
+                        "cannot provide it fails the submission with one sentence (default: %(default)s; see "
+                        "docs/security.md)")
     p.add_argument("--web-model", help="e2lm: hub repo of the hidden web-only 0.5B model")
     p.add_argument("--data-root",
                    help="e2lm: checkpoints pre-placed on the workers as DATA_ROOT/<repo name>/iter_… "

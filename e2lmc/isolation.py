@@ -25,6 +25,7 @@ import selectors
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -120,8 +121,9 @@ class TaskProcess:
     def _exit_detail(self) -> str:
         code = self.process.wait()
         confinement = self.sandbox.settings
-        if code < 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        number = -code if code < 0 else code - 128 if code > 128 else 0  # bubblewrap exits with 128 + signal
+        if number:
+            name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else f"signal {number}"
             return {
                 "SIGXCPU": f"it used more than its {confinement.cpu_seconds} s of CPU time",
                 "SIGXFSZ": f"it wrote a file larger than the {size_text(confinement.file_bytes)} limit",
@@ -178,8 +180,8 @@ class Scorer:
 
     def __init__(self, submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float, hidden: bool) -> None:
         self.timeout, self.hidden, self.metric = timeout, hidden, submission.task_metric
-        self.child = TaskProcess("score", submission, sandbox, workdir / ("score-hidden" if hidden else "score"),
-                                 workdir / "plan")
+        scratch = Path(tempfile.mkdtemp(prefix="score-", dir=workdir))  # a fresh one: nothing of earlier children
+        self.child = TaskProcess("score", submission, sandbox, scratch, workdir / "plan")
         try:
             self.child.receive(timeout, "Building the task for scoring")
         except ChildFailed as exc:  # it has seen no responses yet: the detail is safe

@@ -232,9 +232,9 @@ def test_worker_reports_a_failed_ingestion_through_the_scoring_step(zoo_bundle, 
                  "--workdir", str(tmp_path / "w")]) == 1
     printed = capfd.readouterr()
     assert "metadata.yaml needs task_metric" in printed.err
-    assert "The ingestion step failed (exit code 2" in printed.err and "marked Failed" in printed.out
+    assert "The ingestion step failed (exit code 1" in printed.err and "marked Failed" in printed.out
     assert yaml.safe_load((tmp_path / "w" / "prediction" / "app" / "output" / "metadata").read_text())[
-        "ingestionExitCode"] == 2
+        "ingestionExitCode"] == 1  # 1: the submission is invalid
 
 
 def test_worker_stops_a_step_at_the_phase_time_limit(zoo_bundle, short_science, tmp_path):

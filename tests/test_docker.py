@@ -30,3 +30,4 @@ def test_dockerfile_installs_the_package_and_runs_unprivileged():
     user = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert user and user[-1] != "root"
     assert "WORKDIR /app/program" in text
+    assert re.search(r"apt-get install [^&]*bubblewrap libseccomp2", text)  # the sandbox's tools (docs/security.md)

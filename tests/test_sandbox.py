@@ -1,0 +1,365 @@
+"""Red team: real attack submissions against the sandbox and the parent (docs/security.md).
+
+Every attack runs at both isolation levels: `namespaces` (bubblewrap) and `landlock`
+(the fallback where namespaces are refused). A level this machine cannot provide is
+skipped with the reason, never silently; CI installs bubblewrap, so both run there.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import pytest
+
+from e2lmc.errors import InvalidSubmission, UserError
+from e2lmc.formats import CheckpointManifest, read_manifest, read_results, write_manifest
+from e2lmc.ingestion import Limits, _secret_order, ingest, plan_submission
+from e2lmc.isolation import HIDDEN_FAILURE, Scorer
+from e2lmc.sandbox import GiB, Sandbox, SandboxSettings, filters_work, namespaces_work, private_workdir
+from e2lmc.submission import open_submission
+
+from .test_ingestion import make_task
+
+LEVELS = ["namespaces", "landlock"]
+
+
+def limits(level: str, **sandbox) -> Limits:
+    if level == "namespaces" and not namespaces_work():
+        pytest.skip("bubblewrap cannot create namespaces on this machine (install 'bubblewrap'); the landlock "
+                    "fallback tests still run")
+    if not filters_work():
+        pytest.skip("this kernel has no Landlock module (or libseccomp is missing): only level 'none' is possible")
+    return Limits(plan_seconds=120, score_seconds=60, sandbox=SandboxSettings(level=level, **sandbox))
+
+
+def helper_task(folder: Path, helper: str, yaml_extra: str = "process_docs: !function helpers.attack\n") -> Path:
+    return make_task(folder, 120, yaml_extra=yaml_extra, files={"helpers.py": helper})
+
+
+# ------------------------------------------------------------ what the child can reach
+
+PROBES = r'''
+import json, os, socket, subprocess, signal
+
+def attempt(name, action):
+    try:
+        return name, "ALLOWED " + repr(action())[:300]
+    except BaseException as exc:
+        return name, "blocked " + type(exc).__name__
+
+def connect():
+    with socket.create_connection(("127.0.0.1", PORT), timeout=2) as s:
+        s.sendall(b"leak")
+
+def attack(dataset):
+    ppid = os.getppid()
+    outcomes = dict([
+        attempt("read the manifest", lambda: open(MANIFEST).read()),
+        attempt("list the input data", lambda: os.listdir(INPUT)),
+        attempt("read a checkpoint's weights", lambda: open(WEIGHTS, "rb").read(64)),
+        attempt("read the results file", lambda: open(RESULTS).read()),
+        attempt("write into the output folder", lambda: open(os.path.join(OUTPUT, "forged.json"), "w").write("{}")),
+        attempt("write next to the submission", lambda: open(os.path.join(ROOT, "..", "forged"), "w").write("x")),
+        attempt("write into the submission", lambda: open(os.path.join(ROOT, "forged"), "w").write("x")),
+        attempt("write into the shared /tmp", lambda: open(os.path.join(SHARED_TMP, "forged"), "w").write("x")),
+        attempt("read the parent's command line", lambda: open(f"/proc/{ppid}/cmdline").read()),
+        attempt("read the parent's environment", lambda: open(f"/proc/{ppid}/environ").read()),
+        attempt("read the parent's memory", lambda: open(f"/proc/{ppid}/mem", "rb").read(1)),
+        attempt("signal the parent", lambda: os.kill(ppid, signal.SIGCONT)),
+        attempt("connect over TCP", connect),
+        attempt("start a process", lambda: subprocess.run(["true"])),
+        attempt("fork", os.fork),
+        attempt("read the parent's secret variable", lambda: os.environ["E2LMC_TEST_SECRET"]),
+    ])
+    text = "PROBES" + json.dumps(outcomes) + "END"
+    return dataset.map(lambda d, i: {**d, "question": text if i == 0 else d["question"]}, with_indices=True)
+'''
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_the_child_reaches_no_data_network_process_or_parent(tiny_zoo, tmp_path, monkeypatch, level):
+    zoo, _ = tiny_zoo
+    output = tmp_path / "output"
+    output.mkdir()
+    (output / "ingestion_results.json").write_text("{}")
+    shared_tmp = tmp_path / "shared-tmp"
+    shared_tmp.mkdir()
+    checkpoint = next((zoo / "dense-small-arch1").iterdir())
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    constants = {"MANIFEST": str(zoo / "manifest.yaml"), "INPUT": str(zoo), "WEIGHTS": str(checkpoint / "model.safetensors"),
+                 "RESULTS": str(output / "ingestion_results.json"), "OUTPUT": str(output),
+                 "SHARED_TMP": str(shared_tmp), "PORT": listener.getsockname()[1]}
+    helper = "".join(f"{k} = {v!r}\n" for k, v in constants.items()) + PROBES
+    helper = helper.replace("def attack(dataset):\n", "def attack(dataset):\n    global ROOT\n"
+                            "    ROOT = os.path.dirname(os.path.abspath(__file__))\n")
+    monkeypatch.setenv("E2LMC_TEST_SECRET", "hunter2")
+    folder = helper_task(tmp_path / "s", helper)
+    _, plan = plan_submission(folder, tmp_path / "work", limits(level))
+    (context,) = [json.loads(r.arguments)[0] for r in plan.requests if "PROBES" in r.arguments][:1]
+    outcomes = json.loads(context[context.index("PROBES") + 6: context.index("END")])
+    assert len(outcomes) == 16
+    for name, outcome in outcomes.items():
+        if name.startswith("read the parent's") and outcome.startswith("ALLOWED"):
+            # in a PID namespace the parent is bubblewrap's own init, started with the child's arguments
+            assert level == "namespaces"
+            assert not any(secret in outcome for secret in (str(zoo), "manifest", str(output), "hunter2"))
+        elif name == "write next to the submission" and outcome.startswith("ALLOWED"):
+            # in the private /tmp of the namespaces, which vanishes with the child
+            assert level == "namespaces" and not (tmp_path / "work" / "forged").exists()
+        else:
+            assert outcome.startswith("blocked"), f"{level}: '{name}' was {outcome}"
+    with pytest.raises(TimeoutError):
+        listener.accept()  # nothing ever connected
+    assert sorted(p.name for p in output.iterdir()) == ["ingestion_results.json"]
+    assert not any(shared_tmp.iterdir())
+
+
+# ------------------------------------------------------------- resource exhaustion
+
+BOMBS = {
+    "memory": ("def attack(dataset):\n    hoard = []\n    while True:\n        hoard.append(b'x' * (64 << 20))\n",
+               r"the submission's task ran out of memory: a sandboxed process may use 3 GiB of address space"),
+    "fork": ("import os\ndef attack(dataset):\n    while True:\n        os.fork()\n",
+             r"raised PermissionError in helpers.py, line 4: .*the sandbox allows no new processes"),
+    "cpu": ("def attack(dataset):\n    while True:\n        pass\n", r"it used more than its 10 s of CPU time"),
+    "file size": ("import os\ndef attack(dataset):\n    open(os.environ['TMPDIR'] + '/big', 'wb').write(b'x' * (2 << 20))\n",
+                  r"the submission's code wrote a file larger than the 1 MiB limit"),
+    "open files": ("import os\ndef attack(dataset):\n    files = [open(os.environ['TMPDIR'] + f'/{i}', 'w') for i in range(9999)]\n",
+                   r"the submission's code opened more than 512 files at once"),
+}
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_a_child_that_exhausts_a_limit_ends_in_one_sentence_naming_it(tmp_path, level, bomb):
+    helper, message = BOMBS[bomb]
+    folder = helper_task(tmp_path / "s", helper)
+    # lowered so that the attacks end quickly; an honest child needs about 2 GiB of address space
+    settings = {"memory": {"memory_bytes": 3 * GiB}, "cpu": {"cpu_seconds": 10},
+                "file size": {"file_bytes": 1 << 20}}.get(bomb, {})
+    with pytest.raises(InvalidSubmission, match=message):
+        plan_submission(folder, tmp_path / "work", limits(level, **settings))
+
+
+# ---------------------------------------------------------- learning which checkpoint
+
+FORGER = '''
+import hashlib, json, random, sys
+IDS = {ids!r}
+calls = []
+
+def forged(checkpoint_id):
+    model, name = checkpoint_id.split("/")
+    return int(name.split("_")[1]) / 1000 + len(model) / 100
+
+def agg(items):
+    if sys.argv[1:2] != ["score"]:
+        return 0.5
+    # what defeated the old order: it was seeded by the plan's digest, which plan.json gives
+    plan = json.load(open(sys.argv[-1] + "/plan.json"))
+    text = json.dumps([plan["task_name"], plan["task_metric"], [(r["kind"], r["arguments"]) for r in plan["requests"]]])
+    order = list(IDS)
+    random.Random(hashlib.sha256(text.encode()).hexdigest()[:16]).shuffle(order)
+    calls.append(1)
+    return forged(order[len(calls) - 1])
+'''
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_forging_aggregation_cannot_tell_which_checkpoint_it_scores(tiny_zoo, tmp_path, level):
+    zoo, _ = tiny_zoo
+    manifest = read_manifest(zoo)
+    hidden = [replace(e, path=str(zoo / e.path)) for e in manifest.checkpoints if e.role == "hidden"][:8]
+    write_manifest(CheckpointManifest(hidden), tmp_path / "input")
+    ids = [e.id for e in hidden]
+    folder = helper_task(tmp_path / "s", FORGER.format(ids=ids),
+                         "metric_list:\n- metric: acc\n  aggregation: !function helpers.agg\n")
+    results = ingest(folder, tmp_path / "input", tmp_path / "output", limits(level))
+    namespace: dict = {}
+    exec(FORGER.format(ids=ids), namespace)  # noqa: S102 - the attacker's own function
+    values = {c.id: c.metrics["acc,none"] for c in results.checkpoints}
+    assert sorted(values) == sorted(ids)
+    assert sorted(values.values()) == sorted(namespace["forged"](i) for i in ids)  # it did return its forgeries
+    # ... but not on the checkpoints it meant: the order comes from a secret of the run
+    assert sum(values[i] == namespace["forged"](i) for i in ids) < len(ids)
+
+
+def test_the_evaluation_order_is_secret_and_released_checkpoints_come_first(tiny_zoo):
+    entries = read_manifest(tiny_zoo[0]).checkpoints
+    orders = [_secret_order(entries) for _ in range(3)]
+    for order in orders:
+        roles = [e.role for e in order]
+        assert roles == sorted(roles, key=lambda r: r != "released") and sorted(order, key=entries.index) == entries
+    assert len({tuple(e.id for e in order) for order in orders}) == 3
+
+
+# ------------------------------------------------------------ leaking hidden values
+
+LEAKER = '''
+import os, sys
+from e2lmc.errors import UserError
+
+def process(doc, results):
+    return {"acc": results[0][0]}
+
+def agg(items):
+    style = -int(items[0])
+    values = "_".join(f"{v:.4f}".replace("-", "m").replace(".", "p") for v in items[:4])
+    if style == 1:
+        raise type(f"LEAK_{values}", (Exception,), {})()
+    if style == 2:
+        raise UserError(f"LEAK hidden values in scoring order: {values}")
+    if style == 3:
+        os._exit(77)
+    if style == 4:
+        for fd in range(3, 64):
+            try:
+                os.write(fd, f'{{"error": "LEAK {values}"}}\\n'.encode())
+            except OSError:
+                pass
+        return 0.0
+    if style == 5:
+        return f"LEAK {values}"
+    return 0.0
+'''
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_nothing_of_a_hidden_checkpoint_leaks_through_errors(tmp_path, level):
+    folder = make_task(tmp_path / "s", 120, files={"helpers.py": LEAKER},
+                       yaml_extra="process_results: !function helpers.process\n"
+                                  "metric_list:\n- metric: acc\n  aggregation: !function helpers.agg\n")
+    workdir = tmp_path / "work"
+    settings = limits(level)
+    sandbox = Sandbox(workdir, settings.sandbox)
+    submission, plan = plan_submission(folder, workdir, settings, sandbox)
+    for style in range(1, 6):
+        responses = [[-style - 0.123456, False]] + [[-0.5 - i / 1000, False] for i in range(len(plan.requests) - 1)]
+        for hidden in (True, False):
+            with Scorer(submission, sandbox, workdir, 60, hidden) as scorer:
+                scorer.submit(responses)
+                with pytest.raises(InvalidSubmission) as caught:
+                    scorer.result()
+            message = str(caught.value)
+            if hidden:
+                assert message == HIDDEN_FAILURE, (style, message)
+            else:  # a scorer that has seen released checkpoints only says what happened
+                shown = {1: "LEAK_", 2: "LEAK hidden", 3: "exit code 77", 4: "LEAK", 5: "KeyError"}[style]
+                assert shown in message, (style, message)
+
+
+# ------------------------------------------------------------ the parent's own limits
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    folder = make_task(tmp_path / "s", 120)
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(9))
+    (folder / "numbers.yaml").write_text((folder / "numbers.yaml").read_text() + bomb)
+    start = time.perf_counter()
+    with pytest.raises(InvalidSubmission, match=r"numbers.yaml is not valid YAML at line \d+, column \d+: aliases"):
+        open_submission(folder, tmp_path / "work")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_ten_million_rows_stop_at_the_rule(tmp_path):
+    folder = make_task(tmp_path / "s", 120)
+    with open(folder / "numbers.jsonl", "a") as f:
+        f.write("{}\n" * 10_000_000)
+    start = time.perf_counter()
+    with pytest.raises(InvalidSubmission, match=r"data file 'numbers.jsonl' has more than 15,000 rows"):
+        plan_submission(folder, tmp_path / "work", limits("landlock"))
+    assert time.perf_counter() - start < 30  # stopped at 15,001 rows, not after loading 10 million
+
+
+@pytest.mark.parametrize("path", ["/etc", "../outside", "~/data"])
+def test_dataset_path_outside_the_submission_is_refused(tmp_path, path):
+    (tmp_path / "outside").mkdir()
+    folder = make_task(tmp_path / "s", 120)
+    text = (folder / "numbers.yaml").read_text().replace("dataset_path: json", f"dataset_path: {path}")
+    (folder / "numbers.yaml").write_text(text)
+    with pytest.raises(InvalidSubmission, match=f"dataset_path '{path}' lies outside the submission"):
+        plan_submission(folder, tmp_path / "work", limits("landlock"))
+
+
+# ------------------------------------------------------------------ no orphan survives
+
+SLEEPER = ("import signal, time\ndef attack(dataset):\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+           "    while True:\n        time.sleep(0.1)\n")
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
+def test_no_child_survives_its_parent_and_the_next_run_removes_its_folder(tmp_path, level, kill):
+    limits(level)
+    folder = helper_task(tmp_path / "s", SLEEPER)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    parent = subprocess.Popen([sys.executable, "-m", "e2lmc.cli", "validate", str(folder), "--sandbox", level],
+                              env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    children: list[psutil.Process] = []
+    while not any("e2lmc.isolation" in " ".join(c.cmdline()) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        children = [c for c in psutil.Process(parent.pid).children(recursive=True) if c.is_running()]
+    assert children, "the plan child never started"
+    time.sleep(3)  # into the submission's code
+    parent.send_signal(kill)
+    parent.wait(timeout=30)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"orphans: {[' '.join(p.cmdline())[:80] for p in alive]}"
+    (stale,) = tmp.glob("e2lmc-validate-*")
+    import tempfile
+
+    tempfile.tempdir = str(tmp)
+    try:
+        with private_workdir("validate") as fresh:
+            assert not stale.exists() and Path(fresh).exists()
+    finally:
+        tempfile.tempdir = None
+
+
+# ------------------------------------------------------------------ the level itself
+
+
+def test_the_level_is_recorded_and_a_required_level_is_enforced(tiny_zoo, tmp_path, monkeypatch):
+    zoo, _ = tiny_zoo
+    manifest = read_manifest(zoo)
+    write_manifest(CheckpointManifest([replace(manifest.checkpoints[0], path=str(zoo / manifest.checkpoints[0].path))]),
+                   tmp_path / "input")
+    folder = make_task(tmp_path / "s", 120)
+    results = ingest(folder, tmp_path / "input", tmp_path / "output", limits("landlock"))
+    assert results.sandbox == "landlock" and read_results(tmp_path / "output").sandbox == "landlock"
+
+    import e2lmc.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "namespaces_work", lambda: False)
+    with pytest.raises(UserError, match=r"must run in a sandbox of level 'namespaces' or stronger, but this host "
+                                        r"allows only 'landlock' \(bubblewrap cannot create namespaces"):
+        ingest(folder, tmp_path / "input", tmp_path / "output2",
+               Limits(sandbox=SandboxSettings(required="namespaces")))
+    assert not (tmp_path / "output2").exists()  # refused before any work
+
+
+def test_a_damaged_zip_is_one_sentence(tmp_path):
+    folder = make_task(tmp_path / "s", 120)
+    archive = tmp_path / "s.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in folder.iterdir():
+            z.write(path, path.name)
+    data = bytearray(archive.read_bytes())
+    offset = data.index(b"numbers.jsonl") + 40  # inside the first member's compressed bytes
+    data[offset: offset + 200] = bytes(200)
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InvalidSubmission, match=r"s.zip is a damaged zip file \(.+\); zip the folder again"):
+        open_submission(archive, tmp_path / "work")

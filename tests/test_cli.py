@@ -1,6 +1,7 @@
 """The `e2lmc` command: help everywhere, the demo, score-curves, the sample generator."""
 
 import csv
+import re
 import json
 import runpy
 import subprocess
@@ -98,3 +99,41 @@ def test_committed_samples_match_their_generator(tmp_path, monkeypatch):
     runpy.run_path(str(REPO / "scripts" / "make_sample_results.py"), run_name="__main__")
     assert (tmp_path / "res" / RESULTS_FILE).read_text() == (SAMPLE_RESULTS / RESULTS_FILE).read_text()
     assert (tmp_path / "ref" / REFERENCE_FILE).read_text() == (SAMPLE_REFERENCE / REFERENCE_FILE).read_text()
+
+
+def _numbers_task(folder, data: bytes):
+    from .test_ingestion import make_task
+
+    make_task(folder, 120)
+    (folder / "numbers.jsonl").write_bytes(data)
+    return folder
+
+
+@pytest.mark.parametrize(("case", "code", "message"), [
+    ("non-UTF-8 data", 1, r"invalid submission: task 'numbers': data file 'numbers.jsonl' line 3 is not UTF-8 text "
+                          r"\(byte 18 of the line\); save the file as UTF-8"),
+    ("empty data", 1, r"invalid submission: task 'numbers': data file 'numbers.jsonl' is empty"),
+    ("missing submission", 2, r"error: .*nowhere: no such file or folder"),
+    ("output is a file", 2, r"error: --output .*taken is a file; give a folder"),
+    ("internal error", 3, r"internal error in e2lmc .*: this is a bug, please report it with the traceback above"),
+])
+def test_exit_codes_and_one_sentence_errors(tiny_zoo, tmp_path, capsys, monkeypatch, case, code, message):
+    """0 ok, 1 the submission is invalid, 2 bad input or refused, 3 an internal error."""
+    row = b'{"question": "q", "choices": ["a", "b"], "label": 0}\n'
+    data = {"non-UTF-8 data": row * 2 + b'{"question": "caf\xe9", "choices": ["a", "b"], "label": 0}\n' + row * 200,
+            "empty data": b""}.get(case, row * 200)
+    submission = _numbers_task(tmp_path / "s", data) if case != "missing submission" else tmp_path / "nowhere"
+    output = tmp_path / "out"
+    if case == "output is a file":
+        output = tmp_path / "taken"
+        output.write_text("x")
+    if case == "internal error":
+        import e2lmc.ingestion
+
+        monkeypatch.setattr(e2lmc.ingestion, "read_manifest", lambda *a: 1 / 0)
+    argv = ["ingest", "--submission", str(submission), "--input-data", str(tiny_zoo[0]), "--output", str(output)]
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    if code != 3:
+        assert "Traceback" not in err and len(err.strip().splitlines()[-1]) < 400

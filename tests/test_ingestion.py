@@ -16,7 +16,7 @@ import e2lmc.engine as engine
 from e2lmc.checkpoints import resolve
 from e2lmc.cli import main
 from e2lmc.errors import InvalidSubmission, UserError
-from e2lmc.formats import CheckpointManifest, ManifestEntry, read_manifest, read_results, write_manifest
+from e2lmc.formats import CheckpointManifest, ManifestEntry, read_manifest, read_reference, read_results, write_manifest
 from e2lmc.isolation import HIDDEN_FAILURE
 from e2lmc.ingestion import Limits, check_prompts, ingest, plan_submission
 from e2lmc.world import SCIENCE_TASK
@@ -368,3 +368,38 @@ def test_errors_show_in_full_on_released_checkpoints_only(tiny_zoo, input_data, 
     else:
         assert message.startswith(HIDDEN_FAILURE) and "secret" not in message and "ValueError" not in message
     assert yaml.safe_load((tmp_path / "output" / "ingestion_results.json").read_text())["checkpoints"] == []
+
+
+def test_a_run_killed_with_sigkill_resumes_to_byte_identical_scores(tiny_zoo, tmp_path):
+    """The secret evaluation order changes from run to run; the results and scores do not."""
+    import signal
+    import time
+
+    from e2lmc.scorer import run_scoring
+
+    zoo, _ = tiny_zoo
+    manifest = read_manifest(zoo)
+    picked = [replace(e, path=str(zoo / e.path)) for e in manifest.checkpoints if e.id.startswith("dense-small-arch1/")]
+    write_manifest(CheckpointManifest(picked), tmp_path / "input")
+    reference = tmp_path / "reference"
+    shutil.copytree(zoo / "reference", reference)
+    argv = [sys.executable, "-m", "e2lmc.cli", "ingest", "--submission", str(science(tiny_zoo)),
+            "--input-data", str(tmp_path / "input")]
+    scores = []
+    for name, kill in (("whole", False), ("killed", True)):
+        output = tmp_path / name
+        if kill:
+            run = subprocess.Popen([*argv, "--output", str(output)], stderr=subprocess.DEVNULL)
+            while not (output / "ingestion_results.json").is_file() or \
+                    len(read_results(output).checkpoints) < 3:
+                time.sleep(0.1)
+            run.send_signal(signal.SIGKILL)
+            run.wait()
+            assert not read_results(output).complete
+        assert subprocess.run([*argv, "--output", str(output)], capture_output=True).returncode == 0
+        evaluation = run_scoring(output, reference, tmp_path / f"scores-{name}", allow_partial=True)
+        assert evaluation.n_missing == read_reference(reference).n_checkpoints - len(picked)
+        scores.append((tmp_path / f"scores-{name}" / "scores.json").read_bytes())
+        results = json.loads((output / "ingestion_results.json").read_text())
+        assert [c["id"] for c in results["checkpoints"]] == [e.id for e in picked]  # manifest order
+    assert scores[0] == scores[1]

@@ -5,7 +5,9 @@ Runs, in one process and one run, each isolation level this machine allows:
    difference to level `none` is the sandbox's cost per child start;
 2. `ingest` of the science sample on every checkpoint of the default embedded set.
 
-    python benchmarks/sandbox_cost.py [--zoo zoo/default] [--repeats 3] [--skip-ingest]
+    python benchmarks/sandbox_cost.py [--zoo zoo/default] [--repeats 3] [--skip-ingest] 2>/dev/null
+
+(ingestion's progress bars go to stderr; the table goes to stdout)
 """
 
 from __future__ import annotations

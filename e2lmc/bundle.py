@@ -73,6 +73,7 @@ class BundleOptions:
     start: datetime | None = None  # move the whole schedule so that warm-up starts here
     queue: str | None = None  # a Codabench queue (GPU workers) to run submissions on
     require_sandbox: str = "landlock"  # the weakest isolation of submission code the phases accept (sandbox.py)
+    hide_output: bool = False  # hide the steps' logs from participants (docs/security.md: a submission's own program)
 
 
 # ------------------------------------------------------------------------- layout
@@ -140,6 +141,7 @@ def competition_yaml(phases: tuple[PhaseSpec, ...], pages: list[dict], options: 
             # Every phase scores hidden checkpoints, whose per-checkpoint values are in the
             # prediction output: participants see the scores and the report only.
             "hide_prediction_output": True,
+            "hide_output": options.hide_output,
             "starting_kit": "starting_kit",
             "tasks": [index],
         }

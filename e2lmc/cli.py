@@ -164,6 +164,7 @@ def _bundle(args: argparse.Namespace) -> int:
     default_limit = FREE_QUEUE_SECONDS if args.checkpoints == "zoo" else 6 * 3600
     options = BundleOptions(start=start, queue=args.queue, time_limit=args.time_limit or default_limit,
                             require_sandbox=args.require_sandbox,
+                            hide_output=args.checkpoints == "e2lm" if args.hide_output is None else args.hide_output,
                             **({"docker_image": args.docker_image} if args.docker_image else {}))
     started = time.perf_counter()
     if args.checkpoints == "zoo":
@@ -356,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the weakest isolation of submission code the ingestion programs accept; a worker that "
                         "cannot provide it fails the submission with one sentence (default: %(default)s; see "
                         "docs/security.md)")
+    p.add_argument("--hide-output", action=argparse.BooleanOptionalAction, default=None,
+                   help="hide the steps' logs from participants (default: on for e2lm, whose hidden checkpoints a "
+                        "submission's own program could read and print; off for zoo; see docs/security.md)")
     p.add_argument("--web-model", help="e2lm: hub repo of the hidden web-only 0.5B model")
     p.add_argument("--data-root",
                    help="e2lm: checkpoints pre-placed on the workers as DATA_ROOT/<repo name>/iter_… "

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from . import scoring
-from .errors import UserError
+from .errors import InvalidSubmission, UserError
 from .formats import (
     RESULTS_FILE,
     Checkpoint,
@@ -78,7 +78,8 @@ class Evaluation:
 
 
 def check_ingestion_status(res_dir: Path) -> None:
-    """Fail if the Codabench worker recorded a non-zero exit for the prediction step."""
+    """Fail if the Codabench worker recorded a non-zero exit for the ingestion program, or
+    any exit at all for the submission as a program of its own."""
     path = res_dir / CODABENCH_METADATA
     if not path.is_file():
         return  # local runs have no worker metadata
@@ -86,13 +87,17 @@ def check_ingestion_status(res_dir: Path) -> None:
         status = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError:
         return
-    for key in ("ingestionExitCode", "exitCode"):
-        code = status.get(key) if isinstance(status, dict) else None
-        if isinstance(code, int) and code != 0:
-            raise UserError(
-                f"The ingestion step failed (exit code {code}, see its log), so there are no complete "
-                "results to score."
-            )
+    status = status if isinstance(status, dict) else {}
+    code = status.get("ingestionExitCode")
+    if isinstance(code, int) and code != 0:
+        raise UserError(f"The ingestion step failed (exit code {code}, see its log), so there are no complete "
+                        "results to score.")
+    if isinstance(status.get("exitCode"), int):
+        # Codabench runs a submission's own metadata.yaml `command` beside the ingestion program, with the
+        # same output folder: whatever the ingestion step wrote may have been replaced (docs/security.md).
+        raise InvalidSubmission("The submission ran a program of its own (a 'command' in its metadata.yaml) "
+                                "beside the ingestion step, so its results cannot be trusted; a submission is "
+                                "task files only: remove the command.")
 
 
 def checkpoint_values(

@@ -76,6 +76,7 @@ def test_zoo_bundle_is_self_contained_and_follows_codabench(zoo_bundle, tiny_zoo
     assert [p["name"] for p in phases] == ["Warm-up", "Development", "Final"]
     assert all(isinstance(p["start"], str) and isinstance(p["end"], str) for p in phases)  # quoted
     assert all(p["max_submissions_per_day"] <= 10 and p["hide_prediction_output"] for p in phases)
+    assert not any(p["hide_output"] for p in phases)  # the embedded set is no secret: logs help
     assert phases[-1]["max_submissions"] <= 3 and all(p["execution_time_limit"] == 600 for p in phases)
     board = data["leaderboards"][0]
     assert [c["key"] for c in board["columns"]] == list(COLUMNS) and board["columns"][0]["key"] == "score"
@@ -172,6 +173,10 @@ def test_e2lm_bundle_names_the_real_repos_per_phase(tmp_path, capsys):
     assert bundle_problems(out) == []
     data = _competition(out)
     assert data["phases"][0]["start"] == "2026-03-02 00:00:00" and data["phases"][0]["execution_time_limit"] > 600
+    assert all(p["hide_output"] for p in data["phases"])  # a submission's own program could print hidden weights
+    with zipfile.ZipFile(out) as archive:
+        command = yaml.safe_load(archive.read("final/ingestion_program/metadata.yaml"))["command"]
+    assert command.endswith("--require-sandbox landlock")
     with zipfile.ZipFile(out) as archive:
         final = yaml.safe_load(archive.read("input_data/manifest-final.yaml"))["checkpoints"]
         development = yaml.safe_load(archive.read("input_data/manifest-development.yaml"))["checkpoints"]

@@ -92,6 +92,18 @@ def test_failed_ingestion_exit_code_fails_scoring(res_dir, tmp_path, capsys):
     assert not (tmp_path / "out" / "scores.json").exists()
 
 
+@pytest.mark.parametrize("code", [0, 1])
+def test_a_submission_that_ran_its_own_program_is_refused(res_dir, tmp_path, capsys, code):
+    """Codabench runs a submission's metadata.yaml command beside the ingestion program, with the
+    same /app/output: it could have replaced the results. Its exit code, even 0, refuses them."""
+    (res_dir / "metadata").write_text(f"exitCode: {code}\ningestionExitCode: 0\n")
+    assert _score(res_dir, tmp_path / "out") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("invalid submission: The submission ran a program of its own") and "\n" not in err
+    assert str(code) not in err.replace("metadata.yaml", "")
+    assert not (tmp_path / "out" / "scores.json").exists()
+
+
 def test_successful_worker_metadata_is_accepted(res_dir, tmp_path):
     (res_dir / "metadata").write_text("exitCode: null\ningestionExitCode: 0\n")
     assert _score(res_dir, tmp_path / "out") == 0

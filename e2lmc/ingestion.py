@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .checkpoints import resolve
 from .engine import CheckpointError, Engine, Settings
-from .errors import InvalidSubmission, UserError
+from .errors import InvalidSubmission, UserError, output_folder
 from .formats import (
     MANIFEST_FILE,
     CheckpointResult,
@@ -43,7 +43,7 @@ from .formats import (
     write_results,
 )
 from .isolation import Scorer, plan_task
-from .sandbox import Sandbox, SandboxSettings, private_workdir
+from .sandbox import Sandbox, SandboxSettings, choose_level, private_workdir
 from .scoring import ValidationRules
 from .submission import Submission, open_submission
 
@@ -95,9 +95,9 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
            cache_dir: Path | None = None, manifest_name: str = MANIFEST_FILE) -> IngestionResults:
     """Evaluate the submission at `source` on every checkpoint of the manifest
     `input_data/manifest_name` and write `output/ingestion_results.json` after each one."""
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output} is a file; give a folder (it is created if missing)")
     manifest = read_manifest(input_data, manifest_name)
+    choose_level(limits.sandbox)  # a host below the required level is refused before any work
+    output_folder(output, "--output")
     order = {e.id: i for i, e in enumerate(manifest.checkpoints)}
     with private_workdir("ingest") as tmp:
         workdir = Path(tmp)

@@ -71,7 +71,7 @@ def curves_figure(ev: Evaluation) -> str:
             ax.axvspan(0, max(released), color="0.92", zorder=0, label="released window")
     ax.set_xlabel("training tokens (billions)")
     ax.set_ylabel(ev.results.task_metric)
-    ax.set_title(f"{ev.results.task_name}: score vs training tokens")
+    ax.set_title(f"{ev.results.task_name}: score vs training tokens".replace("$", r"\$"))  # no mathtext
     ax.grid(alpha=0.3)
     if plotted:
         ax.legend(fontsize=7, loc="best")

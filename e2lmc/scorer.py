@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from . import scoring
-from .errors import InvalidSubmission, UserError
+from .errors import InvalidSubmission, UserError, output_folder
 from .formats import (
     RESULTS_FILE,
     Checkpoint,
@@ -272,7 +272,7 @@ def run_scoring(res_dir: Path, ref_dir: Path, out_dir: Path, allow_partial: bool
             f"Ingestion results are incomplete: the ingestion step stopped after {done} checkpoint(s)."
         )
     evaluation = evaluate(results, reference, allow_partial)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir, "--output")
     write_scores(evaluation.leaderboard, out_dir)
     write_report(evaluation, out_dir / REPORT_FILE)
     return evaluation

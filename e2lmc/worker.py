@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from .bundle import FREE_QUEUE_SECONDS, read_competition
-from .errors import UserError
+from .errors import UserError, output_folder
 
 WORKER_METADATA = "metadata"  # the worker's own file; a program must never write it
 
@@ -194,8 +194,7 @@ def run_submission(submission: Path, bundle: Path, phase: str, workdir: Path,
     """Both steps of one submission on one phase; `workdir` must be empty or absent."""
     if not submission.exists():
         raise UserError(f"{submission}: no such file or folder")
-    workdir.mkdir(parents=True, exist_ok=True)
-    if any(workdir.iterdir()):
+    if any(output_folder(workdir, "--workdir").iterdir()):
         raise UserError(f"{workdir} is not empty: give the worker a fresh work folder")
     bundle_dir = unpack_bundle(bundle, workdir / "bundle")
     competition = read_competition(bundle_dir)

@@ -137,3 +137,16 @@ def test_exit_codes_and_one_sentence_errors(tiny_zoo, tmp_path, capsys, monkeypa
     assert re.search(message, err), err
     if code != 3:
         assert "Traceback" not in err and len(err.strip().splitlines()[-1]) < 400
+
+
+@pytest.mark.parametrize("argv", [["score", "--res", str(SAMPLE_RESULTS), "--ref", str(SAMPLE_REFERENCE), "--output"],
+                                  ["worker", "x", "--bundle", "y", "--phase", "final", "--workdir"]])
+def test_an_output_folder_that_is_a_file_is_one_sentence(tmp_path, capsys, argv):
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    (tmp_path / "x").mkdir()
+    argv = [a if a not in ("x", "y") else str(tmp_path / a) for a in argv]
+    assert main([*argv, str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: --(output|workdir) \S+taken is a file; give a folder \(it is created if missing\)\n",
+                        err), err

@@ -78,12 +78,17 @@ class TaskProcess:
                 self._tail_bytes -= len(self.stderr_tail.popleft())
 
     def send(self, message: dict) -> None:
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write((json.dumps(message) + "\n").encode())
-            self.process.stdin.flush()
-        except BrokenPipeError:
-            pass  # the child is gone: receive() says why
+        """Write a message in the background: a child that stops reading its stdin must not
+        stall this process (receive()'s time limit then stops the child)."""
+        data = (json.dumps(message) + "\n").encode()
+
+        def write() -> None:
+            assert self.process.stdin is not None
+            with contextlib.suppress(BrokenPipeError, ValueError, OSError):  # the child is gone: receive() says why
+                self.process.stdin.write(data)
+                self.process.stdin.flush()
+
+        threading.Thread(target=write, daemon=True).start()
 
     def receive(self, timeout: float, doing: str) -> dict:
         """The child's next message, a JSON object; anything else ends in ChildFailed."""

@@ -46,7 +46,8 @@ LEVELS = ("none", "landlock", "namespaces")  # weakest first
 ALIASES = {"uid": "landlock"}  # the fallback's name in issue 13; see docs/security.md
 PACKAGE_DIR = Path(__file__).resolve().parent
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
-SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/proc/cpuinfo", "/proc/meminfo")
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
+PROC_FILES = ("/proc/cpuinfo", "/proc/meminfo")  # what numeric libraries read to size themselves
 SANDBOX_UID = 65534  # "nobody" inside the user namespace
 PR_SET_PDEATHSIG = 1
 GiB = 1 << 30
@@ -111,7 +112,7 @@ def _bwrap_view(read: list[Path], write: list[Path], cwd: Path) -> list[str]:
             args += ["--symlink", os.readlink(path), name]
         elif path.is_dir():
             args += ["--ro-bind", name, name]
-    for name in SYSTEM_FILES[:3]:
+    for name in SYSTEM_FILES:
         args += ["--ro-bind-try", name, name]
     for path in read:
         args += ["--ro-bind", str(path), str(path)]
@@ -211,9 +212,7 @@ class Sandbox:
 # ------------------------------------------------------------- stale work folders
 
 
-@functools.cache
-def _held_locks() -> list:
-    return []
+_HELD_LOCKS: list = []  # open lock files of this process's work folders
 
 
 def private_workdir(kind: str) -> tempfile.TemporaryDirectory:
@@ -233,7 +232,7 @@ def private_workdir(kind: str) -> tempfile.TemporaryDirectory:
     workdir = tempfile.TemporaryDirectory(prefix=f"e2lmc-{kind}-")
     lock = open(Path(workdir.name) / ".lock", "w")  # noqa: SIM115 - held until the process ends
     fcntl.flock(lock, fcntl.LOCK_EX)
-    _held_locks().append(lock)
+    _HELD_LOCKS.append(lock)
     return workdir
 
 
@@ -275,7 +274,7 @@ def _landlock(c: Confinement) -> None:
     for path in [*c.read, *SYSTEM_DIRS, "/sys/devices/system/cpu"]:
         if os.path.isdir(path):
             ruleset.allow(path, rules=readable)
-    for path in [*SYSTEM_FILES, *(p for p in c.read if os.path.isfile(p))]:
+    for path in [*SYSTEM_FILES, *PROC_FILES, *(p for p in c.read if os.path.isfile(p))]:
         if os.path.isfile(path):
             ruleset.allow(path, rules=landlock.FSAccess.READ_FILE)
     for path in ("/dev/null", "/dev/zero", "/dev/urandom"):

@@ -6,6 +6,7 @@ skipped with the reason, never silently; CI installs bubblewrap, so both run the
 """
 
 import json
+import re
 import os
 import signal
 import socket
@@ -271,24 +272,26 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
     assert time.perf_counter() - start < 1.0
 
 
-def test_ten_million_rows_stop_at_the_rule(tmp_path):
+@pytest.mark.parametrize("level", LEVELS)
+def test_ten_million_rows_stop_at_the_rule(tmp_path, level):
     folder = make_task(tmp_path / "s", 120)
     with open(folder / "numbers.jsonl", "a") as f:
         f.write("{}\n" * 10_000_000)
     start = time.perf_counter()
     with pytest.raises(InvalidSubmission, match=r"data file 'numbers.jsonl' has more than 15,000 rows"):
-        plan_submission(folder, tmp_path / "work", limits("landlock"))
+        plan_submission(folder, tmp_path / "work", limits(level))
     assert time.perf_counter() - start < 30  # stopped at 15,001 rows, not after loading 10 million
 
 
+@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("path", ["/etc", "../outside", "~/data"])
-def test_dataset_path_outside_the_submission_is_refused(tmp_path, path):
+def test_dataset_path_outside_the_submission_is_refused(tmp_path, path, level):
     (tmp_path / "outside").mkdir()
     folder = make_task(tmp_path / "s", 120)
     text = (folder / "numbers.yaml").read_text().replace("dataset_path: json", f"dataset_path: {path}")
     (folder / "numbers.yaml").write_text(text)
     with pytest.raises(InvalidSubmission, match=f"dataset_path '{path}' lies outside the submission"):
-        plan_submission(folder, tmp_path / "work", limits("landlock"))
+        plan_submission(folder, tmp_path / "work", limits(level))
 
 
 # ------------------------------------------------------------------ no orphan survives
@@ -363,3 +366,39 @@ def test_a_damaged_zip_is_one_sentence(tmp_path):
     archive.write_bytes(bytes(data))
     with pytest.raises(InvalidSubmission, match=r"s.zip is a damaged zip file \(.+\); zip the folder again"):
         open_submission(archive, tmp_path / "work")
+
+
+STALLER = '''
+import sys, time
+
+class Forever:
+    """Replaces the child's stdin: the parent's messages are never read, the pipe stays open."""
+    def __iter__(self):
+        while True:
+            time.sleep(1)
+
+sys.stdin = Forever()
+keep = sys.__stdin__
+
+def process(doc, results):
+    return {"acc": 0.0}
+'''
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_child_that_stops_reading_cannot_stall_the_parent(tmp_path, level):
+    folder = make_task(tmp_path / "s", 3000, files={"helpers.py": STALLER},
+                       yaml_extra="process_results: !function helpers.process\n")
+    workdir = tmp_path / "work"
+    settings = limits(level)
+    sandbox = Sandbox(workdir, settings.sandbox)
+    submission, plan = plan_submission(folder, workdir, settings, sandbox)
+    responses = [[-0.5, False]] * len(plan.requests)
+    assert len(json.dumps(responses)) > 1 << 16  # more than a pipe holds
+    with Scorer(submission, sandbox, workdir, 5, hidden=True) as scorer:
+        start = time.perf_counter()
+        scorer.submit(responses)
+        assert time.perf_counter() - start < 1
+        with pytest.raises(InvalidSubmission, match=re.escape(HIDDEN_FAILURE)):
+            scorer.result()
+    assert time.perf_counter() - start < 30

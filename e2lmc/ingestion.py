@@ -160,8 +160,8 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
 def _secret_order(entries: list[ManifestEntry]) -> list[ManifestEntry]:
     """Released checkpoints first, then the others, each group in an order drawn from a
     secret of this run that is written nowhere: the score stage cannot infer which
-    checkpoint a response came from (the plan's digest, which a child can compute, used
-    to seed it). Released values are public, so their scorer may report errors in full."""
+    checkpoint a response came from (an order seeded by the plan's digest, which a child
+    can compute, let it). Released values are public, so their scorer may report errors in full."""
     rng = random.SystemRandom()
     released = [e for e in entries if e.role == "released"]
     others = [e for e in entries if e.role != "released"]

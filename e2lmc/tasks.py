@@ -208,6 +208,14 @@ def _with_local_data(config: dict, yaml_path: Any, root: Path) -> dict:
 
 
 TEXT_DATA = {".jsonl", ".json", ".csv", ".tsv", ".txt"}
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 OTHER_SPLIT_MAX_ROWS = 100_000  # few-shot or training splits may be larger than the evaluated one
 
 
@@ -238,7 +246,7 @@ def check_data_file(path: Path, root: Path, where: str, split: str, evaluated: s
             problem = first_line(exc, 200)
             raise UserError(f"{where}: data file '{name}' is not a readable parquet file ({problem})") from None
     elif path.suffix.lower() in TEXT_DATA:
-        rows = 0
+        rows, one_per_line = 0, True
         with open(path, "rb") as f:
             for number, line in enumerate(f, 1):
                 try:
@@ -246,9 +254,15 @@ def check_data_file(path: Path, root: Path, where: str, split: str, evaluated: s
                 except UnicodeDecodeError as exc:
                     raise UserError(f"{where}: data file '{name}' line {number} is not UTF-8 text (byte "
                                     f"{exc.start + 1} of the line); save the file as UTF-8") from None
-                rows += bool(line.strip())
-                if rows > most + 1:  # + 1: a CSV header
+                if not line.strip():
+                    continue
+                if rows == 0 and path.suffix.lower() == ".json":  # JSON Lines, or one document over many lines
+                    one_per_line = _is_json(line)
+                rows += 1
+                if one_per_line and rows > most + 1:  # + 1: a CSV header
                     break
+        if not one_per_line:
+            rows = min(rows, 1)  # a document's rows are counted by the sample-count gate once loaded
         rows -= path.suffix.lower() in (".csv", ".tsv") and rows > 0
     else:
         return

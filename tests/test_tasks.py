@@ -64,3 +64,22 @@ def test_template_injection_is_blocked(tiny_zoo, tmp_path):
     with pytest.raises(SecurityError, match="is unsafe"):
         record_requests(submission, load_task(submission))
     assert not (tmp_path / "pwned").exists()
+
+
+def test_data_files_are_checked_before_datasets_reads_them(tmp_path):
+    """Rows are counted one per line, except in a JSON document spread over many lines
+    (a pretty-printed array), whose rows the sample-count gate counts once loaded."""
+    import json
+
+    from e2lmc.tasks import check_data_file
+
+    rows = [{"question": f"q{i}", "choices": ["a", "b"], "label": 0} for i in range(3000)]
+    (tmp_path / "pretty.json").write_text(json.dumps(rows, indent=2))  # 21,000 lines, 3,000 rows
+    check_data_file(tmp_path / "pretty.json", tmp_path, "task 't'", "test", "test")
+    (tmp_path / "lines.json").write_text("".join(json.dumps(r) + "\n" for r in rows * 6))
+    with pytest.raises(UserError, match=r"data file 'lines.json' has more than 15,000 rows \(split 'test'\)"):
+        check_data_file(tmp_path / "lines.json", tmp_path, "task 't'", "test", "test")
+    check_data_file(tmp_path / "lines.json", tmp_path, "task 't'", "train", "test")  # a few-shot split may be larger
+    (tmp_path / "header.csv").write_text("question,label\n")
+    with pytest.raises(UserError, match=r"data file 'header.csv' is empty"):
+        check_data_file(tmp_path / "header.csv", tmp_path, "task 't'", "test", "test")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InvalidSubmission, UserError
+from .sandbox import CHOICES
 
 CODABENCH_SUBMISSION = Path("/app/ingested_program")
 CODABENCH_INPUT_DATA = Path("/app/input_data")
@@ -221,12 +222,11 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default=None,
                    help="comma-separated torch devices, one process each, e.g. cuda:0,cuda:1 "
                         "(default: every visible GPU, else the CPU)")
-    levels = ["namespaces", "landlock", "uid", "none"]
-    p.add_argument("--sandbox", choices=["auto", *levels], default="auto",
+    p.add_argument("--sandbox", choices=["auto", *CHOICES], default="auto",
                    help="isolation of the submission's code: namespaces (bubblewrap), landlock (kernel filters, "
                         "where namespaces are refused), none; auto picks the strongest this host allows "
                         "(default: %(default)s; 'uid' is another name for landlock, see docs/security.md)")
-    p.add_argument("--require-sandbox", choices=levels, default="none",
+    p.add_argument("--require-sandbox", choices=CHOICES, default="none",
                    help="refuse to run below this isolation level (default: %(default)s)")
     p.add_argument("--memory-limit", type=float, default=8.0,
                    help="GiB of address space each process running submission code may use (default: %(default)s)")
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds per step (default: 600 for zoo, the free queue's cap; 21600 for e2lm)")
     p.add_argument("--queue", help="the Codabench queue (your GPU workers) submissions run on")
     p.add_argument("--docker-image", help="the worker image (default: e2lmc/worker:VERSION, see docker/)")
-    p.add_argument("--require-sandbox", choices=["namespaces", "landlock", "uid", "none"], default="landlock",
+    p.add_argument("--require-sandbox", choices=CHOICES, default="landlock",
                    help="the weakest isolation of submission code the ingestion programs accept; a worker that "
                         "cannot provide it fails the submission with one sentence (default: %(default)s; see "
                         "docs/security.md)")

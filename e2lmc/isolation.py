@@ -57,7 +57,7 @@ class TaskProcess:
     "score"); `plan_dir` is where the plan child writes plan.json and the score child reads it."""
 
     def __init__(self, mode: str, submission: Submission, sandbox: Sandbox, scratch: Path, plan_dir: Path) -> None:
-        self.mode, self.sandbox = mode, sandbox
+        self.sandbox = sandbox
         read = [submission.root] + ([plan_dir] if mode == "score" else [])
         _copy_cached_datasets(hub_datasets(submission), scratch / "datasets")
         self.process = sandbox.start(

@@ -44,6 +44,7 @@ from .errors import UserError
 
 LEVELS = ("none", "landlock", "namespaces")  # weakest first
 ALIASES = {"uid": "landlock"}  # the fallback's name in issue 13; see docs/security.md
+CHOICES = ("namespaces", "landlock", "uid", "none")  # what the command line accepts, strongest first
 PACKAGE_DIR = Path(__file__).resolve().parent
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")

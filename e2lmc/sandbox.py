@@ -50,6 +50,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
 PROC_FILES = ("/proc/cpuinfo", "/proc/meminfo")  # what numeric libraries read to size themselves
 SANDBOX_UID = 65534  # "nobody" inside the user namespace
+PRIVATE_TMP_BYTES = 64 << 20  # the namespaces' /tmp lives in memory
 PR_SET_PDEATHSIG = 1
 GiB = 1 << 30
 
@@ -106,7 +107,7 @@ def _bwrap_view(read: list[Path], write: list[Path], cwd: Path) -> list[str]:
     (read-only), `write` and a private /tmp; nothing else of the host."""
     args = ["bwrap", "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
             "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            "--proc", "/proc", "--dev", "/dev", "--size", str(PRIVATE_TMP_BYTES), "--tmpfs", "/tmp"]
     for name in SYSTEM_DIRS:
         path = Path(name)
         if path.is_symlink():
@@ -119,7 +120,8 @@ def _bwrap_view(read: list[Path], write: list[Path], cwd: Path) -> list[str]:
         args += ["--ro-bind", str(path), str(path)]
     for path in write:
         args += ["--bind", str(path), str(path)]
-    return [*args, "--chdir", str(cwd), "--"]
+    # the root and /dev are tmpfs (memory): read-only, so that only the bounded /tmp and `write` take files
+    return [*args, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", str(cwd), "--"]
 
 
 @functools.cache

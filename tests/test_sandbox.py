@@ -71,6 +71,9 @@ def attack(dataset):
         attempt("write next to the submission", lambda: open(os.path.join(ROOT, "..", "forged"), "w").write("x")),
         attempt("write into the submission", lambda: open(os.path.join(ROOT, "forged"), "w").write("x")),
         attempt("write into the shared /tmp", lambda: open(os.path.join(SHARED_TMP, "forged"), "w").write("x")),
+        attempt("fill /tmp (memory in the namespaces)", lambda: open("/tmp/fill", "wb").write(b"x" * (256 << 20))),
+        attempt("write into /dev/shm", lambda: open("/dev/shm/fill", "wb").write(b"x")),
+        attempt("write into /", lambda: open("/fill", "wb").write(b"x")),
         attempt("read the parent's command line", lambda: open(f"/proc/{ppid}/cmdline").read()),
         attempt("read the parent's environment", lambda: open(f"/proc/{ppid}/environ").read()),
         attempt("read the parent's memory", lambda: open(f"/proc/{ppid}/mem", "rb").read(1)),
@@ -107,7 +110,7 @@ def test_the_child_reaches_no_data_network_process_or_parent(tiny_zoo, tmp_path,
     _, plan = plan_submission(folder, tmp_path / "work", limits(level))
     (context,) = [json.loads(r.arguments)[0] for r in plan.requests if "PROBES" in r.arguments][:1]
     outcomes = json.loads(context[context.index("PROBES") + 6: context.index("END")])
-    assert len(outcomes) == 16
+    assert len(outcomes) == 19
     for name, outcome in outcomes.items():
         if name.startswith("read the parent's") and outcome.startswith("ALLOWED"):
             # in a PID namespace the parent is bubblewrap's own init, started with the child's arguments

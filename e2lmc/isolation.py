@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidSubmission, UserError, first_line
-from .formats import Plan, PlannedRequest, read_plan, write_plan
+from .formats import PLAN_FILE, Plan, PlannedRequest, read_plan, write_plan
 from .sandbox import Sandbox, size_text
 from .scoring import ValidationRules
 from .submission import Submission, find_task_files, hub_datasets
 
 STDERR_TAIL_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 20
+MAX_PLAN_BYTES = 2 << 30  # 15,000 five-shot samples of 2,048 tokens with their choices need far less
 HIDDEN_FAILURE = (
     "the submission's code failed while scoring a checkpoint whose values are hidden; no detail is shown, since "
     "any detail (message, error type, exit code) could carry those values — run the submission on the released "
@@ -172,6 +173,10 @@ def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: 
             child.receive(timeout, "Building the task and recording its requests")
     except ChildFailed as exc:
         raise InvalidSubmission(str(exc)) from None
+    size = (plan_dir / PLAN_FILE).stat().st_size if (plan_dir / PLAN_FILE).is_file() else 0
+    if size > MAX_PLAN_BYTES:  # read by this process: bounded before it is read
+        raise InvalidSubmission(f"the task's requests take {size_text(size)}, more than the "
+                                f"{size_text(MAX_PLAN_BYTES)} any task within the rules needs")
     try:
         return read_plan(plan_dir)
     except UserError as exc:

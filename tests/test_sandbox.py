@@ -405,3 +405,12 @@ def test_a_child_that_stops_reading_cannot_stall_the_parent(tmp_path, level):
         with pytest.raises(InvalidSubmission, match=re.escape(HIDDEN_FAILURE)):
             scorer.result()
     assert time.perf_counter() - start < 30
+
+
+def test_the_parent_reads_no_oversized_plan(tmp_path, monkeypatch):
+    """plan.json is written by the child, beside the submission's code: bounded before it is read."""
+    import e2lmc.isolation
+
+    monkeypatch.setattr(e2lmc.isolation, "MAX_PLAN_BYTES", 1 << 10)
+    with pytest.raises(InvalidSubmission, match=r"the task's requests take [\d.]+ MiB, more than the [\d.]+ MiB any task within the rules needs"):
+        plan_submission(make_task(tmp_path / "s", 120), tmp_path / "work", limits("landlock"))

@@ -299,6 +299,14 @@ def test_dataset_path_outside_the_submission_is_refused(tmp_path, path, level):
 
 # ------------------------------------------------------------------ no orphan survives
 
+def command_line(process: psutil.Process) -> str:
+    """A process's command line; empty for one that ended meanwhile (short-lived helpers do)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
 SLEEPER = ("import signal, time\ndef attack(dataset):\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
            "    while True:\n        time.sleep(0.1)\n")
 
@@ -315,7 +323,7 @@ def test_no_child_survives_its_parent_and_the_next_run_removes_its_folder(tmp_pa
                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     children: list[psutil.Process] = []
-    while not any("e2lmc.isolation" in " ".join(c.cmdline()) for c in children) and time.monotonic() < deadline:
+    while not any("e2lmc.isolation" in command_line(c) for c in children) and time.monotonic() < deadline:
         time.sleep(0.2)
         children = [c for c in psutil.Process(parent.pid).children(recursive=True) if c.is_running()]
     assert children, "the plan child never started"
@@ -323,7 +331,7 @@ def test_no_child_survives_its_parent_and_the_next_run_removes_its_folder(tmp_pa
     parent.send_signal(kill)
     parent.wait(timeout=30)
     gone, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive, f"orphans: {[' '.join(p.cmdline())[:80] for p in alive]}"
+    assert not alive, f"orphans: {[command_line(p)[:80] for p in alive]}"
     (stale,) = tmp.glob("e2lmc-validate-*")
     import tempfile
 

@@ -224,8 +224,8 @@ def private_workdir(kind: str) -> tempfile.TemporaryDirectory:
     base = Path(tempfile.gettempdir())
     for stale in base.glob("e2lmc-*-*"):
         lock = stale / ".lock"
-        if not lock.is_file() or stale.owner() != Path.home().owner():
-            continue
+        if not lock.is_file() or stale.stat().st_uid != os.getuid():
+            continue  # not a folder of ours
         with open(lock) as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -281,7 +281,8 @@ def _landlock(c: Confinement) -> None:
         if os.path.isfile(path):
             ruleset.allow(path, rules=landlock.FSAccess.READ_FILE)
     for path in ("/dev/null", "/dev/zero", "/dev/urandom"):
-        ruleset.allow(path, rules=landlock.FSAccess.READ_FILE | landlock.FSAccess.WRITE_FILE)
+        if os.path.exists(path):
+            ruleset.allow(path, rules=landlock.FSAccess.READ_FILE | landlock.FSAccess.WRITE_FILE)
     ruleset.allow(*c.write, rules=landlock.FSAccess.all())
     ruleset.apply()
 

@@ -36,7 +36,7 @@ from .errors import InvalidSubmission, UserError, first_line
 from .formats import PLAN_FILE, Plan, PlannedRequest, read_plan, write_plan
 from .sandbox import Sandbox, size_text
 from .scoring import ValidationRules
-from .submission import Submission, find_task_files, hub_datasets
+from .submission import Submission, find_task_files
 
 STDERR_TAIL_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 20
@@ -60,7 +60,7 @@ class TaskProcess:
     def __init__(self, mode: str, submission: Submission, sandbox: Sandbox, scratch: Path, plan_dir: Path) -> None:
         self.sandbox = sandbox
         read = [submission.root] + ([plan_dir] if mode == "score" else [])
-        _copy_cached_datasets(hub_datasets(submission), scratch / "datasets")
+        _copy_cached_datasets(submission.hub_datasets, scratch / "datasets")
         self.process = sandbox.start(
             "e2lmc.isolation", [mode, str(submission.root), submission.task_name, submission.task_metric,
                                 str(plan_dir)], read=read, scratch=scratch,
@@ -154,7 +154,7 @@ class TaskProcess:
         self.close()
 
 
-def _copy_cached_datasets(names: set[str], private_cache: Path) -> None:
+def _copy_cached_datasets(names: frozenset[str], private_cache: Path) -> None:
     """The hub datasets a task names, copied from this machine's datasets cache into the
     child's own: it reads them offline (and may write its locks) without seeing the rest."""
     cache = Path(os.environ.get("HF_DATASETS_CACHE")

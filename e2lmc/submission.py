@@ -53,6 +53,7 @@ class Submission:
     task_name: str
     task_metric: str  # an lm-eval result key, "metric,filter"
     task_files: tuple[Path, ...]
+    hub_datasets: frozenset[str] = frozenset()  # dataset names its YAMLs load from the datasets cache
 
 
 MAX_YAML_BYTES = 1 << 20
@@ -164,20 +165,15 @@ def open_submission(source: Path, workdir: Path) -> Submission:
     task_files = find_task_files(root)
     if not task_files:
         raise InvalidSubmission(f"the submission has no task YAML file besides {METADATA}")
+    hub_names = set()
     for path in task_files:
-        _check_references(path, load_task_yaml(path), root)
-    return Submission(root, task_name, task_metric, task_files)
-
-
-def hub_datasets(submission: Submission) -> set[str]:
-    """The hub dataset names the task YAMLs load (their files come from the datasets cache)."""
-    names = set()
-    for path in submission.task_files:
-        value = load_task_yaml(path).get("dataset_path")
+        data = load_task_yaml(path)
+        _check_references(path, data, root)
+        value = data.get("dataset_path")
         if isinstance(value, str) and value not in LOCAL_LOADERS and HUB_NAME.fullmatch(value) \
-                and not (path.parent / value).exists() and not (submission.root / value).exists():
-            names.add(value)
-    return names
+                and not (path.parent / value).exists() and not (root / value).exists():
+            hub_names.add(value)
+    return Submission(root, task_name, task_metric, task_files, frozenset(hub_names))
 
 
 def find_task_files(root: Path) -> tuple[Path, ...]:

@@ -29,6 +29,7 @@ from e2lmc.engine import Engine, Settings
 from e2lmc.formats import CheckpointManifest, ManifestEntry, read_manifest, write_manifest
 from e2lmc.ingestion import Limits, ingest, plan_submission
 from e2lmc.zoo import build
+from measure import matmul_flops, matmul_peak  # benchmarks/measure.py
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = REPO / "starting_kit" / "sample_submissions" / "e2lmc_mmluvar_template"
@@ -121,41 +122,6 @@ def compare(ours, theirs, paths, requests, responses, metric) -> dict:
             if kind == "loglikelihood":
                 max_diff = max(max_diff, abs(response[0] - run["lls"][arguments]))
     return {"metric": metric, "metrics_identical": identical, "max_loglikelihood_diff": max_diff}
-
-
-def matmul_flops(paths, work) -> float:
-    """Matrix-multiply FLOPs of the tokens that had to be computed, on every checkpoint:
-    2 x (weights of every linear layer but the output layer) per token, plus the output
-    layer at each scored position (attention scores left out: a lower bound)."""
-    from transformers import AutoConfig
-
-    total = 0.0
-    scored = sum(len(b.targets) for b in work.batches)
-    for _, path in paths:
-        c = AutoConfig.from_pretrained(path)
-        heads_dim = c.hidden_size // c.num_attention_heads
-        attention = c.hidden_size * heads_dim * (2 * c.num_attention_heads + 2 * c.num_key_value_heads)
-        mlp = 3 * c.hidden_size * c.intermediate_size
-        total += 2 * c.num_hidden_layers * (attention + mlp) * work.tokens_needed
-        total += 2 * c.hidden_size * c.vocab_size * scored
-    return total
-
-
-def matmul_peak(device: str, n: int = 2048, repeats: int = 10) -> float:
-    """The best FLOP/s of an n x n matrix multiply in the engine's dtype."""
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
 
 
 def report(f: dict) -> None:

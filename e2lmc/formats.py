@@ -21,6 +21,7 @@ import os
 import tempfile
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -132,7 +133,7 @@ def _payload(kind: str, obj: Any) -> dict:
     return {"format": kind, "version": FORMAT_VERSION, **strip(dataclasses.asdict(obj))}
 
 
-def _write(path: Path, kind: str, obj: Any) -> Path:
+def write_format(path: Path, kind: str, obj: Any) -> Path:
     """Write a format atomically: JSON for .json files, YAML otherwise."""
     payload = _payload(kind, obj)
     if path.suffix == ".json":
@@ -143,9 +144,11 @@ def _write(path: Path, kind: str, obj: Any) -> Path:
     return path
 
 
-def _read(cls: Any, path: Path, kind: str) -> Any:
-    """Read a format, checking keys, types and (where the class has one) its `check`."""
-    obj = _build(cls, _load(path, kind), path.name)
+def read_format(cls: Any, path: Path, kind: str, prepare: Callable[[dict], dict] | None = None) -> Any:
+    """Read a format, checking keys, types and (where the class has one) its `check`;
+    `prepare` rewrites the parsed data first (a shorthand the file may use)."""
+    data = _load(path, kind)
+    obj = _build(cls, prepare(data) if prepare else data, path.name)
     if hasattr(obj, "check"):
         obj.check(str(path))
     return obj
@@ -206,11 +209,11 @@ RESULTS_KIND = "e2lmc.ingestion_results"
 
 def write_results(results: IngestionResults, directory: str | Path) -> Path:
     """Write (or rewrite, after each checkpoint) `ingestion_results.json` atomically."""
-    return _write(Path(directory) / RESULTS_FILE, RESULTS_KIND, results)
+    return write_format(Path(directory) / RESULTS_FILE, RESULTS_KIND, results)
 
 
 def read_results(directory: str | Path) -> IngestionResults:
-    return _read(IngestionResults, Path(directory) / RESULTS_FILE, RESULTS_KIND)
+    return read_format(IngestionResults, Path(directory) / RESULTS_FILE, RESULTS_KIND)
 
 
 # ---------------------------------------------------------------- reference data
@@ -313,11 +316,11 @@ REFERENCE_KIND = "e2lmc.reference"
 
 
 def write_reference(reference: ReferenceData, directory: str | Path) -> Path:
-    return _write(Path(directory) / REFERENCE_FILE, REFERENCE_KIND, reference)
+    return write_format(Path(directory) / REFERENCE_FILE, REFERENCE_KIND, reference)
 
 
 def read_reference(directory: str | Path) -> ReferenceData:
-    return _read(ReferenceData, Path(directory) / REFERENCE_FILE, REFERENCE_KIND)
+    return read_format(ReferenceData, Path(directory) / REFERENCE_FILE, REFERENCE_KIND)
 
 
 # ----------------------------------------------------------- checkpoint manifest
@@ -356,11 +359,11 @@ class CheckpointManifest:
 
 def write_manifest(manifest: CheckpointManifest, directory: str | Path, name: str = MANIFEST_FILE) -> Path:
     """`name` lets one input-data folder hold a manifest per competition phase."""
-    return _write(Path(directory) / name, MANIFEST_KIND, manifest)
+    return write_format(Path(directory) / name, MANIFEST_KIND, manifest)
 
 
 def read_manifest(directory: str | Path, name: str = MANIFEST_FILE) -> CheckpointManifest:
-    return _read(CheckpointManifest, Path(directory) / name, MANIFEST_KIND)
+    return read_format(CheckpointManifest, Path(directory) / name, MANIFEST_KIND)
 
 
 # ------------------------------------------------------------------ ingestion plan
@@ -397,8 +400,8 @@ class Plan:
 
 
 def write_plan(plan: Plan, directory: str | Path) -> Path:
-    return _write(Path(directory) / PLAN_FILE, PLAN_KIND, plan)
+    return write_format(Path(directory) / PLAN_FILE, PLAN_KIND, plan)
 
 
 def read_plan(directory: str | Path) -> Plan:
-    return _read(Plan, Path(directory) / PLAN_FILE, PLAN_KIND)
+    return read_format(Plan, Path(directory) / PLAN_FILE, PLAN_KIND)

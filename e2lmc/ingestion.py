@@ -92,10 +92,16 @@ def check_prompts(plan: Plan, tokenizer_dir: Path) -> Validation:
 
 
 def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits(),
-           cache_dir: Path | None = None, manifest_name: str = MANIFEST_FILE) -> IngestionResults:
+           cache_dir: Path | None = None, manifest_name: str = MANIFEST_FILE,
+           checkpoint_root: Path | None = None) -> IngestionResults:
     """Evaluate the submission at `source` on every checkpoint of the manifest
-    `input_data/manifest_name` and write `output/ingestion_results.json` after each one."""
+    `input_data/manifest_name` and write `output/ingestion_results.json` after each one.
+    The manifest's relative paths lie under `checkpoint_root` (default: `input_data`),
+    such as the checkpoints the organizers placed at /app/data."""
     manifest = read_manifest(input_data, manifest_name)
+    root = input_data if checkpoint_root is None else checkpoint_root
+    if not root.is_dir():
+        raise UserError(f"the checkpoint folder {root} does not exist")
     choose_level(limits.sandbox)  # a host below the required level is refused before any work
     output_folder(output, "--output")
     order = {e.id: i for i, e in enumerate(manifest.checkpoints)}
@@ -104,7 +110,7 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         sandbox = Sandbox(workdir, limits.sandbox)
         print(f"the submission's code runs in the sandbox at level '{sandbox.level}'", file=sys.stderr)
         submission, plan = plan_submission(source, workdir, limits, sandbox)
-        validation = check_prompts(plan, resolve(manifest.checkpoints[0], input_data, cache_dir))
+        validation = check_prompts(plan, resolve(manifest.checkpoints[0], root, cache_dir))
         digest = plan.digest()
         results = _resumed(output, digest) or IngestionResults(
             plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation, plan_digest=digest,
@@ -116,7 +122,7 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
               f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
         requests = [(r.kind, r.arguments) for r in plan.requests]
         _write_sorted(results, output, order)
-        checkpoints = [(e.id, _resolved(e, input_data, cache_dir, results, output)) for e in todo]
+        checkpoints = [(e.id, _resolved(e, root, cache_dir, results, output)) for e in todo]
         with contextlib.ExitStack() as stack:
             scorer: Scorer | None = None
             scoring: tuple[str, float] | None = None  # (checkpoint id, seconds computing it) awaiting its score
@@ -191,10 +197,10 @@ def _resumed(output: Path, digest: str) -> IngestionResults | None:
     return results
 
 
-def _resolved(entry: ManifestEntry, input_data: Path, cache_dir: Path | None, results: IngestionResults,
+def _resolved(entry: ManifestEntry, root: Path, cache_dir: Path | None, results: IngestionResults,
               output: Path) -> Path:
     try:
-        return resolve(entry, input_data, cache_dir)
+        return resolve(entry, root, cache_dir)
     except UserError as exc:
         raise UserError(f"{exc}; {_kept(results, output)}") from None
 

@@ -7,10 +7,9 @@ Every phase scores the same way (DESIGN §5); they differ in the checkpoints:
 - final: everything, so every other hidden checkpoint is one no earlier submission
   was ever run on.
 
-A checkpoint set is described once, in full (`ReferenceData` with every model and
-checkpoint, plus where each checkpoint lives); `phase_reference` and `phase_manifest`
-cut it down per phase. The embedded set comes from `zoo.reference_for`; the real
-competition's `tiiuae/dense-*` repos from `e2lm_reference` / `e2lm_manifest`.
+A checkpoint set is described once, in full, by its series file (`series.py`: the
+embedded set's, or the real competition's `tiiuae/dense-*` repos); `phase_reference`
+and `phase_manifest` cut its reference data and manifest down per phase.
 """
 
 from __future__ import annotations
@@ -19,9 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from .errors import UserError
-from .formats import CheckpointManifest, Checkpoint, ComplianceSelection, ManifestEntry, Model, ReferenceData, \
-    ScoreSelections, Selection
-from .scoring import iterations_to_tokens
+from .formats import CheckpointManifest, ReferenceData, Selection
 
 
 @dataclass(frozen=True)
@@ -113,66 +110,3 @@ def phase_manifest(full: CheckpointManifest, reference: ReferenceData) -> Checkp
         raise UserError(f"the checkpoint manifest has no entry for {missing[0]} (phase {reference.phase})")
     return CheckpointManifest([replace(by_id[i], role=role) for i, role in roles.items()],
                               description=reference.description)
-
-
-# ------------------------------------------------------------ the real checkpoints
-
-
-@dataclass(frozen=True)
-class E2LMSeries:
-    """The real competition's checkpoints (DESIGN §3): the released ones every 4000
-    iterations up to 206B tokens, hidden ones up to ~1T, and the final one."""
-
-    web_repo: str  # the hidden 0.5B web-only model; its name is the organizers' secret
-    released: tuple[int, ...] = tuple(range(4000, 56001, 4000))
-    hidden: tuple[int, ...] = tuple(range(64000, 224001, 16000))
-    final: int = 240000
-    sizes: tuple[str, ...] = ("500m", "1b", "3b")
-    architectures: tuple[str, ...] = ("arch1", "arch2")
-    data_root: str | None = None  # checkpoints pre-placed as <data_root>/<repo name>/iter_…
-
-
-def _iteration_name(iteration: int) -> str:
-    return f"iter_{iteration:07d}"
-
-
-def e2lm_reference(series: E2LMSeries) -> ReferenceData:
-    if not series.released or not series.hidden or max(series.hidden) >= series.final:
-        raise UserError("the E2LM series needs released and hidden iterations, all before the final one")
-    steps = [(i, "released") for i in series.released] + [(i, "hidden") for i in series.hidden]
-    steps.append((series.final, "final"))
-
-    def checkpoints(web: bool) -> list[Checkpoint]:
-        return [Checkpoint(_iteration_name(i), i, float(iterations_to_tokens(i)),
-                           "hidden" if web and role == "released" else role) for i, role in steps]
-
-    science = [Model(f"dense-{s}-{a}", s, a, "science", checkpoints(False))
-               for s in series.sizes for a in series.architectures]
-    twin = science[0]
-    web = Model(f"{twin.id}-web", twin.size, twin.architecture, "web", checkpoints(True))
-    ids = [m.id for m in science]
-    return ReferenceData(
-        phase="full",
-        models=[*science, web],
-        scores=ScoreSelections(
-            signal_quality=Selection(ids, ["released"], every_iterations=4000, max_tokens=206e9),
-            ranking_consistency=Selection(ids, ["hidden", "final"]),
-            scientific_compliance=ComplianceSelection(twin.id, web.id),
-        ),
-        description="The E2LM checkpoints (tiiuae/dense-*).",
-    )
-
-
-def e2lm_manifest(series: E2LMSeries, reference: ReferenceData) -> CheckpointManifest:
-    """Hub repos and `iter_…` subfolders, or paths under `data_root` when pre-placed."""
-    entries = []
-    for model in reference.models:
-        repo = series.web_repo if model.mixture == "web" else f"tiiuae/{model.id}"
-        for c in model.checkpoints:
-            cid = model.checkpoint_id(c)
-            if series.data_root:
-                placed = f"{series.data_root.rstrip('/')}/{repo.split('/')[-1]}/{c.name}"
-                entries.append(ManifestEntry(cid, path=placed, role=c.role))
-            else:
-                entries.append(ManifestEntry(cid, repo=repo, subfolder=c.name, role=c.role))
-    return CheckpointManifest(entries, description=reference.description)

@@ -9,19 +9,20 @@ Each program's `metadata.yaml` `command` is split like a shell would (never run 
 shell) and started in /app/program; afterwards the worker writes its own `metadata`
 file (exit codes, elapsed times) into the step's output, as Codabench does.
 
-With Docker, each step runs in the worker image with those mounts and `--network none`
-(GPUs when asked). With `container=False` the same commands run as plain processes over
-the same layout, built under a work folder (`<workdir>/<step>/app/…`): every `/app/…`
-argument is rewritten to point there. Tests use that twin; this machine has no Docker.
+The organizers' data folder (the host's `$HOST_DIRECTORY/data`, where the real
+checkpoints are placed) is seen read-only at /app/data in both steps.
+
+Each step is one `container.StepSpec`: with Docker it runs in the worker image exactly as
+Codabench's compute worker creates the container; with `container=False` the same
+description runs as a plain process, every `/app/…` path moved to its mount's folder
+under a work folder (`<workdir>/<step>/app/…`). Tests use that twin; this machine has no
+Docker engine.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import zipfile
@@ -30,7 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from .bundle import FREE_QUEUE_SECONDS, read_competition
+from .codabench import FREE_QUEUE_SECONDS, read_competition
+from .container import Mount, StepSpec, run_container, run_process
 from .errors import UserError, output_folder
 
 WORKER_METADATA = "metadata"  # the worker's own file; a program must never write it
@@ -40,8 +42,9 @@ WORKER_METADATA = "metadata"  # the worker's own file; a program must never writ
 class WorkerOptions:
     container: bool = True
     image: str | None = None  # default: the bundle's docker_image
-    gpus: bool = False
+    gpus: bool = False  # the CDI request nvidia.com/gpu=all (Codabench's USE_GPU=true)
     data: Path | None = None  # organizer data pre-placed on the host, seen read-only at /app/data
+    network: bool = False  # organizers' workers set COMPETITION_CONTAINER_NETWORK_DISABLED=true
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,9 @@ def find_task(competition: dict, phase: str) -> tuple[dict, dict]:
     return match[0], tasks[index]
 
 
-def _place(source: Path, dest: Path, link: bool = False) -> None:
+def _place(source: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if link:
-        dest.symlink_to(source.resolve(), target_is_directory=True)
-    elif source.is_dir():
+    if source.is_dir():
         shutil.copytree(source, dest)
     else:
         with zipfile.ZipFile(source) as archive:  # Codabench unzips submissions
@@ -108,39 +109,21 @@ def read_command(program: Path) -> list[str]:
     return shlex.split(command)
 
 
-def _run(app: Path, mounts: dict[str, Path], time_limit: int, options: WorkerOptions,
-         image: str) -> tuple[int, float]:
-    """Run /app/program's command with `mounts` (container path -> host path under `app`):
-    its exit code and elapsed seconds."""
-    argv = read_command(app / "program")
-    if options.container:
-        cmd = ["docker", "run", "--rm", "--network", "none", "-w", "/app/program", "-e", "PYTHONUNBUFFERED=1"]
-        if options.gpus:
-            cmd += ["--gpus", "all"]
-        for inside, host in mounts.items():
-            cmd += ["-v", f"{host.resolve()}:{inside}" + (":ro" if inside == "/app/data" else "")]
-        cmd += [image, *argv]
-        cwd = None
-    else:
-        cmd = [_local(arg, app) for arg in argv]
-        if cmd[0] in ("python", "python3"):
-            cmd[0] = sys.executable  # the interpreter this package runs in
-        cwd = app / "program"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _run(app: Path, mounts: list[Mount], time_limit: int, options: WorkerOptions, image: str) -> tuple[int, float]:
+    """Run /app/program's command with `mounts`: its exit code and elapsed seconds."""
+    read_command(app / "program")  # a program Codabench cannot run is refused here, as there
+    spec = StepSpec(image, _metadata_command(app / "program") or "", tuple(mounts), gpus=options.gpus,
+                    network_disabled=not options.network)
     start = time.perf_counter()
-    process = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True)
-    try:
-        return process.wait(timeout=time_limit), time.perf_counter() - start
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise UserError(f"Execution Time Limit exceeded: the step ran past the phase's limit of {time_limit} s "
-                        "(Codabench marks the submission Failed)") from None
+    code = (run_container if options.container else run_process)(spec, time_limit)
+    return code, time.perf_counter() - start
 
 
-def _local(arg: str, app: Path) -> str:
-    """`/app/…` in a command, moved under the local layout's `app` folder."""
-    return str(app / arg.removeprefix("/app/")) if arg == "/app" or arg.startswith("/app/") else arg
+def _data_mount(root: Path, options: WorkerOptions) -> Mount:
+    """Codabench binds the host's data folder in every step, read-only (an empty one here if none)."""
+    if options.data is None:
+        (root / "data").mkdir(parents=True, exist_ok=True)
+    return Mount(options.data or root / "data", "/app/data", "ro")
 
 
 def _write_metadata(output: Path, status: dict) -> None:
@@ -155,15 +138,11 @@ def prediction_step(root: Path, bundle: Path, task: dict, submission: Path, time
     app = root / "app"
     _place(bundle / task["ingestion_program"], app / "program")
     _place(submission, app / "ingested_program")
-    mounts = {"/app/program": app / "program", "/app/ingested_program": app / "ingested_program",
-              "/app/output": app / "output"}
-    if "input_data" in task:
-        _place(bundle / task["input_data"], app / "input_data", link=True)
-        mounts["/app/input_data"] = app / "input_data"
-    if options.data is not None:
-        _place(options.data, app / "data", link=True)
-        mounts["/app/data"] = app / "data"
     (app / "output").mkdir(parents=True)
+    mounts = [Mount(app / "program", "/app/program", "z"), Mount(app / "output", "/app/output", "z"),
+              _data_mount(root, options), Mount(app / "ingested_program", "/app/ingested_program")]
+    if "input_data" in task:
+        mounts.append(Mount(bundle / task["input_data"], "/app/input_data"))
     if _metadata_command(app / "ingested_program"):
         print("worker: the submission's metadata.yaml has a command; Codabench would run it as a program next to "
               "the ingestion program (the ingestion refuses such submissions)", file=sys.stderr)
@@ -182,8 +161,8 @@ def scoring_step(root: Path, bundle: Path, task: dict, predictions: Path, time_l
     shutil.copytree(predictions, app / "input" / "res")
     (app / "output").mkdir(parents=True)
     (app / "shared").mkdir()
-    mounts = {"/app/program": app / "program", "/app/input": app / "input", "/app/output": app / "output",
-              "/app/shared": app / "shared"}
+    mounts = [Mount(app / "program", "/app/program", "z"), Mount(app / "output", "/app/output", "z"),
+              _data_mount(root, options), Mount(app / "shared", "/app/shared"), Mount(app / "input", "/app/input")]
     code, seconds = _run(app, mounts, time_limit, options, image)
     _write_metadata(app / "output", {"exitCode": code, "elapsedTime": seconds})
     return StepResult(app / "output", code, seconds)
@@ -201,8 +180,6 @@ def run_submission(submission: Path, bundle: Path, phase: str, workdir: Path,
     phase_entry, task = find_task(competition, phase)
     time_limit = int(phase_entry.get("execution_time_limit", FREE_QUEUE_SECONDS))
     image = options.image or competition.get("docker_image", "")
-    if options.container and shutil.which("docker") is None:
-        raise UserError("docker is not installed here: run with --no-container (the same steps as plain processes)")
     print(f"worker: phase '{phase_entry['name']}', time limit {time_limit} s per step — prediction step",
           file=sys.stderr)
     prediction = prediction_step(workdir / "prediction", bundle_dir, task, submission, time_limit, options, image)

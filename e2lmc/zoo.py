@@ -5,8 +5,9 @@ sizes x two architectures (arch1 deeper and narrower, arch2 shallower and wider,
 the same parameter count) trained on the science mixture, plus the smallest arch1 on
 web-only text. Checkpoints are ordinary Hugging Face model directories in the real
 repos' layout, `<model>/iter_XXXXXXX/`; the first ~20% of training is *released*, the
-rest *hidden*, the last step *final*. The build also writes the checkpoint manifest,
-the reference data and the two sample tasks.
+rest *hidden*, the last step *final*. The build also writes the set's series file (it is
+described as the real competition's is, `series.py`), the checkpoint manifest, the
+reference data and the two sample tasks.
 
 The training loop is deliberately plain (nanoGPT-style): AdamW, linear warm-up then
 cosine decay, fixed seeds, each model reading the same token stream once in order.
@@ -19,7 +20,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,18 +29,9 @@ from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .errors import UserError
-from .formats import (
-    Checkpoint,
-    CheckpointManifest,
-    ComplianceSelection,
-    ManifestEntry,
-    Model,
-    ReferenceData,
-    ScoreSelections,
-    Selection,
-    write_manifest,
-    write_reference,
-)
+from .formats import write_manifest, write_reference
+from .series import SERIES_FILE, Iterations, Series, SeriesModel, Tokens, checkpoint_name, placed_manifest, \
+    series_reference, write_series
 from .world import Mixture, documents, load_world, tokenizer_texts, write_sample_tasks
 
 RELEASED_SHARE = 0.2  # the first 20% of training is released, like 200B of 1T tokens
@@ -133,8 +125,17 @@ def schedule(preset: Preset) -> list[tuple[int, str]]:
     return [*released, *hidden, (preset.steps, "final")]
 
 
-def checkpoint_name(step: int) -> str:
-    return f"iter_{step:07d}"
+def series_for(preset: Preset) -> Series:
+    """The set described as a series file, like the real competition's: local folders
+    `<model id>/iter_XXXXXXX` next to the file."""
+    steps = schedule(preset)
+    return Series(
+        description=f"Embedded checkpoint set, preset '{preset.name}'.",
+        models=[SeriesModel(s.id, s.size, s.architecture, s.mixture, path=s.id) for s in preset.models],
+        iterations=Iterations(released=[i for i, role in steps if role == "released"],
+                              hidden=[i for i, role in steps if role == "hidden"], final=preset.steps),
+        tokens=Tokens(per_iteration=preset.tokens_per_step),
+    )
 
 
 # ---------------------------------------------------------------------- tokenizer
@@ -267,43 +268,6 @@ def _dir_megabytes(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def reference_for(preset: Preset, phase: str = "embedded") -> ReferenceData:
-    """The reference data of the set: roles, sizes, mixtures and score selections."""
-    steps = schedule(preset)
-    models = []
-    for spec in preset.models:
-        # The web-only model is hidden from participants entirely, as in the real competition.
-        roles = [role if spec.mixture == "science" or role == "final" else "hidden" for _, role in steps]
-        checkpoints = [
-            Checkpoint(checkpoint_name(step), step, float(step * preset.tokens_per_step), role)
-            for (step, _), role in zip(steps, roles)
-        ]
-        models.append(Model(spec.id, spec.size, spec.architecture, spec.mixture, checkpoints))
-    science = [s.id for s in preset.models if s.mixture == "science"]
-    web = next(s for s in preset.models if s.mixture == "web")
-    twin = next(
-        s.id for s in preset.models if (s.size, s.architecture, s.mixture) == (web.size, web.architecture, "science")
-    )
-    return ReferenceData(
-        phase=phase,
-        description=f"Embedded checkpoint set, preset '{preset.name}'.",
-        models=models,
-        scores=ScoreSelections(
-            signal_quality=Selection(science, ["released"]),
-            ranking_consistency=Selection(science, ["hidden", "final"]),
-            scientific_compliance=ComplianceSelection(twin, web.id),
-        ),
-    )
-
-
-def manifest_for(reference: ReferenceData) -> CheckpointManifest:
-    return CheckpointManifest(
-        [ManifestEntry(m.checkpoint_id(c), path=f"{m.id}/{c.name}", role=c.role)
-         for m in reference.models for c in m.checkpoints],
-        description=reference.description,
-    )
-
-
 def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
     """Build (or finish building) the checkpoint set in `out`; finished models are skipped."""
     if preset_name not in PRESETS:
@@ -341,9 +305,10 @@ def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
         done_path.write_text(json.dumps(asdict(summary)))
         summaries.append(summary)
 
-    reference = reference_for(preset)
-    write_reference(reference, out / "reference")
-    write_manifest(manifest_for(reference), out)
+    series = series_for(preset)
+    write_series(series, out / SERIES_FILE)
+    write_reference(replace(series_reference(series), phase="embedded"), out / "reference")
+    write_manifest(placed_manifest(series), out)
     write_sample_tasks(out / "tasks", world, seed)
     return summaries
 

@@ -1,4 +1,4 @@
-"""Draw competition/logo.png: three learning curves emerging from noise into clean,
+"""Draw logo.png: three learning curves emerging from noise into clean,
 ordered signals — the competition's theme, "from noise to knowledge".
 
 Run from the repository root: python scripts/make_logo.py
@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-OUT = Path("competition/logo.png")
+OUT = Path("logo.png")
 COLORS = ["#f2a541", "#e4572e", "#a600ff"]  # small, medium, large
 
 

@@ -37,7 +37,7 @@ from . import __version__
 from .errors import UserError
 from .estimate import phase_seconds, time_limit
 from .formats import MANIFEST_FILE, write_manifest, write_reference
-from .pages import DATE_FORMAT, write_pages
+from .pages import DATE_FORMAT, PAGES, write_pages
 from .phases import PHASES, PhaseSpec, phase_manifest, phase_reference, shifted
 from .placement import CheckpointSize, verify_placed
 from .codabench import COMPETITION_FILE, FREE_QUEUE_SECONDS, bundle_problems
@@ -175,6 +175,13 @@ def competition_text(phases: tuple[PhaseSpec, ...], pages: list[dict], options: 
                      time_limits: dict[str, int]) -> str:
     data = competition_yaml(phases, pages, options, time_limits)
     return HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
+
+
+def default_competition_text() -> str:
+    """The embedded-set bundle's competition.yaml with every default: the repository's
+    top-level copy (scripts/write_competition_yaml.py)."""
+    pages = [{"title": title, "file": f"pages/{file}"} for title, file in PAGES]
+    return competition_text(PHASES, pages, BundleOptions(), {spec.name: FREE_QUEUE_SECONDS for spec in PHASES})
 
 
 def layout(dest: Path, kind: str, series: Series, input_data: Path | None, options: BundleOptions,

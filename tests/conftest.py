@@ -2,14 +2,17 @@
 
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RESULTS = REPO / "starting_kit" / "sample_results"
 SAMPLE_REFERENCE = REPO / "reference_data" / "sample"
 PUBLISHED_CURVES = REPO / "starting_kit" / "data" / "e2lm_published_curves.json"
+SAMPLES = REPO / "starting_kit" / "sample_submissions"
 
 
 @pytest.fixture
@@ -54,3 +57,30 @@ def engine_responses(checkpoint: Path, requests: list, **settings) -> list:
 
     [(_, responses)] = list(Engine(requests, Settings(**settings)).run([("checkpoint", checkpoint)]))
     return responses
+
+
+@pytest.fixture(scope="session")
+def zoo_bundle(tiny_zoo, tmp_path_factory) -> Path:
+    """The embedded-set bundle of the tiny set, built with every default."""
+    from e2lmc.cli import main
+
+    zoo, _ = tiny_zoo
+    out = tmp_path_factory.mktemp("bundle") / "bundle.zip"
+    assert main(["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(zoo), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def short_science(tmp_path_factory) -> Path:
+    """The science sample cut to the rules' minimum of 100 questions: the same task,
+    a third of the evaluation time (three phases must fit the test suite's budget)."""
+    folder = Path(shutil.copytree(SAMPLES / "e2lmc_science_cloze", tmp_path_factory.mktemp("s") / "science"))
+    data = folder / "e2lmc_science_cloze.jsonl"
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[:100]))
+    return folder
+
+
+def competition_of(bundle: Path) -> dict:
+    """A bundle zip's competition.yaml."""
+    with zipfile.ZipFile(bundle) as archive:
+        return yaml.safe_load(archive.read("competition.yaml"))

@@ -23,9 +23,8 @@ from e2lmc.worker import WorkerOptions, run_submission
 from e2lmc.series import E2LM_SERIES, read_series, series_reference
 from e2lmc.zoo import PRESETS, series_for
 
-from .conftest import REPO
+from .conftest import SAMPLES, competition_of
 
-SAMPLES = REPO / "starting_kit" / "sample_submissions"
 
 
 def _ids(reference) -> set[str]:
@@ -58,22 +57,9 @@ def test_the_schedule_is_the_sites_and_can_be_shifted():
     assert all(a.end < b.start for a, b in zip(moved, moved[1:]))
 
 
-@pytest.fixture(scope="module")
-def zoo_bundle(tiny_zoo, tmp_path_factory) -> Path:
-    zoo, _ = tiny_zoo
-    out = tmp_path_factory.mktemp("bundle") / "bundle.zip"
-    assert main(["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(zoo), "--out", str(out)]) == 0
-    return out
-
-
-def _competition(bundle: Path) -> dict:
-    with zipfile.ZipFile(bundle) as archive:
-        return yaml.safe_load(archive.read("competition.yaml"))
-
-
 def test_zoo_bundle_is_self_contained_and_follows_codabench(zoo_bundle, tiny_zoo):
     assert bundle_problems(zoo_bundle) == []
-    data = _competition(zoo_bundle)
+    data = competition_of(zoo_bundle)
     assert data["version"] == 2 and data["enable_detailed_results"] is True and data["docker_image"]
     phases = data["phases"]
     assert [p["name"] for p in phases] == ["Warm-up", "Development", "Final"]
@@ -167,16 +153,6 @@ def test_an_invalid_bundle_is_never_written(tmp_path):
     with pytest.raises(UserError, match="Codabench rule: competition.yaml needs the key 'image'"):
         zip_folder(folder, tmp_path / "out.zip")
     assert not list(tmp_path.glob("out.zip*"))
-
-
-@pytest.fixture(scope="module")
-def short_science(tmp_path_factory) -> Path:
-    """The science sample cut to the rules' minimum of 100 questions: the same task,
-    a third of the evaluation time (three phases must fit the test suite's budget)."""
-    folder = Path(shutil.copytree(SAMPLES / "e2lmc_science_cloze", tmp_path_factory.mktemp("s") / "science"))
-    data = folder / "e2lmc_science_cloze.jsonl"
-    data.write_text("".join(data.read_text().splitlines(keepends=True)[:100]))
-    return folder
 
 
 @pytest.mark.parametrize("phase", PHASE_NAMES)

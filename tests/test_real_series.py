@@ -1,0 +1,292 @@
+"""The real competition's path: the series file, placing checkpoints from the Hugging Face
+cache, the real-series bundle's guard rails and pages, Codabench's container description,
+and all three phases end to end on checkpoints placed under the real repo names."""
+
+import json
+import math
+import os
+import zipfile
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2lmc.bundle import DEFAULT_IMAGE, HEADER, default_competition_text, schedule_warnings
+from e2lmc.cli import main
+from e2lmc.codabench import bundle_problems
+from e2lmc.container import Mount, StepSpec
+from e2lmc.errors import UserError
+from e2lmc.formats import read_manifest, read_results
+from e2lmc.pages import PAGES
+from e2lmc.phases import PHASE_NAMES, PHASES
+from e2lmc.placement import verify_checkpoint
+from e2lmc.series import E2LM_SERIES, read_series, series_reference
+
+from . import hub_cache
+from .conftest import REPO, competition_of
+
+QUEUE = "8c2b4f0e-1d3a-4e5f-9a7b-0c1d2e3f4a5b"
+REAL_NAMES = {"small": "500m", "medium": "1b", "large": "3b"}
+WEB_REPO = "e2lm-organizers/dense-500m-arch1-web"  # private in the real competition
+
+
+def _real_id(tiny_id: str) -> str:
+    size = tiny_id.split("-")[1]
+    return tiny_id.replace(f"-{size}-", f"-{REAL_NAMES[size]}-")
+
+
+@pytest.fixture(scope="module")
+def real_series(tiny_zoo, tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny set as a Hugging Face cache under the real repo names and subfolders, and
+    a series file naming those repos: (series file, cache)."""
+    zoo, _ = tiny_zoo
+    root = tmp_path_factory.mktemp("real")
+    data = yaml.safe_load((zoo / "series.yaml").read_text())
+    for model in data["models"]:
+        tiny_id = model.pop("path")
+        model["id"] = _real_id(tiny_id)
+        model["size"] = REAL_NAMES[model["size"]]
+        model["repo"] = WEB_REPO if model["mixture"] == "web" else f"tiiuae/{model['id']}"
+        hub_cache.lay_out(root / "cache", model["repo"], zoo / tiny_id)
+    data["description"] = "The tiny set under the real repo names."
+    (root / "series.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return root / "series.yaml", root / "cache"
+
+
+@pytest.fixture(scope="module")
+def placed(real_series, tmp_path_factory) -> Path:
+    series, cache = real_series
+    data = tmp_path_factory.mktemp("placed") / "data"
+    assert main(["checkpoints", "fetch", "--series", str(series), "--to", str(data), "--offline",
+                 "--cache-dir", str(cache)]) == 0
+    return data
+
+
+# ------------------------------------------------------------------ the series
+
+
+def test_the_shipped_series_is_the_public_repos_and_the_organizers_choice_of_hidden():
+    with pytest.raises(UserError, match="dense-500m-arch1-web.*private.*--web-model"):
+        read_series(E2LM_SERIES)
+    series = read_series(E2LM_SERIES, "org/web")
+    assert series.iterations.released == list(range(2000, 54001, 2000))  # iter_0002000 … iter_0054000
+    assert series.iterations.hidden == list(range(64000, 224001, 16000)) and series.iterations.final == 240000
+    reference = series_reference(series)
+    checkpoints = reference.models[0].checkpoints
+    picked = [c.iteration for c in checkpoints if reference.scores.signal_quality.picks(c)]
+    assert picked == list(range(4000, 52001, 4000))  # multiples of 4000 up to 206B tokens
+    assert 4.1e9 < checkpoints[1].tokens < 4.3e9 and 0.95e12 < checkpoints[-1].tokens < 1.05e12
+    assert {c.role for c in reference.models[-1].checkpoints} == {"hidden", "final"}  # the web model: all hidden
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["iterations"].update(hidden=[100]), "released < hidden < final"),
+    (lambda d: d["iterations"].update(released=[40, 20]), "iterations.released must be positive"),
+    (lambda d: d["models"][1].update(id=d["models"][0]["id"]), r"models\[1\].*unique"),
+    (lambda d: d["models"][0].update(repo="not a repo"), "is not a hub repo name"),
+    (lambda d: d["models"][0].update(path="x"), "both 'repo' and 'path'"),
+    (lambda d: d["tokens"].update(global_batch=1024), "tokens needs either per_iteration"),
+    (lambda d: d["models"][0].update(colour="red"), "unknown key 'colour'"),
+    (lambda d: d["models"][0].update(mixture="web"), "exactly one with mixture: web"),
+])
+def test_a_broken_series_file_is_refused_with_one_sentence(real_series, tmp_path, edit, message):
+    data = yaml.safe_load(real_series[0].read_text())
+    edit(data)
+    path = tmp_path / "series.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=message):
+        read_series(path)
+
+
+# ------------------------------------------------------------------ placement
+
+
+def test_fetch_places_every_checkpoint_from_the_cache_and_verify_rechecks(placed, real_series, tiny_zoo, capsys):
+    manifest = read_manifest(placed)
+    series = read_series(real_series[0])
+    assert len(manifest.checkpoints) == len(series.models) * len(series.steps)
+    assert all(e.path == e.id and not Path(e.path).is_absolute() for e in manifest.checkpoints)
+    first = placed / manifest.checkpoints[0].path
+    assert (first / "tokenizer.json").is_file()  # the repo's root tokenizer, copied into every checkpoint
+    cache_blobs = {f.stat().st_ino for f in real_series[1].rglob("blobs/*")}
+    assert (first / "model.safetensors").stat().st_ino in cache_blobs  # hard-linked, not a second copy
+    assert main(["checkpoints", "verify", str(placed)]) == 0
+    assert f"{len(manifest.checkpoints)} checkpoints" in capsys.readouterr().out
+
+
+def test_a_damaged_checkpoint_is_named_and_a_rerun_of_fetch_repairs_it(real_series, tmp_path, capsys):
+    series, cache = real_series
+    data = tmp_path / "data"
+    assert main(["checkpoints", "fetch", "--series", str(series), "--to", str(data), "--offline",
+                 "--cache-dir", str(cache)]) == 0
+    weights = data / "dense-1b-arch2" / "iter_0000060" / "model.safetensors"
+    content = weights.read_bytes()
+    weights.unlink()  # a hard link: truncate a copy, never the cache's blob
+    weights.write_bytes(content[:-100])
+    assert main(["checkpoints", "verify", str(data)]) == 2
+    assert f"{weights} is truncated or damaged" in capsys.readouterr().err
+    assert main(["checkpoints", "fetch", "--series", str(series), "--to", str(data), "--offline",
+                 "--cache-dir", str(cache)]) == 0
+    assert verify_checkpoint(weights.parent).bytes == len(content)
+
+
+def test_fetch_offline_of_a_repo_not_in_the_cache_says_so(real_series, tmp_path, capsys):
+    series, _ = real_series
+    assert main(["checkpoints", "fetch", "--series", str(series), "--to", str(tmp_path / "d"), "--offline",
+                 "--cache-dir", str(tmp_path / "empty-cache")]) == 2
+    err = capsys.readouterr().err
+    assert "tiiuae/dense-500m-arch1@main is not in the Hugging Face cache (offline)" in err
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------- guard rails
+
+
+def _real_bundle(series, out, *extra) -> list[str]:
+    return ["bundle", "--checkpoints", "e2lm", "--series", str(series), "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ([], "needs --queue: the vhost"),
+    (["--queue", "gpu-queue"], "not by its name"),
+    (["--queue", QUEUE], f"--docker-image is needed: the default {DEFAULT_IMAGE}"),
+    (["--queue", QUEUE, "--allow-local-image"], "give --data"),
+])
+def test_a_real_bundle_that_would_fail_every_submission_is_refused(real_series, tmp_path, capsys, extra, message):
+    assert main(_real_bundle(real_series[0], tmp_path / "x.zip", *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_a_real_bundle_needs_every_checkpoint_placed(real_series, placed, tmp_path, capsys):
+    data = yaml.safe_load(real_series[0].read_text())
+    data["iterations"]["hidden"].append(data["iterations"]["final"] - 1)
+    longer = tmp_path / "series.yaml"
+    longer.write_text(yaml.safe_dump(data))
+    assert main(_real_bundle(longer, tmp_path / "x.zip", "--queue", QUEUE, "--docker-image", "reg/e2lmc:1",
+                             "--data", str(placed))) == 2
+    assert "lacks 7 checkpoints of the series (first: dense-500m-arch1/iter_0000059)" in capsys.readouterr().err
+
+
+def test_past_phases_warn_and_a_future_schedule_does_not():
+    now = datetime(2026, 11, 27)
+    assert len(schedule_warnings(PHASES, now)) == 3
+    assert "phase warm-up closed on 2025-08-11 11:59:00" in schedule_warnings(PHASES, now)[0]
+    future = tuple(p.__class__(**{**p.__dict__, "start": p.start + timedelta(days=600),
+                                  "end": p.end + timedelta(days=600)}) for p in PHASES)
+    assert schedule_warnings(future, now) == []
+
+
+# ------------------------------------------------- the acceptance run, end to end
+
+
+@pytest.fixture(scope="module")
+def real_bundle(real_series, placed, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("real-bundle") / "e2lm.zip"
+    start = (datetime.now() + timedelta(days=30)).strftime("%Y-%m-%d")
+    assert main(_real_bundle(real_series[0], out, "--queue", QUEUE, "--docker-image", "registry.example/e2lmc:0.1",
+                             "--data", str(placed), "--start", start)) == 0
+    return out
+
+
+def test_the_real_bundle_reads_placed_checkpoints_with_estimated_limits(real_bundle, placed):
+    assert bundle_problems(real_bundle) == []
+    data = competition_of(real_bundle)
+    assert data["queue"] == QUEUE and data["docker_image"] == "registry.example/e2lmc:0.1"
+    assert all(p["hide_output"] and p["max_submissions"] for p in data["phases"])
+    limits = [p["execution_time_limit"] for p in data["phases"]]
+    assert all(limit % 900 == 0 and limit >= 900 for limit in limits)  # estimate.py, rounded up
+    with zipfile.ZipFile(real_bundle) as archive:
+        names = archive.namelist()
+        command = yaml.safe_load(archive.read("final/ingestion_program/metadata.yaml"))["command"]
+        entries = yaml.safe_load(archive.read("input_data/manifest-final.yaml"))["checkpoints"]
+    assert not any(n.endswith(".safetensors") for n in names)  # the checkpoints stay on the workers
+    assert "--checkpoint-root /app/data" in command
+    assert all((placed / e["path"] / "config.json").is_file() for e in entries)
+
+
+def test_all_three_phases_run_on_the_placed_checkpoints(real_bundle, placed, short_science, tmp_path):
+    submission = short_science
+    evaluated = {}
+    for phase in PHASE_NAMES:
+        workdir = tmp_path / phase
+        assert main(["worker", str(submission), "--bundle", str(real_bundle), "--phase", phase, "--no-container",
+                     "--data", str(placed), "--workdir", str(workdir)]) == 0
+        scores = json.loads((workdir / "scoring" / "app" / "output" / "scores.json").read_text())
+        assert scores["valid"] == 1.0 and all(math.isfinite(v) for v in scores.values())
+        evaluated[phase] = {c.id for c in read_results(workdir / "prediction" / "app" / "output").checkpoints}
+    fresh = evaluated["final"] - evaluated["warm-up"] - evaluated["development"]
+    assert fresh and all("-3b-" not in i for i in evaluated["warm-up"])
+    assert evaluated["warm-up"] < evaluated["development"] < evaluated["final"]
+
+
+# ------------------------------------------------------------------- pages
+
+
+def _pages(bundle: Path) -> dict[str, str]:
+    with zipfile.ZipFile(bundle) as archive:
+        return {file: archive.read(f"pages/{file}").decode() for _, file in PAGES}
+
+
+def test_pages_differ_per_kind_and_carry_the_bundles_dates(real_bundle, tiny_zoo, tmp_path):
+    zoo_out = tmp_path / "zoo.zip"
+    assert main(["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(tiny_zoo[0]),
+                 "--out", str(zoo_out), "--start", "2027-02-01"]) == 0
+    zoo, real = _pages(zoo_out), _pages(real_bundle)
+    assert "embedded checkpoint set" in zoo["overview.md"] and "0.5B, 1B and 3B" in real["overview.md"]
+    assert "miniature" not in real["overview.md"] + real["tasks_and_data.md"]
+    assert "`dense-1b-arch1`" in real["tasks_and_data.md"] and "`dense-medium-arch1`" in zoo["tasks_and_data.md"]
+    assert WEB_REPO not in "".join(real.values()) and "-web" not in real["tasks_and_data.md"]  # never named
+    assert "01 February 2027, 00:00" in zoo["timeline.md"] and "2025-07-07" not in zoo["timeline.md"]
+    real_start = competition_of(real_bundle)["phases"][0]["start"]
+    assert datetime.fromisoformat(real_start).strftime("%d %B %Y, %H:%M") in real["timeline.md"]
+    for pages in (zoo, real):
+        assert pages["timeline.md"].count("| phase |") == 1 and "<!-- e2lmc:" not in "".join(pages.values())
+
+
+# ------------------------------------------------ Codabench's container, the twin
+
+
+def test_the_container_is_described_as_codabenchs_compute_worker_creates_it(tmp_path):
+    """Values from codalab/codabench compute_worker/compute_worker.py (c7dbc756),
+    `_run_program_directory`: create_host_config(...) and create_container(...)."""
+    program, data = tmp_path / "program", tmp_path / "data"
+    spec = StepSpec("reg/e2lmc:1", "python3 /app/program/score.py --data /app/data/x",
+                    (Mount(program, "/app/program", "z"), Mount(data, "/app/data", "ro")), gpus=True)
+    host = spec.host_config()
+    assert host["cap_drop"] == ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+                                "NET_BIND_SERVICE", "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID",
+                                "SYS_CHROOT"]
+    assert host["security_opt"] == ["no-new-privileges"] and host["userns_mode"] == "host"
+    assert host["auto_remove"] is False
+    assert host["device_requests"] == [{"Driver": "cdi", "DeviceIDs": ["nvidia.com/gpu=all"]}]
+    assert host["binds"] == {str(program): {"bind": "/app/program", "mode": "z"},
+                             str(data): {"bind": "/app/data", "mode": "ro"}}
+    create = spec.create_container()
+    assert create["working_dir"] == "/app/program" and create["detach"] is False
+    assert create["command"] == "python3 /app/program/score.py --data /app/data/x"  # one string, as Codabench
+    assert create["environment"] == ["PYTHONUNBUFFERED=1", "http_proxy=", "https_proxy="]
+    assert create["network_disabled"] is True and "user" not in create  # the image's default user: root
+    assert "device_requests" not in StepSpec("i", "c", ()).host_config()  # USE_GPU unset: no GPU request
+    # the docker SDK accepts exactly this description
+    import docker
+
+    config = docker.APIClient(base_url="unix:///nonexistent", version="1.44").create_host_config(**host)
+    assert config["CapDrop"] == host["cap_drop"] and config["DeviceRequests"][0]["Driver"] == "cdi"
+    assert config["Binds"] == [f"{program}:/app/program:z", f"{data}:/app/data:ro"]
+    # the no-container twin runs the same command over the mounts' host folders
+    argv = spec.local_argv()
+    assert argv[1:] == [f"{program}/score.py", "--data", f"{data}/x"] and os.path.isabs(argv[0])
+
+
+# --------------------------------------------------------- the top-level files
+
+
+def test_top_level_competition_yaml_and_logo_are_the_embedded_bundles(zoo_bundle):
+    with zipfile.ZipFile(zoo_bundle) as archive:
+        built, logo = archive.read("competition.yaml").decode(), archive.read("logo.png")
+    top = (REPO / "competition.yaml").read_text()
+    assert top == built == default_competition_text(), "regenerate it: python scripts/write_competition_yaml.py"
+    assert top.startswith(HEADER) and (REPO / "logo.png").read_bytes() == logo

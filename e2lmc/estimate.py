@@ -7,13 +7,22 @@ estimate is, summed over the phase's checkpoints,
 
     seconds_per_gigabyte x weight bytes  +  seconds_per_token_parameter x tokens x parameters
 
-plus a fixed start-up (planning the task, the sandbox, scoring), times a safety margin.
-The defaults were measured with `benchmarks/real_shapes.py` on one NVIDIA H200 (the real
-dense-1b-arch1 shape in bf16, random weights, 2026-11-27): 10.9 s per checkpoint for
-373,903 tokens and 9.35 s for 93,620, i.e. 8.8 s per 2.1 GB checkpoint (4.2 s/GB: reading,
-moving to the GPU, per-checkpoint work) and 5.5 µs per token (5.2e-15 s per token and
-parameter, about half the measured matrix-multiply peak). The workload is the largest
-task the rules allow: 15,000 samples of about 600 tokens.
+plus a fixed start-up (planning the task, the sandbox, CUDA, scoring), times a safety margin.
+The defaults come from `benchmarks/real_shapes.py` on one NVIDIA H200 (bf16, random weights,
+2026-11-27; two checkpoints each, 1,000 five-shot samples = 861,303 tokens computed per
+checkpoint; disk read 1.1-1.6 GB/s with the page cache emptied):
+
+    shape          parameters  weights   engine seconds for 2 checkpoints  MFU
+    500m-like      0.50e9      1.0 GB    15.7                              9%
+    dense-1b-arch1 1.05e9      2.1 GB    19.6                              18%
+    3b-like        3.36e9      6.7 GB    42.2                              30%
+
+A line through them: 11 s once (CUDA start, tokenizing) plus 4.6 s per billion parameters
+per checkpoint at that token count, i.e. 5.4e-15 s per token and parameter for the forward
+passes; reading a checkpoint (0.6-0.9 s/GB from disk, then onto the GPU) overlaps them but
+is counted in full here, at 2.5 s/GB, so that a task with few tokens (reading-bound) is
+not under-estimated. On the 3b-like shape the estimate is 1.5 times what was measured.
+The workload is the largest task the rules allow: 15,000 samples of about 600 tokens.
 """
 
 from __future__ import annotations
@@ -26,8 +35,8 @@ from .placement import CheckpointSize
 
 @dataclass(frozen=True)
 class Throughput:
-    seconds_per_gigabyte: float = 4.2
-    seconds_per_token_parameter: float = 5.2e-15
+    seconds_per_gigabyte: float = 2.5
+    seconds_per_token_parameter: float = 5.4e-15
     startup_seconds: float = 300.0
 
 

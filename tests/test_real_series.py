@@ -207,6 +207,15 @@ def test_the_real_bundle_reads_placed_checkpoints_with_estimated_limits(real_bun
     assert all((placed / e["path"] / "config.json").is_file() for e in entries)
 
 
+def test_an_ingestion_whose_checkpoints_are_not_placed_says_so(real_bundle, short_science, tmp_path, capsys):
+    with zipfile.ZipFile(real_bundle) as archive:
+        archive.extractall(tmp_path / "bundle")
+    assert main(["ingest", "--submission", str(short_science), "--input-data", str(tmp_path / "bundle" / "input_data"),
+                 "--manifest", "manifest-warm-up.yaml", "--checkpoint-root", str(tmp_path / "nowhere"),
+                 "--output", str(tmp_path / "out")]) == 2
+    assert f"the checkpoint folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+
+
 def test_all_three_phases_run_on_the_placed_checkpoints(real_bundle, placed, short_science, tmp_path):
     submission = short_science
     evaluated = {}
@@ -230,16 +239,18 @@ def _pages(bundle: Path) -> dict[str, str]:
         return {file: archive.read(f"pages/{file}").decode() for _, file in PAGES}
 
 
-def test_pages_differ_per_kind_and_carry_the_bundles_dates(real_bundle, tiny_zoo, tmp_path):
+def test_pages_differ_per_kind_and_carry_the_bundles_dates(real_bundle, tiny_zoo, tmp_path, capsys):
     zoo_out = tmp_path / "zoo.zip"
     assert main(["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(tiny_zoo[0]),
-                 "--out", str(zoo_out), "--start", "2027-02-01"]) == 0
+                 "--out", str(zoo_out), "--start", "2099-02-01"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"local tag {DEFAULT_IMAGE}" in warnings[0]  # no past phase: only the image
     zoo, real = _pages(zoo_out), _pages(real_bundle)
     assert "embedded checkpoint set" in zoo["overview.md"] and "0.5B, 1B and 3B" in real["overview.md"]
     assert "miniature" not in real["overview.md"] + real["tasks_and_data.md"]
     assert "`dense-1b-arch1`" in real["tasks_and_data.md"] and "`dense-medium-arch1`" in zoo["tasks_and_data.md"]
     assert WEB_REPO not in "".join(real.values()) and "-web" not in real["tasks_and_data.md"]  # never named
-    assert "01 February 2027, 00:00" in zoo["timeline.md"] and "2025-07-07" not in zoo["timeline.md"]
+    assert "01 February 2099, 00:00" in zoo["timeline.md"] and "2025-07-07" not in zoo["timeline.md"]
     real_start = competition_of(real_bundle)["phases"][0]["start"]
     assert datetime.fromisoformat(real_start).strftime("%d %B %Y, %H:%M") in real["timeline.md"]
     for pages in (zoo, real):
@@ -290,3 +301,90 @@ def test_top_level_competition_yaml_and_logo_are_the_embedded_bundles(zoo_bundle
     top = (REPO / "competition.yaml").read_text()
     assert top == built == default_competition_text(), "regenerate it: python scripts/write_competition_yaml.py"
     assert top.startswith(HEADER) and (REPO / "logo.png").read_bytes() == logo
+
+
+# ------------------------------------------------------------- the estimate
+
+
+def test_the_estimate_sizes_the_real_phases_as_docs_organizers_says():
+    from e2lmc.bundle import estimated_limits
+    from e2lmc.placement import CheckpointSize
+
+    series = read_series(E2LM_SERIES, "org/web")
+    parameters = {"500m": 0.5e9, "1b": 1.0487e9, "3b": 3.1e9}  # the table's assumption
+    sizes = {m.checkpoint_id(c): CheckpointSize(int(2 * parameters[m.size]), int(parameters[m.size]))
+             for m in series_reference(series).models for c in m.checkpoints}
+    assert estimated_limits(series, sizes) == {"warm-up": 3 * 3600, "development": 7 * 3600 + 2700,
+                                               "final": 8 * 3600 + 2700}
+
+
+# ---------------------------------------------------- the docker SDK runner
+
+
+class FakeAPIClient:
+    """docker.APIClient's calls that run_container makes, recorded."""
+
+    def __init__(self, wait=None):
+        self.calls, self._wait = [], wait
+
+    def ping(self):
+        return True
+
+    def create_host_config(self, **kwargs):
+        self.calls.append(("host_config", kwargs))
+        return {"host": kwargs}
+
+    def create_container(self, **kwargs):
+        self.calls.append(("create", kwargs))
+        return {"Id": "c1"}
+
+    def start(self, container):
+        self.calls.append(("start", container["Id"]))
+
+    def logs(self, container, stream, follow):
+        return iter([b"step log line\n"])
+
+    def wait(self, container, timeout):
+        self.calls.append(("wait", timeout))
+        return self._wait() if self._wait else {"StatusCode": 3}
+
+    def kill(self, container):
+        self.calls.append(("kill", container["Id"]))
+
+    def remove_container(self, container, force):
+        self.calls.append(("remove", container["Id"]))
+
+
+def _fake_docker(monkeypatch, client):
+    import docker
+
+    monkeypatch.setattr(docker, "from_env", lambda: type("Client", (), {"api": client})())
+
+
+def test_the_docker_runner_creates_codabenchs_container_and_removes_it(monkeypatch, tmp_path, capfd):
+    from e2lmc.container import run_container
+
+    client = FakeAPIClient()
+    _fake_docker(monkeypatch, client)
+    spec = StepSpec("reg/e2lmc:1", "python3 /app/program/score.py", (Mount(tmp_path, "/app/program", "z"),),
+                    gpus=True)
+    assert run_container(spec, time_limit=60) == 3
+    calls = dict(client.calls)
+    assert calls["host_config"] == spec.host_config() and calls["wait"] == 60
+    created = calls["create"]
+    assert created["host_config"] == {"host": spec.host_config()}
+    assert {k: v for k, v in created.items() if k != "host_config"} == spec.create_container()
+    assert [c[0] for c in client.calls][-1] == "remove" and "step log line" in capfd.readouterr().err
+
+
+def test_the_docker_runner_stops_a_container_at_the_time_limit(monkeypatch, tmp_path):
+    from e2lmc.container import run_container
+
+    def too_long():
+        raise TimeoutError("read timed out")
+
+    client = FakeAPIClient(wait=too_long)
+    _fake_docker(monkeypatch, client)
+    with pytest.raises(UserError, match="Execution Time Limit exceeded.*limit of 0 s"):
+        run_container(StepSpec("i", "c", (Mount(tmp_path, "/app/program"),)), time_limit=0)
+    assert ("kill", "c1") in client.calls and client.calls[-1] == ("remove", "c1")

@@ -100,6 +100,13 @@ def _zoo_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_series_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument("--series", type=Path, help=f"{prefix}the checkpoint series file (default: the real competition's, "
+                                               "e2lmc/data/series/e2lm.yaml)")
+    p.add_argument("--web-model", help=f"{prefix}hub repo of the hidden web-only model, if the series file leaves it "
+                                       "out")
+
+
 def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bundle",
@@ -132,9 +139,7 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hide-output", action=argparse.BooleanOptionalAction, default=None,
                    help="hide the steps' logs from participants (default: on for e2lm, whose hidden checkpoints a "
                         "submission's own program could read and print; off for zoo; see docs/security.md)")
-    p.add_argument("--series", type=Path, help="e2lm: the checkpoint series file (default: the real competition's, "
-                                               "e2lmc/data/series/e2lm.yaml)")
-    p.add_argument("--web-model", help="e2lm: hub repo of the hidden web-only model, if the series file leaves it out")
+    _add_series_options(p, "e2lm: ")
     p.add_argument("--data", type=Path,
                    help="e2lm: the folder `e2lmc checkpoints fetch` placed, checked against the series and used to "
                         "size each phase's time limit")
@@ -174,8 +179,7 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
         "DIR/<model id>/iter_XXXXXXX, verify it and write DIR/manifest.yaml. Copy DIR to $HOST_DIRECTORY/data "
         "on every GPU worker.",
     )
-    p.add_argument("--series", type=Path, help="the series file (default: the real competition's)")
-    p.add_argument("--web-model", help="hub repo of the hidden web-only model, if the series file leaves it out")
+    _add_series_options(p)
     p.add_argument("--to", type=Path, required=True, help="the data folder to place the checkpoints in")
     p.add_argument("--offline", action="store_true", help="read the Hugging Face cache only, download nothing")
     p.add_argument("--cache-dir", type=Path, help="the Hugging Face cache (default: HF_HOME's)")

@@ -72,7 +72,7 @@ class StepSpec:
         """A container path moved to its mount's host folder (the deepest mount that holds it)."""
         for mount in sorted(self.mounts, key=lambda m: -len(m.container)):
             if path == mount.container or path.startswith(mount.container + "/"):
-                return str(mount.host) + path[len(mount.container):]
+                return str(mount.host.resolve()) + path[len(mount.container):]
         return path
 
     def local_argv(self) -> list[str]:

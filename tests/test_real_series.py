@@ -216,13 +216,14 @@ def test_an_ingestion_whose_checkpoints_are_not_placed_says_so(real_bundle, shor
     assert f"the checkpoint folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
 
 
-def test_all_three_phases_run_on_the_placed_checkpoints(real_bundle, placed, short_science, tmp_path):
+def test_all_three_phases_run_on_the_placed_checkpoints(real_bundle, placed, short_science, tmp_path, monkeypatch):
     submission = short_science
+    monkeypatch.chdir(tmp_path)  # work folders given relative to it, as a user would
     evaluated = {}
     for phase in PHASE_NAMES:
         workdir = tmp_path / phase
         assert main(["worker", str(submission), "--bundle", str(real_bundle), "--phase", phase, "--no-container",
-                     "--data", str(placed), "--workdir", str(workdir)]) == 0
+                     "--data", str(placed), "--workdir", phase]) == 0
         scores = json.loads((workdir / "scoring" / "app" / "output" / "scores.json").read_text())
         assert scores["valid"] == 1.0 and all(math.isfinite(v) for v in scores.values())
         evaluated[phase] = {c.id for c in read_results(workdir / "prediction" / "app" / "output").checkpoints}

@@ -25,9 +25,11 @@ DEFAULT_TOKENIZER = Path("zoo/default/tokenizer")
 
 
 def _score(args: argparse.Namespace) -> int:
+    from .report import write_report  # matplotlib is only needed here
     from .scorer import REPORT_FILE, SCORES_FILE, format_row, run_scoring
 
     evaluation = run_scoring(args.res, args.ref, args.output, allow_partial=args.allow_partial)
+    write_report(evaluation, args.output / REPORT_FILE)
     print(format_row(evaluation.leaderboard))
     for problem in evaluation.verdict.problems:
         print(f"invalid submission: {problem}.")

@@ -256,9 +256,8 @@ def format_row(leaderboard: Leaderboard) -> str:
 
 
 def run_scoring(res_dir: Path, ref_dir: Path, out_dir: Path, allow_partial: bool = False) -> Evaluation:
-    """The whole scoring step, as Codabench runs it."""
-    from .report import write_report  # matplotlib is only needed here
-
+    """The scoring step, as Codabench runs it, up to scores.json (the report, a view of
+    the evaluation, is written by `report.write_report`)."""
     check_ingestion_status(res_dir)
     if not (res_dir / RESULTS_FILE).is_file():
         raise UserError(
@@ -274,5 +273,4 @@ def run_scoring(res_dir: Path, ref_dir: Path, out_dir: Path, allow_partial: bool
     evaluation = evaluate(results, reference, allow_partial)
     output_folder(out_dir, "--output")
     write_scores(evaluation.leaderboard, out_dir)
-    write_report(evaluation, out_dir / REPORT_FILE)
     return evaluation

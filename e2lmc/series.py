@@ -9,9 +9,8 @@ iterations convert to training tokens, and which checkpoints signal quality uses
 The real competition's file ships as `e2lmc/data/series/e2lm.yaml`; `e2lmc zoo build`
 writes the embedded set's next to its checkpoints (`series.yaml`). From a series come
 the full reference data (`series_reference`, cut per phase by `phases`) and the
-checkpoint manifests: where each checkpoint comes from (`source_manifest`: hub repo and
-subfolder, or local folder) and where it is placed (`placed_manifest`:
-`<model id>/iter_XXXXXXX` under a data folder, as `e2lmc checkpoints fetch` lays it out).
+checkpoint manifest of the placed checkpoints (`placed_manifest`: `<model id>/iter_XXXXXXX`
+under a data folder, as `e2lmc checkpoints fetch` lays them out).
 """
 
 from __future__ import annotations
@@ -198,21 +197,6 @@ def placed_manifest(series: Series) -> CheckpointManifest:
     """Paths relative to the data folder the checkpoints are placed in."""
     return CheckpointManifest([ManifestEntry(f"{m.id}/{checkpoint_name(i)}", path=placed_path(m.id, i), role=role)
                                for m, (i, role) in _model_steps(series)], description=series.description)
-
-
-def source_manifest(series: Series, series_dir: Path) -> CheckpointManifest:
-    """Where each checkpoint comes from: its hub repo and subfolder, or its local folder."""
-    entries = []
-    for m, (i, role) in _model_steps(series):
-        cid = f"{m.id}/{checkpoint_name(i)}"
-        if m.repo is not None:
-            entries.append(ManifestEntry(cid, repo=m.repo, subfolder=checkpoint_name(i), revision=m.revision,
-                                         role=role))
-        else:
-            assert m.path is not None
-            folder = Path(m.path) if Path(m.path).is_absolute() else series_dir / m.path
-            entries.append(ManifestEntry(cid, path=str(folder / checkpoint_name(i)), role=role))
-    return CheckpointManifest(entries, description=series.description)
 
 
 def _model_steps(series: Series) -> list[tuple[SeriesModel, tuple[int, str]]]:

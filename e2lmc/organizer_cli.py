@@ -44,6 +44,11 @@ def _bundle(args: argparse.Namespace) -> int:
                             **({"docker_image": args.docker_image} if args.docker_image else {}))
     started = time.perf_counter()
     if args.checkpoints == "zoo":
+        misplaced = [f"--{k.replace('_', '-')}" for k in ("series", "web_model", "data", "allow_local_image")
+                     if getattr(args, k)]
+        if misplaced:
+            raise UserError(f"{', '.join(misplaced)}: only for --checkpoints e2lm (the zoo bundle carries the "
+                            "embedded set inside)")
         warnings = zoo_bundle(embedded_set(args)[0], out, options)
     else:
         series = read_series(args.series or E2LM_SERIES, args.web_model)

@@ -160,6 +160,11 @@ def test_a_real_bundle_that_would_fail_every_submission_is_refused(real_series, 
     assert not (tmp_path / "x.zip").exists()
 
 
+def test_real_series_options_on_the_zoo_bundle_are_refused(real_series, tmp_path, capsys):
+    assert main(["bundle", "--checkpoints", "zoo", "--series", str(real_series[0]), "--out", str(tmp_path / "z.zip")]) == 2
+    assert "--series: only for --checkpoints e2lm" in capsys.readouterr().err
+
+
 def test_a_real_bundle_needs_every_checkpoint_placed(real_series, placed, tmp_path, capsys):
     data = yaml.safe_load(real_series[0].read_text())
     data["iterations"]["hidden"].append(data["iterations"]["final"] - 1)

@@ -131,6 +131,30 @@ def test_a_damaged_checkpoint_is_named_and_a_rerun_of_fetch_repairs_it(real_seri
     assert verify_checkpoint(weights.parent).bytes == len(content)
 
 
+def test_fetch_online_asks_the_hub_for_exactly_the_series_subfolders(real_series, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from e2lmc.placement import fetch
+
+    asked = []
+    snapshots = {p.parent.parent.name: p for p in real_series[1].glob("models--*/snapshots/*")}
+
+    def snapshot_download(repo_id, **kwargs):
+        asked.append((repo_id, kwargs))
+        return str(snapshots[f"models--{repo_id.replace('/', '--')}"])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    series = read_series(real_series[0])
+    fetch(series, real_series[0].parent, tmp_path / "data", offline=False, workers=4)
+    assert [repo for repo, _ in asked] == [m.repo for m in series.models]
+    subfolders = [f"iter_{i:07d}/*" for i, _ in series.steps]
+    for _, kwargs in asked:
+        assert kwargs["local_files_only"] is False and kwargs["max_workers"] == 4
+        assert kwargs["allow_patterns"][:len(subfolders)] == subfolders  # and the root tokenizer files only
+        assert all(p.startswith(("tokenizer", "special_tokens", "vocab", "merges")) for p in
+                   kwargs["allow_patterns"][len(subfolders):])
+
+
 def test_fetch_offline_of_a_repo_not_in_the_cache_says_so(real_series, tmp_path, capsys):
     series, _ = real_series
     assert main(["checkpoints", "fetch", "--series", str(series), "--to", str(tmp_path / "d"), "--offline",

@@ -102,6 +102,9 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
     root = input_data if checkpoint_root is None else checkpoint_root
     if not root.is_dir():
         raise UserError(f"the checkpoint folder {root} does not exist")
+    if checkpoint_root is not None and not any(root.iterdir()):
+        raise UserError(f"the checkpoint folder {root} is empty: the checkpoints are not placed on this worker "
+                        "(e2lmc checkpoints fetch, docs/organizers.md)")
     choose_level(limits.sandbox)  # a host below the required level is refused before any work
     output_folder(output, "--output")
     order = {e.id: i for i, e in enumerate(manifest.checkpoints)}

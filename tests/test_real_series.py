@@ -236,13 +236,17 @@ def test_the_real_bundle_reads_placed_checkpoints_with_estimated_limits(real_bun
     assert all((placed / e["path"] / "config.json").is_file() for e in entries)
 
 
-def test_an_ingestion_whose_checkpoints_are_not_placed_says_so(real_bundle, short_science, tmp_path, capsys):
+def test_an_ingestion_whose_checkpoints_are_not_placed_says_so(real_bundle, short_science, tmp_path, capfd):
     with zipfile.ZipFile(real_bundle) as archive:
         archive.extractall(tmp_path / "bundle")
     assert main(["ingest", "--submission", str(short_science), "--input-data", str(tmp_path / "bundle" / "input_data"),
                  "--manifest", "manifest-warm-up.yaml", "--checkpoint-root", str(tmp_path / "nowhere"),
                  "--output", str(tmp_path / "out")]) == 2
-    assert f"the checkpoint folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    assert f"the checkpoint folder {tmp_path / 'nowhere'} does not exist" in capfd.readouterr().err
+    # the worker without --data: Codabench's /app/data is then an empty folder
+    assert main(["worker", str(short_science), "--bundle", str(real_bundle), "--phase", "warm-up", "--no-container",
+                 "--workdir", str(tmp_path / "w")]) == 1
+    assert "is empty: the checkpoints are not placed on this worker" in capfd.readouterr().err
 
 
 def test_all_three_phases_run_on_the_placed_checkpoints(real_bundle, placed, short_science, tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ CODABENCH_REF = Path("/app/input/ref")
 CODABENCH_OUTPUT = Path("/app/output")
 
 DEMO_OUTPUT = Path("demo_output")
-DEFAULT_TOKENIZER = Path("zoo/default/tokenizer")
+DEFAULT_ZOO = Path("zoo/default")
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .ingestion import check_prompts, plan_submission
+    from .ingestion import check_prompts, plan_submission, truncation_warning
     from .sandbox import private_workdir
     from .scoring import ValidationRules
 
@@ -124,21 +124,40 @@ def _validate(args: argparse.Namespace) -> int:
     kinds = sorted({r.kind for r in plan.requests})
     print(f"task '{plan.task_name}', metric {plan.task_metric} ({'higher' if plan.higher_is_better else 'lower'} "
           f"is better): {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests ({', '.join(kinds)})")
-    tokenizer = args.tokenizer or (DEFAULT_TOKENIZER if DEFAULT_TOKENIZER.is_dir() else None)
-    if tokenizer is None:
-        print("prompt lengths not checked: pass --tokenizer DIR (or build the default checkpoint set first)")
+    checkpoint = args.checkpoint or _default_checkpoint()
+    truncated = False
+    if checkpoint is None:
+        print("prompt lengths not checked: pass --checkpoint DIR (or build the default checkpoint set first)")
     else:
-        validation = check_prompts(plan, tokenizer)
+        validation = check_prompts(plan, checkpoint)
         print(f"longest prompt: {validation.max_prompt_tokens:,} tokens (sample {validation.longest_prompt_sample}, "
-              f"tokenizer {tokenizer})")
+              f"tokenizer of {checkpoint})")
+        if validation.context_tokens is None:
+            print(f"truncation not checked: {checkpoint} is a tokenizer, not a model folder with a context length")
+        else:
+            warning = truncation_warning(validation, len(plan.requests))
+            truncated = warning is not None and not args.allow_truncation
+            print(warning + ("" if args.allow_truncation else " (--allow-truncation accepts it)") if warning else
+                  f"every request fits the checkpoints' context of {validation.context_tokens:,} tokens")
     fraction = len(plan.leakage) / plan.n_samples
     limit = ValidationRules().max_leakage_fraction
     print(f"leakage: {len(plan.leakage)} samples ({fraction:.1%}) show their gold answer in their own prompt"
           + (f" — above the {limit:.0%} allowed: the submission would be invalid" if fraction > limit else ""))
     for leak in plan.leakage[:5]:
         print(f"  task '{leak.task}' sample {leak.sample}: '{leak.answer}' in …{leak.excerpt}…")
-    print("valid" if fraction <= limit else "invalid")
-    return 0 if fraction <= limit else 1
+    valid = fraction <= limit and not truncated
+    print("valid" if valid else "invalid" if fraction > limit else "truncated: not what the task was designed to be")
+    return 0 if valid else 1
+
+
+def _default_checkpoint() -> Path | None:
+    """The embedded default set's first checkpoint (its tokenizer and context), when built."""
+    from .formats import MANIFEST_FILE, read_manifest
+
+    if not (DEFAULT_ZOO / MANIFEST_FILE).is_file():
+        return None
+    first = read_manifest(DEFAULT_ZOO).checkpoints[0]
+    return DEFAULT_ZOO / first.path if first.path else None
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_output: str) -> None:
@@ -261,8 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the competition's rules. Exit code 0 when valid.",
     )
     p.add_argument("submission", type=Path, help="the submission, a folder or zip")
-    p.add_argument("--tokenizer", type=Path,
-                   help=f"tokenizer folder for prompt lengths (default: {DEFAULT_TOKENIZER} when built)")
+    p.add_argument("--checkpoint", "--tokenizer", dest="checkpoint", type=Path,
+                   help="a checkpoint folder: its tokenizer counts prompt lengths, its context decides which requests "
+                        "would be truncated (a tokenizer folder counts lengths only) (default: the first checkpoint "
+                        f"of {DEFAULT_ZOO} when built)")
+    p.add_argument("--allow-truncation", action="store_true",
+                   help="accept a task some of whose requests exceed the checkpoints' context (cut from the left)")
     _add_limits(p)
     p.set_defaults(func=_validate)
 

@@ -173,6 +173,9 @@ class Validation:
 
     max_prompt_tokens: int | None = None
     longest_prompt_sample: int | None = None
+    context_tokens: int | None = None  # the checkpoints' context length
+    truncated_requests: int = 0  # requests whose prompt exceeds it: cut from the left, never in silence
+    max_truncated_tokens: int = 0  # tokens cut from the worst one
     leakage_count: int = 0
     leakage_examples: list[LeakageExample] = field(default_factory=list)
 

@@ -67,11 +67,16 @@ def plan_submission(source: Path, workdir: Path, limits: Limits,
     return submission, plan_task(submission, sandbox, workdir, limits.plan_seconds)
 
 
-def check_prompts(plan: Plan, tokenizer_dir: Path) -> Validation:
-    """The prompt-length gate (naming the longest sample) and the leakage statistics."""
-    from transformers import AutoTokenizer
+def check_prompts(plan: Plan, checkpoint: Path) -> Validation:
+    """The prompt-length gate (naming the longest sample), the requests that exceed the
+    checkpoint's context (when `checkpoint` is a model folder, not only a tokenizer) and
+    the leakage statistics."""
+    from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
+    from transformers import AutoConfig, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    from .packing import Encoder, overflow, tokenize
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True)
     texts = []
     for request in plan.requests:
         arguments = json.loads(request.arguments)
@@ -83,12 +88,29 @@ def check_prompts(plan: Plan, tokenizer_dir: Path) -> Validation:
     problem = ValidationRules().prompt_length_problem(lengths[longest])
     if problem and request is not None:
         raise InvalidSubmission(f"task '{request.task}' sample {request.doc_id}: its prompt {problem}")
-    return Validation(
+    validation = Validation(
         max_prompt_tokens=lengths[longest],
         longest_prompt_sample=request.doc_id if request else None,
         leakage_count=len(plan.leakage),
         leakage_examples=plan.leakage[:LEAKAGE_EXAMPLES_KEPT],
     )
+    if (checkpoint / "config.json").is_file():
+        context = resolve_max_length(AutoConfig.from_pretrained(str(checkpoint)), tokenizer,
+                                     default=DEFAULT_MAX_LENGTH)
+        cut = overflow(tokenize([(r.kind, r.arguments) for r in plan.requests], Encoder(tokenizer)), context)
+        validation.context_tokens = context
+        validation.truncated_requests, validation.max_truncated_tokens = cut.requests, cut.max_excess
+    return validation
+
+
+def truncation_warning(validation: Validation, n_requests: int) -> str | None:
+    """One sentence when some requests do not fit the checkpoints' context."""
+    if not validation.truncated_requests:
+        return None
+    return (f"{validation.truncated_requests:,} of {n_requests:,} requests exceed the checkpoints' context of "
+            f"{validation.context_tokens:,} tokens, by up to {validation.max_truncated_tokens:,} tokens: their "
+            "prompts are cut from the left (as lm-eval's Hugging Face backend does), so what is scored is not the "
+            "whole prompt")
 
 
 def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits(),
@@ -114,6 +136,9 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         print(f"the submission's code runs in the sandbox at level '{sandbox.level}'", file=sys.stderr)
         submission, plan = plan_submission(source, workdir, limits, sandbox)
         validation = check_prompts(plan, resolve(manifest.checkpoints[0], root, cache_dir))
+        warning = truncation_warning(validation, len(plan.requests))
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         digest = plan.digest()
         results = _resumed(output, digest) or IngestionResults(
             plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation, plan_digest=digest,

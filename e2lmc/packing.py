@@ -124,6 +124,30 @@ def tokenize(requests: list[RequestKey], encoder: Encoder) -> Tokenized:
     )
 
 
+@dataclass(frozen=True)
+class Overflow:
+    """Requests whose prompt does not fit the model's context: lm-eval's HF backend (and
+    so the engine) cuts them from the left, so what is scored is not the whole prompt."""
+
+    requests: int = 0
+    max_excess: int = 0  # tokens cut from the worst one
+
+
+def overflow(tokenized: Tokenized, max_length: int) -> Overflow:
+    """What a model of context `max_length` truncates: a log-likelihood request keeps its
+    last max_length + 1 tokens (HFLM), a generation keeps max_length - max_gen_toks of its
+    context; rolling log-likelihoods are split into windows, never cut."""
+    from lm_eval.models.utils import normalize_gen_kwargs
+
+    excess = [len(context) + len(continuation) - (max_length + 1)
+              for context, continuation in tokenized.pairs.values()]
+    for i, context in tokenized.contexts.items():
+        max_gen_toks = normalize_gen_kwargs(dict(tokenized.gen_kwargs[i]), 256)["max_gen_toks"]
+        excess.append(len(context) + max_gen_toks - max_length)
+    cut = [e for e in excess if e > 0]
+    return Overflow(len(cut), max(cut, default=0))
+
+
 @dataclass
 class Batch:
     """Rows computed in one forward pass after their family's prefix (if any)."""

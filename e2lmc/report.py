@@ -132,6 +132,13 @@ def render(ev: Evaluation) -> str:
                     f"≤ {ref.validation.max_prompt_tokens}",
                 ],
                 [
+                    "requests beyond the checkpoints' context",
+                    "not measured" if v.context_tokens is None else f"{v.truncated_requests}"
+                    + (f" (cut by up to {v.max_truncated_tokens} tokens)" if v.truncated_requests else ""),
+                    "none: what does not fit is cut from the left" if v.context_tokens is None
+                    else f"context {v.context_tokens} tokens",
+                ],
+                [
                     "gold answer leaked into its prompt",
                     f"{v.leakage_count} samples ({ev.verdict.leakage_fraction:.1%})",
                     f"≤ {ref.validation.max_leakage_fraction:.1%}",

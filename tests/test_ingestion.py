@@ -403,3 +403,48 @@ def test_a_run_killed_with_sigkill_resumes_to_byte_identical_scores(tiny_zoo, tm
         results = json.loads((output / "ingestion_results.json").read_text())
         assert [c["id"] for c in results["checkpoints"]] == [e.id for e in picked]  # manifest order
     assert scores[0] == scores[1]
+
+
+def test_requests_beyond_the_context_are_counted_as_lm_eval_truncates_them(tiny_zoo, input_data, tmp_path, capfd):
+    """The five-shot template exceeds the tiny set's 64-token context: the count equals
+    lm-eval's HF backend's own (context + continuation longer than max_length + 1), and it
+    is said in the log, the results, the report and by validate."""
+    from lm_eval.models.huggingface import HFLM
+
+    template = REPO / "starting_kit" / "sample_submissions" / "e2lmc_mmluvar_template"
+    results = ingest(template, input_data, tmp_path / "out", QUICK)
+    v = results.validation
+    checkpoint = input_data / CHECKPOINTS[0]
+    lm = HFLM(pretrained=str(checkpoint), device="cpu", dtype="float32")
+    _, plan = plan_submission(template, tmp_path / "plan", QUICK)
+    excess = [len(c) + len(t) - (lm.max_length + 1)
+              for c, t in (lm._encode_pair(*json.loads(r.arguments)) for r in plan.requests)]
+    assert v.context_tokens == lm.max_length == 64
+    assert v.truncated_requests == sum(e > 0 for e in excess) > 0 and v.max_truncated_tokens == max(excess)
+    assert f"{v.truncated_requests:,} of {len(plan.requests):,} requests exceed the checkpoints' context of 64 " \
+           "tokens" in capfd.readouterr().err
+
+    assert main(["score", "--res", str(tmp_path / "out"), "--ref", str(tiny_zoo[0] / "reference"),
+                 "--output", str(tmp_path / "scores"), "--allow-partial"]) == 0
+    html = (tmp_path / "scores" / "detailed_results.html").read_text()
+    assert f">{v.truncated_requests} (cut by up to {v.max_truncated_tokens} tokens)</td>" in html
+
+    assert main(["validate", str(template), "--checkpoint", str(checkpoint)]) == 1
+    out = capfd.readouterr().out
+    assert "exceed the checkpoints' context of 64 tokens" in out and out.strip().endswith("was designed to be")
+    assert main(["validate", str(template), "--checkpoint", str(checkpoint), "--allow-truncation"]) == 0
+    assert main(["validate", str(template), "--tokenizer", str(tiny_zoo[0] / "tokenizer")]) == 0
+    assert "truncation not checked" in capfd.readouterr().out
+
+
+def test_overflow_follows_hflms_rules_for_likelihoods_and_generations():
+    from e2lmc.packing import Tokenized, overflow
+
+    tokenized = Tokenized(pairs={0: ([1] * 10, [2] * 3), 1: ([1] * 4, [2])}, rolling={5: [1] * 500},
+                          contexts={2: [1] * 10, 3: [1] * 40}, gen_kwargs={2: {"until": ["\n"]},
+                                                                          3: {"until": ["\n"], "max_gen_toks": 8}})
+    assert overflow(tokenized, 300) == overflow(tokenized, 266)  # 10 + 256 default new tokens fit in 266
+    assert overflow(tokenized, 300).requests == 0
+    assert overflow(tokenized, 265) == type(overflow(tokenized, 265))(1, 1)  # the default-length generation
+    assert overflow(tokenized, 12).requests == 2  # 10 + 3 = 12 + 1 fits; 10 + 256 and 40 + 8 do not
+    assert overflow(tokenized, 11).max_excess == 10 + 256 - 11

@@ -184,8 +184,8 @@ def fetch(series: Series, series_dir: Path, to: Path, offline: bool | None = Non
                 assert model.path is not None
                 root = Path(model.path) if Path(model.path).is_absolute() else series_dir / model.path
             for iteration, sub in zip(iterations, subfolders):
-                dest = to / placed_path(model.id, iteration)
-                cid = f"{model.id}/{sub}"
+                cid = placed_path(model.id, iteration)  # the checkpoint's id, and its folder under `to`
+                dest = to / cid
                 try:
                     sizes[cid] = verify_checkpoint(dest)
                 except UserError:

@@ -105,8 +105,7 @@ class Series:
         web = [m for m in self.models if m.mixture == "web"]
         if len(web) != 1:
             raise UserError(f"{where}: models must include exactly one with mixture: web (it has {len(web)})")
-        if not any(m.mixture == "science" and (m.size, m.architecture) == (web[0].size, web[0].architecture)
-                   for m in self.models):
+        if self.compliance_pair() is None:
             raise UserError(f"{where}: the web-only model {web[0].id} needs a science model of the same size and "
                             "architecture (scientific compliance compares the two)")
         it = self.iterations
@@ -124,6 +123,12 @@ class Series:
         if not (by_iteration or by_ramp):
             raise UserError(f"{where}: tokens needs either per_iteration, or global_batch, rampup "
                             "[start, increment, samples] and sequence_length")
+
+    def compliance_pair(self) -> tuple[SeriesModel, SeriesModel] | None:
+        """(science model, web-only model) of the same size and architecture, if any."""
+        web = next(m for m in self.models if m.mixture == "web")
+        return next(((m, web) for m in self.models
+                     if m.mixture == "science" and (m.size, m.architecture) == (web.size, web.architecture)), None)
 
     @property
     def steps(self) -> list[tuple[int, str]]:
@@ -171,9 +176,9 @@ def series_reference(series: Series, phase: str = "full") -> ReferenceData:
         checkpoints = [Checkpoint(checkpoint_name(i), i, t, "hidden" if m.mixture == "web" and role == "released"
                                   else role) for (i, role), t in zip(steps, tokens)]
         models.append(Model(m.id, m.size, m.architecture, m.mixture, checkpoints))
-    web = next(m for m in series.models if m.mixture == "web")
-    twin = next(m for m in series.models
-                if m.mixture == "science" and (m.size, m.architecture) == (web.size, web.architecture))
+    pair = series.compliance_pair()
+    assert pair is not None  # Series.check
+    twin, web = pair
     science = [m.id for m in series.models if m.mixture == "science"]
     rule = series.signal_quality
     return ReferenceData(
@@ -194,11 +199,8 @@ def placed_path(model_id: str, iteration: int) -> str:
 
 
 def placed_manifest(series: Series) -> CheckpointManifest:
-    """Paths relative to the data folder the checkpoints are placed in."""
-    return CheckpointManifest([ManifestEntry(f"{m.id}/{checkpoint_name(i)}", path=placed_path(m.id, i), role=role)
-                               for m, (i, role) in _model_steps(series)], description=series.description)
-
-
-def _model_steps(series: Series) -> list[tuple[SeriesModel, tuple[int, str]]]:
-    roles = {m.id: {c.iteration: c.role for c in m.checkpoints} for m in series_reference(series).models}
-    return [(m, (i, roles[m.id][i])) for m in series.models for i, _ in series.steps]
+    """Paths relative to the data folder the checkpoints are placed in, with the roles of
+    the reference data."""
+    return CheckpointManifest([ManifestEntry(m.checkpoint_id(c), path=placed_path(m.id, c.iteration), role=c.role)
+                               for m in series_reference(series).models for c in m.checkpoints],
+                              description=series.description)

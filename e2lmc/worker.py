@@ -21,7 +21,6 @@ Docker engine.
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import sys
 import time
@@ -99,20 +98,19 @@ def _metadata_command(program: Path) -> str | None:
     return command if isinstance(command, str) and command.strip() else None
 
 
-def read_command(program: Path) -> list[str]:
-    """The program's `metadata.yaml` command, split like a shell would."""
+def read_command(program: Path) -> str:
+    """The program's `metadata.yaml` command; a program Codabench cannot run is refused here, as there."""
     if not (program / "metadata.yaml").is_file():
         raise UserError(f"{program} has no metadata.yaml: Codabench cannot run it")
     command = _metadata_command(program)
     if command is None:
         raise UserError(f"{program / 'metadata.yaml'} has no command")
-    return shlex.split(command)
+    return command
 
 
 def _run(app: Path, mounts: list[Mount], time_limit: int, options: WorkerOptions, image: str) -> tuple[int, float]:
     """Run /app/program's command with `mounts`: its exit code and elapsed seconds."""
-    read_command(app / "program")  # a program Codabench cannot run is refused here, as there
-    spec = StepSpec(image, _metadata_command(app / "program") or "", tuple(mounts), gpus=options.gpus,
+    spec = StepSpec(image, read_command(app / "program"), tuple(mounts), gpus=options.gpus,
                     network_disabled=not options.network)
     start = time.perf_counter()
     code = (run_container if options.container else run_process)(spec, time_limit)

@@ -20,7 +20,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -307,7 +307,7 @@ def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
 
     series = series_for(preset)
     write_series(series, out / SERIES_FILE)
-    write_reference(replace(series_reference(series), phase="embedded"), out / "reference")
+    write_reference(series_reference(series, phase="embedded"), out / "reference")
     write_manifest(placed_manifest(series), out)
     write_sample_tasks(out / "tasks", world, seed)
     return summaries

@@ -329,6 +329,13 @@ def _batch_rows(rows: list[_Row], family: int, prefix: int, token_budget: int, w
         start += count
 
 
+def generation_room(max_gen_toks: int, max_length: int) -> int:
+    """New tokens a generation may take: what it asks for, or half the context where it asks
+    for the whole context or more (lm-eval's HF backend stops there on an assertion, and its
+    default of 256 exceeds a short context); `overflow` counts such a request as truncated."""
+    return max_gen_toks if max_gen_toks < max_length else max(1, max_length // 2)
+
+
 def _generation_batches(tokenized: Tokenized, encoder: Encoder, max_length: int,
                         token_budget: int) -> list[GenerationBatch]:
     """generate_until requests grouped by their arguments, longest first, each batch at most
@@ -343,11 +350,8 @@ def _generation_batches(tokenized: Tokenized, encoder: Encoder, max_length: int,
     for members in groups.values():
         kwargs = normalize_gen_kwargs(dict(tokenized.gen_kwargs[members[0]]), 256)
         until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
-        max_gen_toks = kwargs.pop("max_gen_toks")
+        max_gen_toks = generation_room(kwargs.pop("max_gen_toks"), max_length)
         max_context = max_length - max_gen_toks
-        if max_context <= 0:
-            raise UserError(f"generation asks for {max_gen_toks} new tokens, not fewer than the model's context "
-                            f"({max_length} tokens)")
         members = sorted(members, key=lambda i: -len(tokenized.contexts[i]))
         start = 0
         while start < len(members):

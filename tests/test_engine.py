@@ -17,7 +17,7 @@ from e2lmc.engine import Engine, Settings
 from e2lmc.ingestion import Limits, plan_submission
 from e2lmc.packing import Work, _pack
 
-from .conftest import hflm_responses
+from .conftest import engine_responses, hflm_responses
 
 SAME_MODEL = ["dense-large-arch2/iter_0000024", "dense-large-arch2/iter_0000060"]
 
@@ -75,6 +75,21 @@ def test_two_worker_processes_give_the_single_process_responses(tiny_zoo, tmp_pa
     for position, responses in results:
         assert max(abs(a[0] - b[0]) for a, b in zip(responses, alone[position], strict=True)) <= 1e-5
 
+
+
+def test_a_generation_at_lm_evals_default_length_is_clamped_on_a_short_context(tiny_zoo):
+    """lm-eval's default of 256 new tokens does not fit the tiny models' 64-token context
+    (its HF backend stops on an assertion): the engine generates half the context instead,
+    exactly what that backend generates when asked for 32 tokens."""
+    checkpoint = tiny_zoo[0] / "dense-medium-arch1/iter_0000060"
+    contexts = ["The chemical symbol of", "Question: What is the SI unit of force?\nAnswer:", "Neon"]
+    default = [("generate_until", json.dumps([c, {"until": ["\n\n"]}])) for c in contexts]
+    asked = [("generate_until", json.dumps([c, {"until": ["\n\n"], "max_gen_toks": 32}])) for c in contexts]
+    ours = engine_responses(checkpoint, default)
+    assert ours == hflm_responses(checkpoint, asked)
+    assert max(len(text) for text in ours) > 20  # long generations: the room really is 32 tokens
+    with pytest.raises(AssertionError, match="must be less than"):
+        hflm_responses(checkpoint, default)
 
 # ------------------------------------------------------------------- the packing
 

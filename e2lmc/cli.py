@@ -129,9 +129,9 @@ def _validate(args: argparse.Namespace) -> int:
     if checkpoint is None:
         print("prompt lengths not checked: pass --checkpoint DIR (or build the default checkpoint set first)")
     else:
-        validation = check_prompts(plan, checkpoint)
-        print(f"longest prompt: {validation.max_prompt_tokens:,} tokens (sample {validation.longest_prompt_sample}, "
-              f"tokenizer of {checkpoint})")
+        validation = check_prompts(plan, checkpoint, _tokens_per_rule_token(checkpoint))
+        print(f"longest prompt: {validation.rule_prompt_tokens:,} tokens (sample {validation.longest_prompt_sample}, "
+              f"tokenizer of {checkpoint}){validation.how_counted()}")
         if validation.context_tokens is None:
             print(f"truncation not checked: {checkpoint} is a tokenizer, not a model folder with a context length")
         else:
@@ -148,6 +148,15 @@ def _validate(args: argparse.Namespace) -> int:
     valid = fraction <= limit and not truncated
     print("valid" if valid else "invalid" if fraction > limit else "truncated: not what the task was designed to be")
     return 0 if valid else 1
+
+
+def _tokens_per_rule_token(checkpoint: Path) -> float:
+    """The prompt rule's scale of the set the checkpoint belongs to (its manifest two
+    folders up, as in the embedded set); 1 elsewhere: a real checkpoint's own tokenizer."""
+    from .formats import MANIFEST_FILE, read_manifest
+
+    folder = checkpoint.resolve().parent.parent
+    return read_manifest(folder).tokens_per_rule_token if (folder / MANIFEST_FILE).is_file() else 1.0
 
 
 def _default_checkpoint() -> Path | None:

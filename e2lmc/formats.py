@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 import types
@@ -171,13 +172,27 @@ class LeakageExample:
 class Validation:
     """What ingestion's plan stage found about the task, before any model ran."""
 
-    max_prompt_tokens: int | None = None
+    max_prompt_tokens: int | None = None  # counted with the checkpoints' tokenizer
     longest_prompt_sample: int | None = None
+    tokens_per_rule_token: float = 1.0  # the manifest's: what the prompt-length rule divides the count by
     context_tokens: int | None = None  # the checkpoints' context length
     truncated_requests: int = 0  # requests whose prompt exceeds it: cut from the left, never in silence
     max_truncated_tokens: int = 0  # tokens cut from the worst one
     leakage_count: int = 0
     leakage_examples: list[LeakageExample] = field(default_factory=list)
+
+    @property
+    def rule_prompt_tokens(self) -> int | None:
+        """The longest prompt in the prompt-length rule's tokens (those of the real models)."""
+        return None if self.max_prompt_tokens is None else math.ceil(self.max_prompt_tokens / self.tokens_per_rule_token)
+
+    def how_counted(self) -> str:
+        """How the rule's count was made, where it is not the checkpoints' own count."""
+        if self.tokens_per_rule_token == 1 or self.max_prompt_tokens is None:
+            return ""
+        return (f" (counted as {self.max_prompt_tokens:,} tokens of the checkpoints' tokenizer / "
+                f"{self.tokens_per_rule_token:g}: the embedded set's small tokenizer makes up to that many tokens "
+                "of a real model's on English)")
 
 
 @dataclass
@@ -350,9 +365,15 @@ class ManifestEntry:
 class CheckpointManifest:
     checkpoints: list[ManifestEntry]
     description: str = ""
+    # How many tokens of these checkpoints' tokenizer count as one token of the 2,048-token
+    # prompt rule: 1 for the real series, counted with its own tokenizer; more for the
+    # embedded set, whose small tokenizer cuts English into more pieces (docs/zoo.md).
+    tokens_per_rule_token: float = 1.0
 
     def check(self, where: str) -> None:
         ids = [e.id for e in self.checkpoints]
+        if not self.tokens_per_rule_token > 0:
+            raise UserError(f"{where}: tokens_per_rule_token must be a positive number")
         if len(set(ids)) != len(ids):
             raise UserError(f"{where}: checkpoint ids must be unique")
         for i, entry in enumerate(self.checkpoints):

@@ -67,10 +67,11 @@ def plan_submission(source: Path, workdir: Path, limits: Limits,
     return submission, plan_task(submission, sandbox, workdir, limits.plan_seconds)
 
 
-def check_prompts(plan: Plan, checkpoint: Path) -> Validation:
+def check_prompts(plan: Plan, checkpoint: Path, tokens_per_rule_token: float = 1.0) -> Validation:
     """The prompt-length gate (naming the longest sample), the requests that exceed the
     checkpoint's context (when `checkpoint` is a model folder, not only a tokenizer) and
-    the leakage statistics."""
+    the leakage statistics. Prompts are counted with the checkpoint's tokenizer; the rule
+    sees that count divided by `tokens_per_rule_token` (the manifest's)."""
     from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
     from transformers import AutoConfig, AutoTokenizer
 
@@ -85,15 +86,17 @@ def check_prompts(plan: Plan, checkpoint: Path) -> Validation:
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [0]
     longest = max(range(len(lengths)), key=lengths.__getitem__)
     request = plan.requests[longest] if plan.requests else None
-    problem = ValidationRules().prompt_length_problem(lengths[longest])
-    if problem and request is not None:
-        raise InvalidSubmission(f"task '{request.task}' sample {request.doc_id}: its prompt {problem}")
     validation = Validation(
         max_prompt_tokens=lengths[longest],
         longest_prompt_sample=request.doc_id if request else None,
+        tokens_per_rule_token=tokens_per_rule_token,
         leakage_count=len(plan.leakage),
         leakage_examples=plan.leakage[:LEAKAGE_EXAMPLES_KEPT],
     )
+    problem = ValidationRules().prompt_length_problem(validation.rule_prompt_tokens)
+    if problem and request is not None:
+        raise InvalidSubmission(f"task '{request.task}' sample {request.doc_id}: its prompt {problem}"
+                                + validation.how_counted())
     if (checkpoint / "config.json").is_file():
         context = resolve_max_length(AutoConfig.from_pretrained(str(checkpoint)), tokenizer,
                                      default=DEFAULT_MAX_LENGTH)
@@ -135,7 +138,8 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         sandbox = Sandbox(workdir, limits.sandbox)
         print(f"the submission's code runs in the sandbox at level '{sandbox.level}'", file=sys.stderr)
         submission, plan = plan_submission(source, workdir, limits, sandbox)
-        validation = check_prompts(plan, resolve(manifest.checkpoints[0], root, cache_dir))
+        validation = check_prompts(plan, resolve(manifest.checkpoints[0], root, cache_dir),
+                                   manifest.tokens_per_rule_token)
         warning = truncation_warning(validation, len(plan.requests))
         if warning:
             print(f"warning: {warning}", file=sys.stderr)

@@ -109,4 +109,4 @@ def phase_manifest(full: CheckpointManifest, reference: ReferenceData) -> Checkp
     if missing:
         raise UserError(f"the checkpoint manifest has no entry for {missing[0]} (phase {reference.phase})")
     return CheckpointManifest([replace(by_id[i], role=role) for i, role in roles.items()],
-                              description=reference.description)
+                              description=reference.description, tokens_per_rule_token=full.tokens_per_rule_token)

@@ -127,9 +127,10 @@ def render(ev: Evaluation) -> str:
                 ["samples", str(res.n_samples), f"{ref.validation.min_samples} – {ref.validation.max_samples}"],
                 [
                     "longest prompt (tokens)",
-                    "not measured" if v.max_prompt_tokens is None else f"{v.max_prompt_tokens}"
-                    + ("" if v.longest_prompt_sample is None else f" (sample {v.longest_prompt_sample})"),
-                    f"≤ {ref.validation.max_prompt_tokens}",
+                    "not measured" if v.max_prompt_tokens is None else f"{v.rule_prompt_tokens}"
+                    + ("" if v.longest_prompt_sample is None else f" (sample {v.longest_prompt_sample})")
+                    + v.how_counted(),
+                    f"≤ {ref.validation.max_prompt_tokens} tokens of the real models' tokenizer",
                 ],
                 [
                     "requests beyond the checkpoints' context",

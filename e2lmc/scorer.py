@@ -204,7 +204,7 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
     cs = _scientific_compliance(reference, curves)
     verdict = scoring.validate(
         results.n_samples,
-        results.validation.max_prompt_tokens,
+        results.validation.rule_prompt_tokens,
         results.validation.leakage_count,
         reference.validation,
     )

@@ -189,3 +189,20 @@ def test_degenerate_inputs_give_defined_scores_and_reasons(res_dir, tmp_path):
     assert "constant curve: no correlation, counted as 0" in html
     assert "1 missing value(s) ignored" in html  # iter 4000 of dense-500m-arch1 is in the SQ selection
     assert "3 checkpoint(s) missing on one side ignored" in html  # CS compares all shared iterations
+
+
+def test_the_prompt_rule_counts_real_tokens_where_the_checkpoints_tokenizer_is_small(res_dir, tmp_path):
+    """3,000 tokens of the embedded set's tokenizer are 924 of a real model's at its scale
+    of 3.25: valid there, invalid where the checkpoints' own tokenizer counted them."""
+    results = read_results(res_dir)
+    results.validation.max_prompt_tokens = 3000
+    results.validation.tokens_per_rule_token = 3.25
+    write_results(results, res_dir)
+    assert _score(res_dir, tmp_path / "small") == 0
+    assert json.loads((tmp_path / "small" / "scores.json").read_text())["valid"] == 1.0
+    html = (tmp_path / "small" / "detailed_results.html").read_text()
+    assert "924" in html and "counted as 3,000 tokens of the checkpoints' tokenizer / 3.25" in html
+    results.validation.tokens_per_rule_token = 1.0
+    write_results(results, res_dir)
+    assert _score(res_dir, tmp_path / "real") == 0
+    assert json.loads((tmp_path / "real" / "scores.json").read_text())["valid"] == 0.0

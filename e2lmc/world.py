@@ -1,10 +1,12 @@
 """The synthetic world behind the embedded checkpoint set, generated from a seed.
 
 Two kinds of text come out of `data/world.yaml`:
-- *fact documents*: scientific facts stated through paraphrase templates (and, now
-  and then, as a quiz line "Question: …\\nAnswer: …"), facts drawn with Zipf-like
-  frequencies so that frequent facts are learned early and rare ones late — which
-  gives the gradual, monotone learning curves a good benchmark should show;
+- *fact documents*: scientific facts, each mention in one of many surface forms
+  (statements in several word orders, questions and answers in several formats,
+  fill-in-the-blank, lettered multiple choice, tables and lists) so that the models
+  learn facts, not one template, and a participant's own phrasing finds them; facts
+  are drawn with Zipf-like frequencies so that frequent facts are learned early and
+  rare ones late — the gradual, monotone learning curves a good benchmark should show;
 - *narrative documents*: everyday routines (people, places, activities) with no
   scientific content.
 The *science mixture* interleaves both; *web-only* text is narratives only. The two
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -27,9 +30,14 @@ from typing import Iterator, Literal
 import yaml
 
 Mixture = Literal["science", "web"]
-FACT_DOC_SHARE = 0.8  # share of fact documents in the science mixture
-QUIZ_SHARE = 0.6  # share of fact sentences written as a quiz line
-ZIPF_EXPONENT = 1.3  # how unevenly facts are mentioned: measured trade-offs in docs/zoo.md
+FACT_DOC_SHARE = 0.9  # share of fact documents in the science mixture
+TABLE_DOC_SHARE = 0.3  # share of fact documents written as a table or list of one attribute
+# How often a fact mention takes each surface form (declarative statement, quiz line,
+# fill-in-the-blank, lettered multiple choice): no phrasing dominates, so a task in a
+# phrasing of its own still finds the facts (measured: docs/zoo.md).
+FORM_WEIGHTS = {"statement": 0.55, "quiz": 0.3, "cloze": 0.1, "exam": 0.05}
+ZIPF_EXPONENT = 1.0  # how unevenly facts are mentioned: measured trade-offs in docs/zoo.md
+LETTERS = "ABCD"
 
 
 @dataclass(frozen=True)
@@ -38,40 +46,59 @@ class Fact:
     entity: str
     attribute: str
     value: str
-    question: str
+    question: str  # the canonical question: the one the science sample asks
+    questions: tuple[str, ...]  # every question about the fact, the canonical one first
     statements: tuple[str, ...]
+    labels: dict[str, str]  # kind / Kind / label / Label, for tables and lists
 
     def quiz(self) -> str:
         return f"Question: {self.question}\nAnswer: {self.value}"
+
+    def blanks(self) -> list[str]:
+        """The statements with the value replaced by a blank, where it appears once as a word."""
+        word = re.compile(rf"(?<!\w){re.escape(self.value)}(?!\w)")
+        return [word.sub("____", s) for s in self.statements if len(word.findall(s)) == 1]
 
 
 @dataclass(frozen=True)
 class World:
     facts: tuple[Fact, ...]
+    forms: dict
     everyday: dict
+
+    def values(self, fact: Fact) -> list[str]:
+        """Every value of the fact's attribute in the world, sorted."""
+        return sorted({f.value for f in self.facts if (f.kind, f.attribute) == (fact.kind, fact.attribute)})
 
 
 def _fill(template: str, name: str, value: str = "") -> str:
     return template.format(name=name, Name=name[0].upper() + name[1:], value=value)
 
 
+def _capitalized(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
 @lru_cache(maxsize=1)
 def load_world() -> World:
-    """Parse the packaged world file into facts and everyday vocabulary."""
+    """Parse the packaged world file into facts, surface forms and everyday vocabulary."""
     data = yaml.safe_load(resources.files("e2lmc").joinpath("data/world.yaml").read_text(encoding="utf-8"))
     facts = []
     for kind, spec in data["facts"].items():
         for entity in spec["entities"]:
             for attribute, templates in spec["attributes"].items():
                 name, value = entity["name"], str(entity[attribute])
+                questions = (templates["question"], *templates["questions"])
+                labels = {"kind": spec["label"], "Kind": _capitalized(spec["label"]),
+                          "label": templates["label"], "Label": _capitalized(templates["label"])}
                 facts.append(
                     Fact(
-                        kind, name, attribute, value,
-                        _fill(templates["question"], name),
-                        tuple(_fill(t, name, value) for t in templates["statements"]),
+                        kind, name, attribute, value, _fill(templates["question"], name),
+                        tuple(_fill(q, name) for q in questions),
+                        tuple(_fill(t, name, value) for t in templates["statements"]), labels,
                     )
                 )
-    return World(tuple(facts), data["everyday"])
+    return World(tuple(facts), data["forms"], data["everyday"])
 
 
 # ------------------------------------------------------------------------ corpora
@@ -87,11 +114,45 @@ def _fact_weights(world: World, seed: int) -> list[float]:
     return weights
 
 
+def fact_sentence(rng: random.Random, world: World, fact: Fact) -> str:
+    """One mention of a fact, in a surface form drawn by FORM_WEIGHTS."""
+    form = rng.choices(list(FORM_WEIGHTS), weights=list(FORM_WEIGHTS.values()))[0]
+    blanks = fact.blanks()
+    if form == "statement" or (form == "cloze" and not blanks):
+        return rng.choice(fact.statements)
+    fields = {"question": rng.choice(fact.questions), "value": fact.value, "Value": _capitalized(fact.value)}
+    if form == "quiz":
+        return rng.choice(world.forms["quiz"]).format(**fields)
+    if form == "cloze":
+        return rng.choice(world.forms["cloze"]).format(blank=rng.choice(blanks), **fields)
+    others = [v for v in world.values(fact) if v != fact.value]
+    options = [fact.value, *rng.sample(others, min(len(LETTERS) - 1, len(others)))]
+    rng.shuffle(options)
+    letter = LETTERS[options.index(fact.value)]
+    lines = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(options))
+    return rng.choice(world.forms["exam"]).format(options=lines, letter=letter, **fields)
+
+
+def table_document(rng: random.Random, world: World, weights: list[float]) -> str:
+    """A table or list of facts of one attribute (the first fact drawn picks it)."""
+    first = rng.choices(world.facts, weights=weights)[0]
+    same = [(f, w) for f, w in zip(world.facts, weights) if (f.kind, f.attribute) == (first.kind, first.attribute)]
+    rows = [first]
+    for fact in rng.choices([f for f, _ in same], weights=[w for _, w in same], k=rng.randint(2, 7)):
+        if fact not in rows:
+            rows.append(fact)
+    rng.shuffle(rows)
+    table = rng.choice(world.forms["tables"])
+    lines = [table["heading"].format(**first.labels)]
+    lines += [table["row"].format(name=f.entity, Name=_capitalized(f.entity), value=f.value) for f in rows]
+    return "\n".join(lines)
+
+
 def fact_document(rng: random.Random, world: World, weights: list[float]) -> str:
-    sentences = []
-    for fact in rng.choices(world.facts, weights=weights, k=rng.randint(3, 6)):
-        sentences.append(fact.quiz() if rng.random() < QUIZ_SHARE else rng.choice(fact.statements))
-    return "\n".join(sentences)
+    if rng.random() < TABLE_DOC_SHARE:
+        return table_document(rng, world, weights)
+    facts = rng.choices(world.facts, weights=weights, k=rng.randint(3, 6))
+    return "\n".join(fact_sentence(rng, world, fact) for fact in facts)
 
 
 def _narrative_fields(rng: random.Random, everyday: dict, person: dict) -> dict[str, str]:
@@ -132,7 +193,7 @@ def documents(world: World, mixture: Mixture, seed: int) -> Iterator[str]:
 
 def tokenizer_texts(world: World, seed: int, n_documents: int) -> list[str]:
     """Text to train the tokenizer on: every fact in every form, plus sample documents."""
-    texts = [s for f in world.facts for s in (*f.statements, f.quiz())]
+    texts = [s for f in world.facts for s in (*f.statements, *f.questions, f.quiz())]
     for mixture in ("science", "web"):
         stream = documents(world, mixture, seed)
         texts += [next(stream) for _ in range(n_documents)]
@@ -291,12 +352,11 @@ def write_sample_tasks(out_dir: str | Path, world: World, seed: int) -> dict[str
     question = "Question: {{question}}\nAnswer:"
     mmlu = [{"question": s["question"], "subject": f.kind, "choices": s["choices"], "answer": s["label"]}
             for s, f in zip(science, world.facts)]
-    # the five shortest questions as few-shot examples: five-shot prompts then fit the
-    # embedded models' 128-token context
-    def quiz_length(i: int) -> int:
-        return len(mmlu[i]["question"] + mmlu[i]["choices"][mmlu[i]["answer"]])
-
-    shots = sorted(sorted(range(len(mmlu)), key=quiz_length)[:5])
+    # five few-shot examples, the first question of five kinds of fact (never tested)
+    first_of_kind: dict[str, int] = {}
+    for i, fact in enumerate(world.facts):
+        first_of_kind.setdefault(fact.kind, i)
+    shots = sorted(first_of_kind.values())[:5]
     patch_files = _simple_task(PATCH_TASK, science, question, "{{choices}}")
     patch = "".join(_git_new_file(f"lm_eval/tasks/{PATCH_TASK}/{name}", text) for name, text in patch_files.items())
     return {

@@ -20,7 +20,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -71,14 +71,22 @@ class ModelSpec:
 class Preset:
     name: str
     vocab_size: int
-    seq_len: int
-    batch_size: int
+    seq_len: int  # the models' context
+    batch_size: int  # sequences of seq_len per step
+    # Three steps in four cut the step's tokens into sequences of short_seq_len, every
+    # long_every-th step trains whole contexts: at the full length only, the models learned
+    # no fact before ~40% of training, after the released window (measured: docs/zoo.md).
+    short_seq_len: int
+    long_every: int
     steps: int
     lr: float
     warmup_steps: int
     n_released: int
     n_hidden: int
     tokenizer_documents: int  # documents per mixture the tokenizer is trained on
+    # the prompt rule's scale (CheckpointManifest): at least as many of this tokenizer's
+    # tokens per GPT-2 token as on any English text measured (benchmarks/prompt_tokens.py)
+    tokens_per_rule_token: float
     models: tuple[ModelSpec, ...]
 
     @property
@@ -94,8 +102,8 @@ def _models(dims: dict[tuple[str, str], tuple[int, int, int, int]]) -> tuple[Mod
 
 PRESETS = {
     "tiny": Preset(
-        "tiny", vocab_size=384, seq_len=64, batch_size=8, steps=60, lr=3e-3, warmup_steps=4,
-        n_released=8, n_hidden=3, tokenizer_documents=300,
+        "tiny", vocab_size=384, seq_len=64, batch_size=8, short_seq_len=64, long_every=1, steps=60, lr=3e-3, warmup_steps=4,
+        n_released=8, n_hidden=3, tokenizer_documents=300, tokens_per_rule_token=3.75,
         # (size, arch): (hidden, layers, intermediate, heads)
         models=_models({
             ("small", "arch1"): (16, 2, 48, 2), ("small", "arch2"): (24, 1, 64, 2),
@@ -104,8 +112,9 @@ PRESETS = {
         }),
     ),
     "default": Preset(
-        "default", vocab_size=1024, seq_len=128, batch_size=8, steps=1200, lr=1e-2, warmup_steps=5,
-        n_released=12, n_hidden=7, tokenizer_documents=4000,
+        "default", vocab_size=1024, seq_len=1024, batch_size=1, short_seq_len=128, long_every=4, steps=2400,
+        lr=2e-2, warmup_steps=5,
+        n_released=12, n_hidden=7, tokenizer_documents=4000, tokens_per_rule_token=3.25,
         models=_models({
             ("small", "arch1"): (40, 3, 108, 4), ("small", "arch2"): (48, 2, 128, 4),
             ("medium", "arch1"): (56, 4, 152, 4), ("medium", "arch2"): (72, 2, 192, 4),
@@ -238,7 +247,8 @@ def _train(
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, preset) * spec.lr_scale
-        batch = stream[(step - 1) * n : step * n].view(preset.batch_size, preset.seq_len)
+        length = preset.seq_len if step % preset.long_every == 0 else preset.short_seq_len
+        batch = stream[(step - 1) * n : step * n].view(-1, length)
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -308,7 +318,7 @@ def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
     series = series_for(preset)
     write_series(series, out / SERIES_FILE)
     write_reference(series_reference(series, phase="embedded"), out / "reference")
-    write_manifest(placed_manifest(series), out)
+    write_manifest(replace(placed_manifest(series), tokens_per_rule_token=preset.tokens_per_rule_token), out)
     write_sample_tasks(out / "tasks", world, seed)
     return summaries
 

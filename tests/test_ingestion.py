@@ -3,6 +3,7 @@ evaluate, score in a child process; resuming, failures, security and the rules."
 
 import contextlib
 import json
+import math
 from dataclasses import replace
 import shutil
 import subprocess
@@ -318,6 +319,24 @@ def test_prompt_over_2048_tokens_names_the_sample(tiny_zoo, tmp_path):
     _, plan = plan_submission(folder, tmp_path / "work", QUICK)
     with pytest.raises(UserError, match=r"task 'numbers' sample 37: its prompt has [\d,]+ tokens; the limit is 2,048"):
         check_prompts(plan, tiny_zoo[0] / "tokenizer")
+
+
+def test_on_the_embedded_set_the_prompt_rule_counts_real_models_tokens(tiny_zoo, tmp_path):
+    """A prompt over 2,048 tokens of the embedded set's small tokenizer but within 2,048 of a
+    real model's passes there (the manifest's scale), and says how it was counted."""
+    from e2lmc.zoo import PRESETS
+
+    words = " ".join(f"w{i}x" for i in range(700))
+    folder = make_task(tmp_path / "s", 120, question=lambda i: words if i == 37 else f"Which number follows {i}?")
+    _, plan = plan_submission(folder, tmp_path / "work", QUICK)
+    with pytest.raises(UserError, match=r"sample 37: its prompt has [\d,]+ tokens; the limit is 2,048$"):
+        check_prompts(plan, tiny_zoo[0] / "tokenizer")  # a real series' tokenizer counts for itself
+    scale = read_manifest(tiny_zoo[0]).tokens_per_rule_token
+    assert scale == PRESETS["tiny"].tokens_per_rule_token > 3
+    validation = check_prompts(plan, tiny_zoo[0] / "tokenizer", scale)
+    assert validation.max_prompt_tokens > 2048 >= validation.rule_prompt_tokens
+    assert validation.rule_prompt_tokens == math.ceil(validation.max_prompt_tokens / scale)
+    assert f"tokens of the checkpoints' tokenizer / {scale:g}" in validation.how_counted()
 
 
 def test_what_helpers_print_neither_breaks_nor_floods_the_plan(tmp_path):

@@ -143,9 +143,59 @@ def test_science_answer_and_distractors_are_never_prefixes_of_each_other():
     from e2lmc.world import science_samples
 
     samples = science_samples(load_world(), seed=0)
-    assert len(samples) >= 300
+    assert len(samples) >= 200
     for sample in samples:
         choices = sample["choices"]
         assert len(choices) == 4 and len(set(choices)) == 4
         answer = choices[sample["label"]]
         assert not any(c != answer and (c.startswith(answer) or answer.startswith(c)) for c in choices), sample
+
+
+def test_every_fact_is_written_in_every_surface_form():
+    """Statements, quiz lines, fill-in-the-blank, lettered choices and tables: a model of
+    this world meets each fact in many phrasings, not one template."""
+    import random
+
+    from e2lmc.world import fact_sentence, table_document
+
+    world = load_world()
+    rng = random.Random(0)
+    fact = next(f for f in world.facts if f.entity == "frequency")
+    sentences = {fact_sentence(rng, world, fact) for _ in range(400)}
+    assert len(sentences) >= 30 and all("hertz" in s.lower() for s in sentences)
+    assert any(s.startswith("Fill in the blank:") and "____" in s for s in sentences)
+    assert any("\nA. " in s and "\nD. " in s and "\nAnswer: " in s for s in sentences)
+    assert any(s.startswith("Q: ") for s in sentences) and any(s in fact.statements for s in sentences)
+    weights = [1.0] * len(world.facts)
+    table = table_document(random.Random(1), world, weights)
+    heading, *rows = table.splitlines()
+    assert 3 <= len(rows) <= 8
+    assert all(any(r.endswith(f.value) and f.entity in r.lower() for f in world.facts) for r in rows)
+    for fact in world.facts:
+        assert len(fact.statements) >= 6 and len(fact.questions) >= 3 and fact.blanks()
+        assert all(blank.count("____") == 1 for blank in fact.blanks())
+
+
+def test_held_out_phrasings_never_occur_in_the_world():
+    """The held-out tasks measure what carries over to a participant's own wording: none
+    of their prompts may appear in the world's text."""
+    import random
+    import sys
+
+    from e2lmc.world import documents, fact_sentence
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from heldout_tasks import heldout_samples
+
+    world = load_world()
+    tasks = heldout_samples(world, seed=0)
+    assert len(tasks) >= 4 and all(len(samples) == len(world.facts) for samples in tasks.values())
+    stream = documents(world, "science", seed=0)
+    rng = random.Random(0)
+    corpus = "\n".join([next(stream) for _ in range(3000)]
+                       + [fact_sentence(rng, world, f) for f in world.facts for _ in range(20)]
+                       + [s for f in world.facts for s in (*f.statements, *f.questions)])
+    for task, samples in tasks.items():
+        for sample in samples:
+            opening = sample["prompt"].removeprefix("Quiz: ").split("\n")[0]
+            assert opening not in corpus, (task, opening)

@@ -1,0 +1,85 @@
+"""Try settings of the embedded set quickly: train, score probe tasks, print the scores.
+
+Builds a variant of a preset (the real `zoo` training code; the preset and the world's
+mixture constants overridden from the command line), then runs the two sample tasks and
+the held-out-phrasing tasks (scripts/heldout_tasks.py) through ingestion and scoring, and
+prints each task's leaderboard row and the final checkpoints' values (small, medium,
+large of arch1 and arch2, then web-only). docs/zoo.md's settings were chosen with it.
+
+    python scripts/zoo_sweep.py --preset default --set seq_len=1024 batch_size=1 \\
+        --world ZIPF_EXPONENT=1.2 --form statement=0.5 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from e2lmc import world as world_module
+from e2lmc import zoo
+from e2lmc.formats import read_reference
+from e2lmc.ingestion import ingest
+from e2lmc.scorer import evaluate
+
+sys.path.insert(0, str(Path(__file__).parent))
+from heldout_tasks import write_heldout_tasks  # noqa: E402
+
+
+def _parse(pairs: list[str]) -> dict[str, float]:
+    return {k: float(v) for k, v in (p.split("=", 1) for p in pairs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--set", nargs="*", default=[], help="preset fields, e.g. seq_len=1024 steps=1500")
+    parser.add_argument("--world", nargs="*", default=[], help="world constants, e.g. ZIPF_EXPONENT=1.2")
+    parser.add_argument("--form", nargs="*", default=[], help="FORM_WEIGHTS entries, e.g. statement=0.5")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--out", type=Path, help="where to build (default: a new temporary folder)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    preset = zoo.PRESETS[args.preset]
+    fields = {f.name: f.type for f in dataclasses.fields(preset)}
+    preset = dataclasses.replace(preset, **{k: (float if "float" in fields[k] else int)(v)
+                                            for k, v in _parse(args.set).items()})
+    for name, value in _parse(args.world).items():
+        setattr(world_module, name, value)
+    world_module.FORM_WEIGHTS.update(_parse(args.form))
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="zoo_sweep_"))
+    start = time.perf_counter()
+    zoo.PRESETS[preset.name] = preset
+    zoo.build(preset.name, out, args.seed)
+    build_seconds = time.perf_counter() - start
+    tasks = [out / "tasks" / world_module.SCIENCE_TASK, out / "tasks" / world_module.EVERYDAY_TASK,
+             *write_heldout_tasks(out / "heldout", args.seed)]
+    reference = read_reference(out / "reference")
+    report = {"preset": dataclasses.asdict(preset), "world": _parse(args.world), "forms": world_module.FORM_WEIGHTS,
+              "build_seconds": round(build_seconds), "tasks": {}}
+    for task in tasks:
+        ev = evaluate(ingest(task, out, out / "results" / task.name), reference)
+        board = ev.leaderboard
+        finals = {m: round(points[-1].value, 3) for m, points in ev.curves.items()}
+        report["tasks"][task.name] = {"score": round(board.score, 4), "SQ": round(board.signal_quality, 3),
+                                      "RC": round(board.ranking_consistency, 3),
+                                      "CS": round(board.scientific_compliance, 3), "finals": finals}
+        print(f"{task.name:<24} score {board.score:.3f}  SQ {board.signal_quality:.3f}  "
+              f"RC {board.ranking_consistency:.3f}  CS {board.scientific_compliance:.3f}  "
+              f"finals {' '.join(f'{v:.2f}' for v in finals.values())}", flush=True)
+    print(f"build {build_seconds:.0f} s, total {time.perf_counter() - start:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

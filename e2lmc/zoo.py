@@ -73,9 +73,10 @@ class Preset:
     vocab_size: int
     seq_len: int  # the models' context
     batch_size: int  # sequences of seq_len per step
-    # Three steps in four cut the step's tokens into sequences of short_seq_len, every
-    # long_every-th step trains whole contexts: at the full length only, the models learned
-    # no fact before ~40% of training, after the released window (measured: docs/zoo.md).
+    # Steps cut their tokens into sequences of short_seq_len, except every long_every-th
+    # one, which trains whole contexts (late positions learned from the start): at full
+    # length on every step the models learned no fact within the released window
+    # (measured: docs/zoo.md).
     short_seq_len: int
     long_every: int
     steps: int

@@ -71,12 +71,12 @@ class World:
         return sorted({f.value for f in self.facts if (f.kind, f.attribute) == (fact.kind, fact.attribute)})
 
 
-def _fill(template: str, name: str, value: str = "") -> str:
-    return template.format(name=name, Name=name[0].upper() + name[1:], value=value)
-
-
 def _capitalized(text: str) -> str:
     return text[0].upper() + text[1:]
+
+
+def _fill(template: str, name: str, value: str = "") -> str:
+    return template.format(name=name, Name=_capitalized(name), value=value)
 
 
 @lru_cache(maxsize=1)
@@ -117,7 +117,7 @@ def _fact_weights(world: World, seed: int) -> list[float]:
 def fact_sentence(rng: random.Random, world: World, fact: Fact) -> str:
     """One mention of a fact, in a surface form drawn by FORM_WEIGHTS."""
     form = rng.choices(list(FORM_WEIGHTS), weights=list(FORM_WEIGHTS.values()))[0]
-    blanks = fact.blanks()
+    blanks = fact.blanks() if form == "cloze" else []
     if form == "statement" or (form == "cloze" and not blanks):
         return rng.choice(fact.statements)
     fields = {"question": rng.choice(fact.questions), "value": fact.value, "Value": _capitalized(fact.value)}
@@ -213,11 +213,7 @@ def science_samples(world: World, seed: int, n_choices: int = 4) -> list[dict]:
     rng = random.Random(f"science-task-{seed}")
     samples = []
     for fact in world.facts:
-        others = sorted(
-            v
-            for v in {f.value for f in world.facts if (f.kind, f.attribute) == (fact.kind, fact.attribute)}
-            if not (v.startswith(fact.value) or fact.value.startswith(v))
-        )
+        others = [v for v in world.values(fact) if not (v.startswith(fact.value) or fact.value.startswith(v))]
         choices = [fact.value, *rng.sample(others, min(n_choices - 1, len(others)))]
         rng.shuffle(choices)
         samples.append({"question": fact.question, "choices": choices, "label": choices.index(fact.value)})
@@ -314,7 +310,7 @@ def process_docs(dataset):
 '''
 
 
-def _git_new_file(path: str, text: str) -> str:
+def git_new_file(path: str, text: str) -> str:
     """One file of a `git diff` that creates it."""
     blob = hashlib.sha1(f"blob {len(text.encode())}\0".encode() + text.encode()).hexdigest()
     lines = text.splitlines()
@@ -358,7 +354,7 @@ def write_sample_tasks(out_dir: str | Path, world: World, seed: int) -> dict[str
         first_of_kind.setdefault(fact.kind, i)
     shots = sorted(first_of_kind.values())[:5]
     patch_files = _simple_task(PATCH_TASK, science, question, "{{choices}}")
-    patch = "".join(_git_new_file(f"lm_eval/tasks/{PATCH_TASK}/{name}", text) for name, text in patch_files.items())
+    patch = "".join(git_new_file(f"lm_eval/tasks/{PATCH_TASK}/{name}", text) for name, text in patch_files.items())
     return {
         SCIENCE_TASK: _write_task(out / SCIENCE_TASK, _simple_task(SCIENCE_TASK, science, question, "{{choices}}"),
                                   SCIENCE_TASK, "acc,none"),

@@ -5,7 +5,6 @@ an extension-less template include (noor), a tag group of five-shot subjects
 an `evaluation.patch` (mmlu_early_training). Each one equals lm-eval's own HF backend, and
 its five-shot prompts fit the default embedded set's context: nothing is truncated."""
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from transformers import LlamaConfig
 
 from e2lmc.ingestion import check_prompts, ingest, plan_submission
 from e2lmc.formats import CheckpointManifest, ManifestEntry, write_manifest
-from e2lmc.world import load_world, science_samples, tokenizer_texts
+from e2lmc.world import git_new_file, load_world, science_samples, tokenizer_texts
 from e2lmc.zoo import PRESETS, train_tokenizer
 
 from .test_ingestion import QUICK, lm_eval_direct
@@ -96,13 +95,6 @@ def sciknoweval() -> dict[str, str]:
         "_var5shots_template_yaml": TEMPLATE,
         **subject_files("sciknoweval_mcqa_var5shots", "_var5shots_template_yaml", "sciknoweval_mcqa_task"),
     }
-
-
-def git_new_file(path: str, text: str) -> str:
-    blob = hashlib.sha1(f"blob {len(text.encode())}\0".encode() + text.encode()).hexdigest()
-    lines = text.splitlines()
-    return (f"diff --git a/{path} b/{path}\nnew file mode 100644\nindex 0000000..{blob[:7]}\n--- /dev/null\n"
-            f"+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n" + "".join(f"+{line}\n" for line in lines))
 
 
 def mmlu_early_training() -> dict[str, str]:

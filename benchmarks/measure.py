@@ -25,6 +25,26 @@ def matmul_flops(paths, work) -> float:
     return total
 
 
+def attention_flops(paths, work) -> float:
+    """FLOPs of attention's two products over the keys each computed token may see (its
+    prefix and its ancestors: causal, as model FLOPs count them; padding left out)."""
+    import numpy as np
+    from transformers import AutoConfig
+
+    pairs = sum(len(p) * (len(p) + 1) // 2 for p in work.prefixes)
+    for batch in work.batches:
+        prefix = len(work.prefixes[batch.family]) if batch.family >= 0 else 0
+        real = (batch.tokens != 0) | (batch.positions != prefix)
+        length = real.shape[1] - np.argmax(real[:, ::-1], axis=1)  # up to the last real slot of each row
+        within = np.arange(real.shape[1])[None, :] < length[:, None]
+        pairs += int(((batch.positions + 1) * within).sum())
+    total = 0.0
+    for _, path in paths:
+        c = AutoConfig.from_pretrained(path)
+        total += 4 * c.num_hidden_layers * c.num_attention_heads * (c.hidden_size // c.num_attention_heads) * pairs
+    return total
+
+
 def matmul_peak(device: str, n: int | None = None, repeats: int = 10) -> float:
     """The best FLOP/s of an n x n matrix multiply in the engine's dtype (n: 8192 on a
     GPU, whose peak small products do not reach; 2048 on the CPU)."""

@@ -20,7 +20,10 @@ import json
 import multiprocessing
 import queue
 import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,7 @@ from .packing import Encoder, Tokenized, Work, plan_work, tokenize
 from .tasks import RequestKey
 
 LOGITS_CHUNK = 2048  # scored positions per pass through the output layer (bounds its memory)
+TRUNK_MIN = 128  # a batch's common trunk shorter than this runs with the branches, under the tree mask
 TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "*.model", "*.tiktoken")
 
 
@@ -94,6 +98,15 @@ class Runner:
         self.config: dict | None = None
         self.tokenized: dict[str, tuple[Encoder, Tokenized]] = {}
         self.works: dict[tuple[str, int], Work] = {}
+        self.seconds: Counter[str] = Counter()  # where the time went: load, plan, passes, generate (benchmarks)
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds[stage] += time.perf_counter() - start
 
     def run(self, checkpoints: list[tuple[str, Path]]) -> Iterator[tuple[int, list[Any]]]:
         """(position, responses) of each checkpoint in turn; the next one is read from disk
@@ -107,8 +120,9 @@ class Runner:
                 for attempt in (1, 2):
                     try:
                         assert current is not None
-                        loaded = current.result() if attempt == 1 else read_checkpoint(path)
-                        self._install(path, loaded)
+                        with self._timed("load"):
+                            loaded = current.result() if attempt == 1 else read_checkpoint(path)
+                            self._install(path, loaded)
                         responses = self._responses(loaded.tokenizer_key, path)
                         break
                     except UserError:
@@ -155,24 +169,27 @@ class Runner:
 
     @torch.inference_mode()
     def _responses(self, tokenizer_key: str, path: Path) -> list[Any]:
-        encoder, work = self.work(tokenizer_key, path)
-        sums, greedy = self._loglikelihoods(work)
+        with self._timed("plan"):
+            encoder, work = self.work(tokenizer_key, path)
+        with self._timed("passes"):
+            sums, greedy = self._loglikelihoods(work)
         responses: list[Any] = [None] * len(self.requests)
         for i, sequences in work.sequences_of.items():
             if self.requests[i][0] == "loglikelihood":
                 responses[i] = (float(sums[sequences[0]]), bool(greedy[sequences[0]]))
             else:
                 responses[i] = float(sum(sums[s] for s in sequences))
-        for i, text in self._generate(work, encoder).items():
-            responses[i] = text
+        with self._timed("generate"):
+            for i, text in self._generate(work, encoder).items():
+                responses[i] = text
         return responses
 
     def _loglikelihoods(self, work: Work) -> tuple[np.ndarray, np.ndarray]:
         """Each sequence's summed log-probability of its targets, and whether every target
         is the argmax (lm-eval's is_greedy)."""
-        sums, greedy = np.zeros(work.n_sequences), np.ones(work.n_sequences, dtype=bool)
         family, prefix_cache = -1, None
         head = self.model.get_output_embeddings()
+        logprobs, hits, owners = [], [], []  # kept on the device: one transfer at the end, no sync per batch
         for batch in tqdm(work.batches, desc="batches", unit="batch", leave=False, delay=10, file=sys.stderr):
             if batch.family >= 0 and batch.family != family:
                 prefix = torch.from_numpy(work.prefixes[batch.family]).to(self.device)[None]
@@ -184,32 +201,55 @@ class Runner:
             for start in range(0, len(targets), LOGITS_CHUNK):
                 logits = head(scored[start:start + LOGITS_CHUNK]).float()
                 target = targets[start:start + LOGITS_CHUNK]
-                logprob = torch.log_softmax(logits, dim=-1).gather(1, target[:, None])[:, 0]
-                sequences = batch.sequences[start:start + LOGITS_CHUNK]
-                np.add.at(sums, sequences, logprob.double().cpu().numpy())
-                np.logical_and.at(greedy, sequences, (logits.argmax(dim=-1) == target).cpu().numpy())
+                logprobs.append(torch.log_softmax(logits, dim=-1).gather(1, target[:, None])[:, 0])
+                hits.append(logits.argmax(dim=-1) == target)
+            owners.append(batch.sequences)
+        sums, greedy = np.zeros(work.n_sequences), np.ones(work.n_sequences, dtype=bool)
+        if owners:
+            sequences = np.concatenate(owners)
+            np.add.at(sums, sequences, torch.cat(logprobs).double().cpu().numpy())
+            np.logical_and.at(greedy, sequences, torch.cat(hits).cpu().numpy())
         return sums, greedy
 
     def _forward(self, batch: Any, prefix_cache: Any) -> torch.Tensor:
-        """Hidden states of a batch of trie rows: each token sees the prefix and its ancestors."""
+        """Hidden states of a batch of trie rows: each token sees the prefix and its ancestors.
+
+        The rows' common trunk (the leading columns where every row is still one chain: a
+        long context before its answers branch) runs first with plain causal attention,
+        which PyTorch's fused kernels compute without a mask; the branches then run with
+        the tree mask over the trunk's keys and values."""
         from transformers import DynamicCache
 
         tokens = torch.from_numpy(batch.tokens).to(self.device)
+        positions = torch.from_numpy(batch.positions).to(self.device)
         rows, length = tokens.shape
-        ends = torch.from_numpy(batch.ends).to(self.device)
-        column = torch.arange(length, device=self.device)
-        # key k is visible to query j iff k <= j < end(k): k is j or one of its ancestors
-        tree = (column[None, None, :] <= column[None, :, None]) & (column[None, :, None] < ends[:, None, :])
         cache = None
         if prefix_cache is not None:
             cache = DynamicCache(config=self.model.config)
             for index, layer in enumerate(prefix_cache.layers):
                 cache.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), index)
-            seen = torch.ones(rows, length, prefix_cache.get_seq_length(), dtype=torch.bool, device=self.device)
-            tree = torch.cat([seen, tree], dim=2)
-        out = self.model.base_model(input_ids=tokens, position_ids=torch.from_numpy(batch.positions).to(self.device),
-                                    attention_mask=tree[:, None], past_key_values=cache, use_cache=cache is not None)
-        return out.last_hidden_state
+        prefix = cache.get_seq_length() if cache is not None else 0
+        trunk = trunk_length(batch.positions, prefix)
+        if trunk < TRUNK_MIN:
+            trunk = 0
+        hidden = []
+        if trunk:
+            cache = cache if cache is not None else DynamicCache(config=self.model.config)
+            hidden.append(self.model.base_model(input_ids=tokens[:, :trunk], position_ids=positions[:, :trunk],
+                                                past_key_values=cache, use_cache=True).last_hidden_state)
+        if trunk < length:
+            ends = torch.from_numpy(batch.ends).to(self.device)
+            column = torch.arange(length, device=self.device)
+            query = column[trunk:, None]
+            # key k is visible to query j iff k <= j < end(k): k is j or one of its ancestors
+            tree = (column[None, None, :] <= query[None]) & (query[None] < ends[:, None, :])
+            if prefix:
+                tree = torch.cat([torch.ones(rows, length - trunk, prefix, dtype=torch.bool, device=self.device),
+                                  tree], dim=2)
+            hidden.append(self.model.base_model(
+                input_ids=tokens[:, trunk:], position_ids=positions[:, trunk:], attention_mask=tree[:, None],
+                past_key_values=cache, use_cache=cache is not None).last_hidden_state)
+        return torch.cat(hidden, dim=1) if len(hidden) > 1 else hidden[0]
 
     def _generate(self, work: Work, encoder: Encoder) -> dict[int, str]:
         """Greedy (or seeded) generation as HFLM.generate_until does it, batch by batch."""
@@ -309,3 +349,10 @@ def _serve(requests: list[RequestKey], device: str, token_budget: int, n_workers
     except Exception as exc:  # noqa: BLE001 - reported to the main process as one sentence
         results.put(("error", None, f"evaluation on {device} failed: {type(exc).__name__}: {first_line(exc, 300)}"))
     results.put(("end", None, None))
+
+
+def trunk_length(positions: np.ndarray, prefix: int) -> int:
+    """Leading columns where every row is one chain (position = prefix + column): each
+    of those tokens sees exactly the tokens before it, so causal attention computes them."""
+    chain = (positions == prefix + np.arange(positions.shape[1])[None, :]).all(axis=0)
+    return int(chain.argmin()) if not chain.all() else positions.shape[1]

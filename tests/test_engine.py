@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e2lmc.engine import Engine, Settings
+import e2lmc.engine as engine_module
+from e2lmc.engine import Engine, Settings, trunk_length
 from e2lmc.ingestion import Limits, plan_submission
 from e2lmc.packing import Work, _pack
 
@@ -22,17 +23,18 @@ from .conftest import engine_responses, hflm_responses
 SAME_MODEL = ["dense-large-arch2/iter_0000024", "dense-large-arch2/iter_0000060"]
 
 
-def few_shot_task(folder: Path, n: int = 120) -> Path:
-    """Three-shot questions with the same examples for every sample (lm-eval's first_n)
-    after a description: a long prefix shared by every prompt."""
+def few_shot_task(folder: Path, n: int = 120, sampler: str = "first_n") -> Path:
+    """Three-shot questions after a description: with `first_n`, the same examples for
+    every sample (a long prefix shared by every prompt); with `default`, each sample's own
+    draw (lm-eval's default sampler: contexts that differ after the description)."""
     folder.mkdir(parents=True)
     rows = [{"question": f"Which number follows {i}?", "choices": [str(i + 1), str(i + 2), str(i + 7)], "label": 0}
             for i in range(n + 3)]
-    (folder / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    (folder / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3 if sampler == "first_n" else 12]))
     (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[3:]))
     (folder / "numbers.yaml").write_text(
         "task: numbers\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    dev: dev.jsonl\n    test: test.jsonl\n"
-        "test_split: test\nfewshot_split: dev\nnum_fewshot: 3\nfewshot_config:\n  sampler: first_n\n"
+        f"test_split: test\nfewshot_split: dev\nnum_fewshot: 3\nfewshot_config:\n  sampler: {sampler}\n"
         "description: \"Count on.\\n\\n\"\noutput_type: multiple_choice\n"
         "doc_to_text: 'Question: {{question}}\\nAnswer:'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\n")
     (folder / "metadata.yaml").write_text("task_name: numbers\ntask_metric: acc,none\n")
@@ -62,6 +64,31 @@ def test_shared_prefix_engine_equals_lm_eval_and_computes_each_token_about_once(
         assert max(abs(a[0] - b[0]) for a, b in zip(ours[position], theirs, strict=True)) <= 1e-4
         assert [a[1] for a in ours[position]] == [b[1] for b in theirs]
     assert ours[0] != ours[1]
+
+
+@pytest.mark.parametrize("sampler", ["first_n", "default"])
+def test_causal_trunks_then_tree_masked_branches_give_lm_evals_numbers(tiny_zoo, tmp_path, monkeypatch, sampler):
+    """Long contexts run causally (fused attention, no mask) before their answers branch:
+    here every batch's trunk, after a shared prefix or none, on a 64-token model."""
+    monkeypatch.setattr(engine_module, "TRUNK_MIN", 2)
+    checkpoint = tiny_zoo[0] / SAME_MODEL[1]
+    _, plan = plan_submission(few_shot_task(tmp_path / "task", n=100, sampler=sampler), tmp_path / "plan", Limits())
+    requests = [(r.kind, r.arguments) for r in plan.requests]
+    engine = Engine(requests, Settings(token_budget=256))
+    [(_, ours)] = engine.run([("c", checkpoint)])
+    work = next(iter(engine.runner.works.values()))
+    trunks = [trunk_length(b.positions, len(work.prefixes[b.family]) if b.family >= 0 else 0) for b in work.batches]
+    assert sum(t >= 2 for t in trunks) >= len(trunks) // 2 and any(t < b.tokens.shape[1] for t, b in
+                                                                      zip(trunks, work.batches, strict=True))
+    theirs = hflm_responses(checkpoint, requests)
+    assert max(abs(a[0] - b[0]) for a, b in zip(ours, theirs, strict=True)) <= 1e-4
+    assert [a[1] for a in ours] == [b[1] for b in theirs]
+
+
+def test_the_trunk_is_where_every_row_is_still_one_chain():
+    positions = np.array([[5, 6, 7, 8, 8, 9], [5, 6, 7, 8, 9, 10]])  # after a 5-token prefix; row 0 branches at 4
+    assert trunk_length(positions, 5) == 4
+    assert trunk_length(positions[1:], 5) == 6 and trunk_length(positions, 4) == 0
 
 
 def test_two_worker_processes_give_the_single_process_responses(tiny_zoo, tmp_path):

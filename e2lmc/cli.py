@@ -92,8 +92,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _limits(args: argparse.Namespace):
-    from .engine import Settings
-    from .ingestion import Limits
+    from .limits import Limits, Settings
     from .sandbox import GiB, SandboxSettings
 
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
@@ -129,7 +128,7 @@ def _validate(args: argparse.Namespace) -> int:
     if checkpoint is None:
         print("prompt lengths not checked: pass --checkpoint DIR (or build the default checkpoint set first)")
     else:
-        validation = check_prompts(plan, checkpoint, _tokens_per_rule_token(checkpoint))
+        validation, _ = check_prompts(plan, checkpoint, _tokens_per_rule_token(checkpoint))
         print(f"longest prompt: {validation.rule_prompt_tokens:,} tokens (sample {validation.longest_prompt_sample}, "
               f"tokenizer of {checkpoint}){validation.how_counted()}")
         if validation.context_tokens is None:
@@ -178,7 +177,7 @@ def _add_run_options(p: argparse.ArgumentParser, default_output: str) -> None:
 
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
-    from .ingestion import Limits
+    from .limits import Limits
 
     p.add_argument("--plan-timeout", type=float, default=Limits.plan_seconds,
                    help="seconds allowed to build the task and record its requests (default: %(default)s)")

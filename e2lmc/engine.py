@@ -34,26 +34,13 @@ import torch
 from tqdm import tqdm
 
 from .errors import UserError, first_line
+from .limits import Settings, cpu_threads
 from .packing import Encoder, Tokenized, Work, plan_work, tokenize
 from .tasks import RequestKey
 
 LOGITS_CHUNK = 2048  # scored positions per pass through the output layer (bounds its memory)
 TRUNK_MIN = 128  # a batch's common trunk shorter than this runs with the branches, under the tree mask
 TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "*.model", "*.tiktoken")
-
-
-@dataclass(frozen=True)
-class Settings:
-    token_budget: int | None = None  # tokens per forward pass (None: 4,096 on CPU, 32,768 on GPU)
-    devices: tuple[str, ...] | None = None  # None: every visible GPU, else the CPU
-
-    def device_list(self) -> list[str]:
-        if self.devices:
-            return list(self.devices)
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
-
-    def budget(self, device: str) -> int:
-        return self.token_budget or (32_768 if device.startswith("cuda") else 4_096)
 
 
 class CheckpointError(Exception):
@@ -82,21 +69,27 @@ def read_checkpoint(path: Path) -> Loaded:
 
         for file in files:
             weights.update(load_file(str(file)))
+    return Loaded(config, weights or None, tokenizer_key(path))
+
+
+def tokenizer_key(path: Path) -> str:
+    """A hash of a checkpoint's tokenizer files: checkpoints with the same one share their tokenization."""
     digest = hashlib.sha256()
     for file in sorted({f for pattern in TOKENIZER_FILES for f in path.glob(pattern) if f.is_file()}):
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
-    return Loaded(config, weights or None, digest.hexdigest())
+    return digest.hexdigest()
 
 
 class Runner:
     """One device: loads checkpoints one after another and computes the work on each."""
 
-    def __init__(self, requests: list[RequestKey], device: str, token_budget: int) -> None:
+    def __init__(self, requests: list[RequestKey], device: str, token_budget: int,
+                 tokenized: dict[str, tuple[Encoder, Tokenized]] | None = None) -> None:
         self.requests, self.device, self.token_budget = requests, torch.device(device), token_budget
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.model: Any = None
         self.config: dict | None = None
-        self.tokenized: dict[str, tuple[Encoder, Tokenized]] = {}
+        self.tokenized = dict(tokenized or {})  # tokenizer key -> the requests tokenized with it
         self.works: dict[tuple[str, int], Work] = {}
         self.seconds: Counter[str] = Counter()  # where the time went: load, plan, passes, generate (benchmarks)
 
@@ -285,10 +278,14 @@ class Runner:
 class Engine:
     """A task's requests on a list of checkpoints, on every device of `settings`."""
 
-    def __init__(self, requests: list[RequestKey], settings: Settings = Settings()) -> None:
+    def __init__(self, requests: list[RequestKey], settings: Settings = Settings(),
+                 tokenized: dict[str, tuple[Encoder, Tokenized]] | None = None) -> None:
+        """`tokenized`: the requests already tokenized (by the prompt checks), by tokenizer key."""
         self.requests, self.settings = requests, settings
         self.devices = settings.device_list()
-        self.runner = Runner(requests, self.devices[0], settings.budget(self.devices[0])) \
+        if self.devices == ["cpu"]:
+            torch.set_num_threads(settings.threads or cpu_threads())
+        self.runner = Runner(requests, self.devices[0], settings.budget(self.devices[0]), tokenized) \
             if len(self.devices) == 1 else None
 
     def run(self, checkpoints: list[tuple[str, Path]]) -> Iterator[tuple[int, list[Any]]]:
@@ -306,7 +303,8 @@ class Engine:
         for d, device in enumerate(self.devices):
             shard = [(p, label, str(path)) for p, (label, path) in enumerate(checkpoints)][d::len(self.devices)]
             worker = context.Process(target=_serve, daemon=True, args=(
-                self.requests, device, self.settings.budget(device), len(self.devices), shard, results))
+                self.requests, device, self.settings.budget(device), self.settings.threads or cpu_threads(),
+                len(self.devices), shard, results))
             worker.start()
             workers.append(worker)
         try:
@@ -333,11 +331,11 @@ class Engine:
                 worker.join()
 
 
-def _serve(requests: list[RequestKey], device: str, token_budget: int, n_workers: int,
+def _serve(requests: list[RequestKey], device: str, token_budget: int, threads: int, n_workers: int,
            shard: list[tuple[int, str, str]], results: Any) -> None:
     """A device's process: its share of the checkpoints, each result onto `results`."""
     if device == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads() // n_workers))
+        torch.set_num_threads(max(1, threads // n_workers))
     else:
         torch.cuda.set_device(device)
     try:

@@ -23,13 +23,12 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .checkpoints import resolve
-from .engine import CheckpointError, Engine, Settings
+from .engine import CheckpointError, Engine, tokenizer_key
 from .errors import InvalidSubmission, UserError, output_folder
 from .formats import (
     MANIFEST_FILE,
@@ -43,19 +42,12 @@ from .formats import (
     write_results,
 )
 from .isolation import Scorer, plan_task
-from .sandbox import Sandbox, SandboxSettings, choose_level, private_workdir
+from .limits import Limits
+from .sandbox import Sandbox, choose_level, private_workdir
 from .scoring import ValidationRules
 from .submission import Submission, open_submission
 
 LEAKAGE_EXAMPLES_KEPT = 10
-
-
-@dataclass(frozen=True)
-class Limits:
-    plan_seconds: float = 600.0  # building the task and recording its requests
-    score_seconds: float = 300.0  # scoring one checkpoint's responses
-    engine: Settings = Settings()  # token budget and devices of the evaluate stage
-    sandbox: SandboxSettings = SandboxSettings()  # isolation level and resource limits of the children
 
 
 def plan_submission(source: Path, workdir: Path, limits: Limits,
@@ -67,11 +59,12 @@ def plan_submission(source: Path, workdir: Path, limits: Limits,
     return submission, plan_task(submission, sandbox, workdir, limits.plan_seconds)
 
 
-def check_prompts(plan: Plan, checkpoint: Path, tokens_per_rule_token: float = 1.0) -> Validation:
+def check_prompts(plan: Plan, checkpoint: Path, tokens_per_rule_token: float = 1.0) -> tuple[Validation, dict]:
     """The prompt-length gate (naming the longest sample), the requests that exceed the
     checkpoint's context (when `checkpoint` is a model folder, not only a tokenizer) and
     the leakage statistics. Prompts are counted with the checkpoint's tokenizer; the rule
-    sees that count divided by `tokens_per_rule_token` (the manifest's)."""
+    sees that count divided by `tokens_per_rule_token` (the manifest's). Also returns the
+    requests tokenized for the context check, by tokenizer key, for the engine to reuse."""
     from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
     from transformers import AutoConfig, AutoTokenizer
 
@@ -97,13 +90,17 @@ def check_prompts(plan: Plan, checkpoint: Path, tokens_per_rule_token: float = 1
     if problem and request is not None:
         raise InvalidSubmission(f"task '{request.task}' sample {request.doc_id}: its prompt {problem}"
                                 + validation.how_counted())
+    tokenized = {}
     if (checkpoint / "config.json").is_file():
         context = resolve_max_length(AutoConfig.from_pretrained(str(checkpoint)), tokenizer,
                                      default=DEFAULT_MAX_LENGTH)
-        cut = overflow(tokenize([(r.kind, r.arguments) for r in plan.requests], Encoder(tokenizer)), context)
+        encoder = Encoder(tokenizer)
+        tokens = tokenize([(r.kind, r.arguments) for r in plan.requests], encoder)
+        cut = overflow(tokens, context)
         validation.context_tokens = context
         validation.truncated_requests, validation.max_truncated_tokens = cut.requests, cut.max_excess
-    return validation
+        tokenized[tokenizer_key(checkpoint)] = encoder, tokens
+    return validation, tokenized
 
 
 def truncation_warning(validation: Validation, n_requests: int) -> str | None:
@@ -138,29 +135,39 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         sandbox = Sandbox(workdir, limits.sandbox)
         print(f"the submission's code runs in the sandbox at level '{sandbox.level}'", file=sys.stderr)
         submission, plan = plan_submission(source, workdir, limits, sandbox)
-        validation = check_prompts(plan, resolve(manifest.checkpoints[0], root, cache_dir),
-                                   manifest.tokens_per_rule_token)
-        warning = truncation_warning(validation, len(plan.requests))
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr)
         digest = plan.digest()
-        results = _resumed(output, digest) or IngestionResults(
-            plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation, plan_digest=digest,
-        )
-        results.sandbox = sandbox.level
-        results.checkpoints = [c for c in results.checkpoints if c.error is None]
-        todo = _secret_order([e for e in manifest.checkpoints if e.id not in results.done_ids()])
-        print(f"task '{plan.task_name}': {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests; "
-              f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
-        requests = [(r.kind, r.arguments) for r in plan.requests]
-        _write_sorted(results, output, order)
-        checkpoints = [(e.id, _resolved(e, root, cache_dir, results, output)) for e in todo]
+        results = _resumed(output, digest)
+        done = {c.id for c in results.checkpoints if c.error is None} if results else set()
+        todo = _secret_order([e for e in manifest.checkpoints if e.id not in done])
+        groups = list(dict.fromkeys(e.role != "released" for e in todo))  # released first, then hidden
+        released_left = sum(e.role == "released" for e in todo)
         with contextlib.ExitStack() as stack:
+
+            def start_scorer(hidden: bool) -> Scorer:
+                """A fresh score child; it builds the task while the engine runs."""
+                return stack.enter_context(Scorer(submission, sandbox, workdir, limits.score_seconds, hidden))
+
+            upcoming = {groups[0]: start_scorer(groups[0])} if groups else {}
+            validation, tokenized = check_prompts(plan, resolve(manifest.checkpoints[0], root, cache_dir),
+                                                  manifest.tokens_per_rule_token)
+            warning = truncation_warning(validation, len(plan.requests))
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
+            results = results or IngestionResults(
+                plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation, plan_digest=digest,
+            )
+            results.sandbox = sandbox.level
+            results.checkpoints = [c for c in results.checkpoints if c.error is None]
+            print(f"task '{plan.task_name}': {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests; "
+                  f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
+            requests = [(r.kind, r.arguments) for r in plan.requests]
+            _write_sorted(results, output, order)
+            checkpoints = [(e.id, _resolved(e, root, cache_dir, results, output)) for e in todo]
             scorer: Scorer | None = None
             scoring: tuple[str, float] | None = None  # (checkpoint id, seconds computing it) awaiting its score
 
             def record() -> None:
-                assert scorer is not None and scoring is not None
+                assert scorer is not None and scoring is not None and results is not None
                 try:
                     value = scorer.result()
                 except InvalidSubmission as exc:
@@ -171,16 +178,19 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
             start = time.perf_counter()
             try:
                 # a checkpoint is scored in the child while the engine computes the next one
-                for position, responses in tqdm(Engine(requests, limits.engine).run(checkpoints), total=len(todo),
+                for position, responses in tqdm(Engine(requests, limits.engine, tokenized).run(checkpoints), total=len(todo),
                                                 desc="checkpoints", unit="ckpt", file=sys.stderr):
                     if scoring:
                         record()
                     hidden = todo[position].role != "released"
                     if scorer is None or scorer.hidden != hidden:  # a child that saw hidden values never sees more
-                        stack.close()
-                        scorer = stack.enter_context(Scorer(submission, sandbox, workdir, limits.score_seconds,
-                                                            hidden))
+                        if scorer is not None:
+                            scorer.close()
+                        scorer = upcoming.pop(hidden, None) or start_scorer(hidden)
                     scorer.submit(responses)
+                    released_left -= not hidden
+                    if not hidden and not released_left and True in groups:
+                        upcoming[True] = start_scorer(True)  # the hidden checkpoints' child, ready when they come
                     scoring = todo[position].id, round(time.perf_counter() - start, 3)
                     start = time.perf_counter()
                 if scoring:

@@ -192,15 +192,22 @@ class Scorer:
         self.timeout, self.hidden, self.metric = timeout, hidden, submission.task_metric
         scratch = Path(tempfile.mkdtemp(prefix="score-", dir=workdir))  # a fresh one: nothing of earlier children
         self.child = TaskProcess("score", submission, sandbox, scratch, workdir / "plan")
-        try:
-            self.child.receive(timeout, "Building the task for scoring")
-        except ChildFailed as exc:  # it has seen no responses yet: the detail is safe
-            self.child.close()
-            raise InvalidSubmission(str(exc)) from None
+        self.built = False  # the child builds the task while the caller goes on (the first submit waits)
+
+    def ready(self) -> None:
+        """Wait until the child has built the task."""
+        if not self.built:
+            try:
+                self.child.receive(self.timeout, "Building the task for scoring")
+            except ChildFailed as exc:  # it has seen no responses yet: the detail is safe
+                self.child.close()
+                raise InvalidSubmission(str(exc)) from None
+            self.built = True
 
     def submit(self, responses: list[Any]) -> None:
         """Start scoring one checkpoint's responses (in plan order); the child sees the
         responses alone. The caller computes the next checkpoint meanwhile."""
+        self.ready()
         self.child.send({"responses": responses})
 
     def result(self) -> float:

@@ -25,6 +25,14 @@ def test_every_subcommand_has_help(argv, capsys):
     assert "usage: e2lmc" in capsys.readouterr().out
 
 
+def test_help_loads_no_model_library():
+    """`e2lmc --help` and every subcommand's help load neither torch nor lm-eval (seconds each)."""
+    code = ("import sys; from e2lmc.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'lm_eval', 'transformers', 'scipy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_console_script_is_installed():
     proc = subprocess.run(["e2lmc", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("e2lmc ")

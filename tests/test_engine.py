@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import e2lmc.engine as engine_module
 from e2lmc.engine import Engine, Settings, trunk_length
+from e2lmc.limits import cpu_threads
 from e2lmc.ingestion import Limits, plan_submission
 from e2lmc.packing import Work, _pack
 
@@ -191,3 +192,13 @@ def test_the_budget_changes_batches_not_responses(tiny_zoo, tmp_path, token_budg
     [(_, small)] = Engine(requests, Settings(token_budget=token_budget)).run([("c", zoo / SAME_MODEL[1])])
     [(_, default)] = Engine(requests).run([("c", zoo / SAME_MODEL[1])])
     assert max(abs(a[0] - b[0]) for a, b in zip(small, default, strict=True)) <= 1e-5
+
+
+@pytest.mark.parametrize("quota, running, threads", [("max", "1/300", 2), ("max", "2/300", 1), ("max", "9/300", 1),
+                                                     ("100000 100000", "1/300", 1), ("max", "?", 2)])
+def test_cpu_threads_leave_the_cores_other_processes_use(tmp_path, monkeypatch, quota, running, threads):
+    """A competing process on a 2-core machine: one thread, not two that stall each other."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    (tmp_path / "cpu.max").write_text(quota + "\n")
+    (tmp_path / "loadavg").write_text(f"0.50 0.40 0.30 {running} 4242\n")
+    assert cpu_threads(tmp_path / "cpu.max", tmp_path / "loadavg") == threads

@@ -333,7 +333,7 @@ def test_on_the_embedded_set_the_prompt_rule_counts_real_models_tokens(tiny_zoo,
         check_prompts(plan, tiny_zoo[0] / "tokenizer")  # a real series' tokenizer counts for itself
     scale = read_manifest(tiny_zoo[0]).tokens_per_rule_token
     assert scale == PRESETS["tiny"].tokens_per_rule_token > 3
-    validation = check_prompts(plan, tiny_zoo[0] / "tokenizer", scale)
+    validation, _ = check_prompts(plan, tiny_zoo[0] / "tokenizer", scale)
     assert validation.max_prompt_tokens > 2048 >= validation.rule_prompt_tokens
     assert validation.rule_prompt_tokens == math.ceil(validation.max_prompt_tokens / scale)
     assert f"tokens of the checkpoints' tokenizer / {scale:g}" in validation.how_counted()

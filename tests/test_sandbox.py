@@ -407,6 +407,7 @@ def test_a_child_that_stops_reading_cannot_stall_the_parent(tmp_path, level):
     responses = [[-0.5, False]] * len(plan.requests)
     assert len(json.dumps(responses)) > 1 << 16  # more than a pipe holds
     with Scorer(submission, sandbox, workdir, 5, hidden=True) as scorer:
+        scorer.ready()
         start = time.perf_counter()
         scorer.submit(responses)
         assert time.perf_counter() - start < 1

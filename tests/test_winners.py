@@ -147,7 +147,7 @@ def test_a_winners_task_fits_the_default_set_and_equals_lm_eval(winner, tiny_zoo
     folder = write(tmp_path / winner, WINNERS[winner]())
     _, plan = plan_submission(folder, tmp_path / "plan", QUICK)
     assert plan.task_name == winner and plan.n_samples >= 100
-    validation = check_prompts(plan, default_context, PRESETS["default"].tokens_per_rule_token)
+    validation, _ = check_prompts(plan, default_context, PRESETS["default"].tokens_per_rule_token)
     assert validation.context_tokens == PRESETS["default"].seq_len >= 1024
     assert validation.truncated_requests == 0 and 300 < validation.max_prompt_tokens <= validation.context_tokens
     # on a checkpoint, the engine's metric is lm-eval's own

@@ -1,0 +1,70 @@
+"""What one ingestion run may use: time per child, tokens per pass, devices, CPU threads.
+
+Kept apart from the engine and the ingestion so that the command line can show these
+defaults without importing torch or lm-eval (`e2lmc --help` in a fraction of a second).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .sandbox import SandboxSettings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The evaluate stage's settings (`engine.Engine`)."""
+
+    token_budget: int | None = None  # tokens per forward pass (None: 4,096 on CPU, 32,768 on GPU)
+    devices: tuple[str, ...] | None = None  # None: every visible GPU, else the CPU
+    threads: int | None = None  # torch's CPU threads (None: `cpu_threads()`)
+
+    def device_list(self) -> list[str]:
+        if self.devices:
+            return list(self.devices)
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
+
+    def budget(self, device: str) -> int:
+        return self.token_budget or (32_768 if device.startswith("cuda") else 4_096)
+
+
+@dataclass(frozen=True)
+class Limits:
+    plan_seconds: float = 600.0  # building the task and recording its requests
+    score_seconds: float = 300.0  # scoring one checkpoint's responses
+    engine: Settings = field(default_factory=Settings)  # token budget and devices of the evaluate stage
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # isolation and resource limits of the children
+
+
+def cpu_threads(cgroup: Path = Path("/sys/fs/cgroup/cpu.max"), loadavg: Path = Path("/proc/loadavg")) -> int:
+    """Threads for the engine's CPU passes: the cores this process may run on (its
+    affinity, a container's CPU quota), less those other processes are running on now.
+    Passes of small models wait on every thread at each operation: one thread that a
+    competing process deschedules stalls them all (measured: a busy process beside the
+    engine on 2 cores made 2 threads 3 times slower than 1), so a shared machine gets fewer."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(cores, cores - _running_elsewhere(loadavg)))
+
+
+def _running_elsewhere(loadavg: Path, reads: int = 5) -> int:
+    """Tasks running or ready to run now besides this one (the kernel's count in
+    /proc/loadavg, which includes the reader): the median of a few reads 10 ms apart."""
+    counts = []
+    for _ in range(reads):
+        try:
+            counts.append(int(loadavg.read_text().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return 0
+        time.sleep(0.01)
+    return sorted(counts)[len(counts) // 2]

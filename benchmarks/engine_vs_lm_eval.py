@@ -1,9 +1,11 @@
 """The ingestion engine against lm-eval's own Hugging Face backend, in one run.
 
     python benchmarks/engine_vs_lm_eval.py [--zoo zoo/default] [--checkpoints 10] [--device cpu]
+                                           [--task FOLDER | --five-shot 1000]
 
-Same task (default: the five-shot multiple-choice cloze sample), same checkpoints (spread
-over every model of the embedded default set, built first if missing):
+Same task (default: the five-shot multiple-choice cloze sample; --five-shot N: N questions
+on the world's facts, five examples drawn per question as lm-eval's default sampler does),
+same checkpoints (spread over every model of the embedded default set, built first if missing):
 (a) this project's ingestion, end to end: plan, evaluate, score every checkpoint;
 (b) lm-eval's `simple_evaluate` with its HF backend, once per checkpoint, fixed batch size.
 It prints the time ratio b/a, the largest log-likelihood difference between the engine and
@@ -39,6 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--zoo", type=Path, default=REPO / "zoo" / "default", help="the embedded default set")
     parser.add_argument("--task", type=Path, default=TASK, help="a submission folder (default: five-shot sample)")
+    parser.add_argument("--five-shot", type=int, metavar="N", help="a generated five-shot task of N samples instead")
     parser.add_argument("--checkpoints", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64, help="lm-eval's fixed batch size")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (float32 on CPU, bfloat16 on GPU)")
@@ -55,6 +58,8 @@ def main() -> int:
     paths = [(e.id, (args.zoo / e.path).resolve()) for e in chosen]
 
     with tempfile.TemporaryDirectory(prefix="e2lmc-bench-") as tmp:
+        if args.five_shot:
+            args.task = five_shot_task(Path(tmp) / "e2lmc_five_shot", args.five_shot)
         input_data = Path(tmp) / "input_data"
         write_manifest(CheckpointManifest([ManifestEntry(cid, path=str(p)) for cid, p in paths]), input_data)
         limits = Limits(engine=Settings(devices=(args.device,)))
@@ -93,6 +98,29 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def five_shot_task(folder: Path, n: int) -> Path:
+    """N cloze questions on the world's facts (each fact's question with several draws of
+    distractors), five examples per question drawn from a separate pool by lm-eval's
+    default sampler: contexts that differ from question to question, as in real tasks."""
+    from e2lmc.world import load_world, science_samples
+
+    world = load_world()
+    pool = science_samples(world, 0)[-40:]  # the examples' facts are not asked: no answer in its own prompt
+    asked = {r["question"] for r in pool}
+    rows = [s for seed in range(1, 2 + n // len(world.facts) + 1) for s in science_samples(world, seed)
+            if s["question"] not in asked]
+    folder.mkdir(parents=True)
+    (folder / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:n]))
+    (folder / f"{folder.name}.yaml").write_text(
+        f"task: {folder.name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    dev: dev.jsonl\n"
+        "    test: test.jsonl\ntest_split: test\nfewshot_split: dev\nnum_fewshot: 5\noutput_type: multiple_choice\n"
+        "doc_to_text: 'Question: {{question}}\\nAnswer:'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\n"
+        "metric_list:\n  - metric: acc_norm\n")
+    (folder / "metadata.yaml").write_text(f"task_name: {folder.name}\ntask_metric: acc_norm,none\n")
+    return folder
 
 
 def lm_eval_run(task: Path, task_name: str, checkpoint: Path, batch_size: int, device: str) -> dict:

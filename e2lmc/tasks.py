@@ -321,7 +321,27 @@ def load_task(submission: Submission) -> dict:
             found = ", ".join(sorted(manager.all_tasks)) or "none"
             raise UserError(f"metadata.yaml names task '{submission.task_name}', not defined in the submission "
                             f"(tasks found: {found})")
-        return manager.load([submission.task_name])
+        task_dict = manager.load([submission.task_name])
+    _seed(task_dict)
+    return task_dict
+
+
+def _seed(task_dict: dict) -> None:
+    """The seeds lm-eval's `simple_evaluate` sets (its evaluator does not): the few-shot
+    examples drawn for each sample, and anything a task draws from Python's, NumPy's or
+    torch's generators, are the same in every child that builds the task (the plan, the
+    score children) and the same as `lm_eval --tasks ...` gives a participant."""
+    import random
+
+    import numpy as np
+    from lm_eval.defaults import DEFAULT_OTHER_SEED, DEFAULT_RANDOM_SEED
+
+    random.seed(DEFAULT_RANDOM_SEED)
+    np.random.seed(DEFAULT_OTHER_SEED)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(DEFAULT_OTHER_SEED)
+    for task in task_dict["tasks"].values():
+        task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
 
 
 def run_task(submission: Submission, task_dict: dict, lm: LM) -> dict[str, float]:

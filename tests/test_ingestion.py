@@ -23,6 +23,7 @@ from e2lmc.ingestion import Limits, check_prompts, ingest, plan_submission
 from e2lmc.world import SCIENCE_TASK
 
 from .conftest import REPO, engine_responses
+from .test_engine import few_shot_task
 
 CHECKPOINTS = ["dense-small-arch1/iter_0000012", "dense-small-arch1-web/iter_0000060", "dense-large-arch2/iter_0000060"]
 QUICK = Limits(plan_seconds=120, score_seconds=60)
@@ -148,6 +149,26 @@ def write_group_submission(folder: Path) -> Path:
                       "choices": [[str(2 * i + 1), str(2 * i), str(i)] for i in range(62)], "label": [1] * 62})
     pq.write_table(table, folder / "parquet" / "numbers.parquet")
     return folder
+
+
+def test_few_shot_examples_drawn_per_sample_are_lm_evals_draws(tiny_zoo, input_data, tmp_path):
+    """lm-eval's default sampler draws each sample's examples from a generator its
+    evaluator leaves unseeded: the plan and score children, and lm-eval's own command,
+    must draw the same (seeded as `simple_evaluate` seeds it), or scoring cannot find the
+    responses of the prompts it builds."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    task = few_shot_task(tmp_path / "task", n=100, sampler="default")
+    results = ingest(task, input_data, tmp_path / "output", QUICK)
+    assert results.complete and len(results.checkpoints) == len(CHECKPOINTS)
+    with contextlib.chdir(task):
+        out = simple_evaluate(model="hf", model_args=f"pretrained={input_data / CHECKPOINTS[2]},dtype=float32",
+                              tasks=["numbers"], task_manager=TaskManager(include_path=str(task),
+                                                                          include_defaults=False),
+                              batch_size=64, device="cpu", bootstrap_iters=0, verbosity="ERROR")
+    by_id = {c.id: c.metrics["acc,none"] for c in results.checkpoints}
+    assert by_id[CHECKPOINTS[2]] == out["results"]["numbers"]["acc,none"]
 
 
 def test_a_group_with_fewshot_helpers_and_every_data_format_equals_lm_eval(tiny_zoo, input_data, tmp_path):

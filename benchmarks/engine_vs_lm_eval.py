@@ -40,7 +40,8 @@ TASK = REPO / "starting_kit" / "sample_submissions" / "e2lmc_mmluvar_template"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--zoo", type=Path, default=REPO / "zoo" / "default", help="the embedded default set")
-    parser.add_argument("--task", type=Path, default=TASK, help="a submission folder (default: five-shot sample)")
+    parser.add_argument("--task", type=lambda p: Path(p).resolve(), default=TASK,
+                        help="a submission folder (default: five-shot sample)")
     parser.add_argument("--five-shot", type=int, metavar="N", help="a generated five-shot task of N samples instead")
     parser.add_argument("--checkpoints", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64, help="lm-eval's fixed batch size")

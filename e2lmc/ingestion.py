@@ -22,13 +22,13 @@ import contextlib
 import json
 import random
 import sys
+import threading
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .checkpoints import resolve
-from .engine import CheckpointError, Engine, tokenizer_key
 from .errors import InvalidSubmission, UserError, output_folder
 from .formats import (
     MANIFEST_FILE,
@@ -68,6 +68,7 @@ def check_prompts(plan: Plan, checkpoint: Path, tokens_per_rule_token: float = 1
     from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
     from transformers import AutoConfig, AutoTokenizer
 
+    from .engine import tokenizer_key
     from .packing import Encoder, overflow, tokenize
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True)
@@ -121,6 +122,7 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
     The manifest's relative paths lie under `checkpoint_root` (default: `input_data`),
     such as the checkpoints the organizers placed at /app/data."""
     manifest = read_manifest(input_data, manifest_name)
+    threading.Thread(target=_import_model_libraries, daemon=True).start()  # while the plan child runs
     root = input_data if checkpoint_root is None else checkpoint_root
     if not root.is_dir():
         raise UserError(f"the checkpoint folder {root} does not exist")
@@ -135,6 +137,8 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         sandbox = Sandbox(workdir, limits.sandbox)
         print(f"the submission's code runs in the sandbox at level '{sandbox.level}'", file=sys.stderr)
         submission, plan = plan_submission(source, workdir, limits, sandbox)
+        from .engine import CheckpointError, Engine
+
         digest = plan.digest()
         results = _resumed(output, digest)
         done = {c.id for c in results.checkpoints if c.error is None} if results else set()
@@ -203,6 +207,18 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
     results.complete = True
     _write_sorted(results, output, order)
     return results
+
+
+def _import_model_libraries() -> None:
+    """torch and the parts of transformers the prompt checks and the engine load on
+    first use (seconds of imports), loaded while the plan child builds the task on another core."""
+    import transformers
+    from lm_eval.models import utils, utils_hf  # noqa: F401
+
+    from . import engine  # noqa: F401 - torch
+
+    for name in ("AutoConfig", "AutoTokenizer", "AutoModelForCausalLM", "LlamaForCausalLM", "DynamicCache"):
+        getattr(transformers, name)
 
 
 def _secret_order(entries: list[ManifestEntry]) -> list[ManifestEntry]:

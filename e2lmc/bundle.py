@@ -35,7 +35,7 @@ import yaml
 
 from . import __version__
 from .errors import UserError
-from .estimate import phase_seconds, time_limit
+from .estimate import phase_checkpoints, phase_seconds, time_limit
 from .formats import MANIFEST_FILE, write_manifest, write_reference
 from .pages import DATE_FORMAT, PAGES, write_pages
 from .phases import PHASES, PhaseSpec, phase_manifest, phase_reference, shifted
@@ -289,13 +289,8 @@ def _placed_sizes(series: Series, data: Path) -> dict[str, CheckpointSize]:
 
 def estimated_limits(series: Series, sizes: dict[str, CheckpointSize]) -> dict[str, int]:
     """Each phase's execution_time_limit from the estimate over its checkpoints (estimate.py)."""
-    full = series_reference(series)
-    limits = {}
-    for spec in PHASES:
-        reference = phase_reference(full, spec.name)
-        limits[spec.name] = time_limit(phase_seconds(
-            [sizes[m.checkpoint_id(c)] for m in reference.models for c in m.checkpoints]))
-    return limits
+    return {phase: time_limit(phase_seconds([sizes[c] for c in ids]))
+            for phase, ids in phase_checkpoints(series).items()}
 
 
 def schedule_warnings(phases: tuple[PhaseSpec, ...], now: datetime) -> list[str]:

@@ -105,6 +105,46 @@ def _zoo_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    from .estimate import DEVICES, format_estimate, nominal_sizes, phase_checkpoints, task_tokens
+    from .formats import MANIFEST_FILE, read_manifest
+    from .ingestion import plan_submission
+    from .limits import Limits
+    from .placement import verify_placed
+    from .sandbox import private_workdir
+    from .series import E2LM_SERIES, read_series
+
+    try:
+        series = read_series(args.series or E2LM_SERIES, args.web_model)
+    except UserError:
+        if args.web_model:
+            raise
+        series = read_series(args.series or E2LM_SERIES, "organizers/web-only")  # only its size counts here
+    sizes = verify_placed(args.data) if args.data else nominal_sizes(series)
+    checkpoint, scale, counted = args.tokenizer, 1.0, "the tokenizer of --tokenizer"
+    if checkpoint is None and args.data:
+        checkpoint, counted = args.data / read_manifest(args.data).checkpoints[0].path, "the placed checkpoints' tokenizer"
+    if checkpoint is None:
+        embedded = Path("zoo/default")
+        if not (embedded / MANIFEST_FILE).is_file():
+            raise UserError("give --data (the placed checkpoints) or --tokenizer DIR (a checkpoint of the series) to "
+                            "count the task's tokens, or build the embedded set (e2lmc demo) to approximate them")
+        manifest = read_manifest(embedded)
+        checkpoint, scale = embedded / manifest.checkpoints[0].path, manifest.tokens_per_rule_token
+        counted = f"the embedded set's tokenizer, its counts / {scale:g} (an approximation of the series' tokenizer)"
+    with private_workdir("estimate") as tmp:
+        _, plan = plan_submission(args.submission, Path(tmp), Limits())
+    tokens = task_tokens([(r.kind, r.arguments) for r in plan.requests], checkpoint, scale=scale)
+    missing = [c for ids in phase_checkpoints(series).values() for c in ids if c not in sizes]
+    if missing:
+        raise UserError(f"{args.data} lacks {len(missing)} checkpoints of the series (first: {missing[0]})")
+    print(f"task '{plan.task_name}': {plan.n_samples:,} samples; tokens counted with {counted}; "
+          f"{args.device.upper()} throughput (e2lmc/estimate.py)")
+    print(format_estimate(tokens, {phase: [sizes[c] for c in ids] for phase, ids in phase_checkpoints(series).items()},
+                          DEVICES[args.device]))
+    return 0
+
+
 def _add_series_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
     p.add_argument("--series", type=Path, help=f"{prefix}the checkpoint series file (default: the real competition's, "
                                                "e2lmc/data/series/e2lm.yaml)")
@@ -171,6 +211,22 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="a host folder seen read-only at /app/data")
     p.add_argument("--workdir", type=Path, help="an empty folder for the steps' layout (default: a new temp folder)")
     p.set_defaults(func=_worker)
+
+    p = sub.add_parser(
+        "estimate", help="predict a submission's GPU time per phase: tokens after sharing, FLOPs, hours, limits",
+        description="Plan the submission, count the tokens the engine computes per checkpoint with the series' "
+        "tokenizer, and predict each phase's prediction-step time from the throughput measured on GPUs "
+        "(docs/engine.md), with the execution_time_limit that would cover it.",
+    )
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    _add_series_options(p)
+    p.add_argument("--data", type=Path, help="the placed checkpoints (`e2lmc checkpoints fetch`): their sizes, "
+                                             "tokenizer and context (default: sizes from the series' size labels)")
+    p.add_argument("--tokenizer", type=Path, help="a checkpoint (or tokenizer) folder of the series to count tokens "
+                                                  "with (default: the first placed one; else the embedded set's, "
+                                                  "scaled to real tokens)")
+    p.add_argument("--device", choices=["h100", "h200"], default="h100", help="(default: %(default)s)")
+    p.set_defaults(func=_estimate)
 
     checkpoints = sub.add_parser(
         "checkpoints", help="place a checkpoint series on the workers (fetch) and check a placed folder (verify)",

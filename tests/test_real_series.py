@@ -348,8 +348,51 @@ def test_the_estimate_sizes_the_real_phases_as_docs_organizers_says():
     parameters = {"500m": 0.5e9, "1b": 1.0487e9, "3b": 3.1e9}  # the table's assumption
     sizes = {m.checkpoint_id(c): CheckpointSize(int(2 * parameters[m.size]), int(parameters[m.size]))
              for m in series_reference(series).models for c in m.checkpoints}
-    assert estimated_limits(series, sizes) == {"warm-up": 3 * 3600, "development": 7 * 3600 + 2700,
-                                               "final": 8 * 3600 + 2700}
+    assert estimated_limits(series, sizes) == {"warm-up": 5 * 3600 + 900, "development": 14 * 3600,
+                                               "final": 16 * 3600}
+
+
+def test_estimate_predicts_each_phase_from_the_tokens_the_engine_computes(real_series, placed, short_science,
+                                                                          capsys):
+    from e2lmc.engine import Engine
+    from e2lmc.estimate import DEVICES, TaskTokens, Workload, phase_checkpoints, phase_seconds, task_tokens, time_limit
+    from e2lmc.ingestion import Limits, plan_submission
+    from e2lmc.placement import verify_placed
+
+    series_file, _ = real_series
+    assert main(["estimate", str(short_science), "--series", str(series_file), "--data", str(placed),
+                 "--device", "h200"]) == 0
+    out = capsys.readouterr().out
+    _, plan = plan_submission(short_science, placed.parent / "plan", Limits())
+    requests = [(r.kind, r.arguments) for r in plan.requests]
+    first = placed / read_manifest(placed).checkpoints[0].path
+    tokens = task_tokens(requests, first)
+    engine = Engine(requests)
+    list(engine.run([("c", first)]))
+    work = next(iter(engine.runner.works.values()))
+    assert (tokens.computed, tokens.needed, tokens.one_by_one) == (work.tokens_computed, work.tokens_needed,
+                                                                   work.tokens_one_by_one)
+    assert f"per checkpoint: {tokens.computed:,} tokens computed after sharing" in out
+    sizes, series = verify_placed(placed), read_series(series_file)
+    for phase, ids in phase_checkpoints(series).items():
+        seconds = phase_seconds([sizes[c] for c in ids], Workload(tokens.computed), DEVICES["h200"])
+        row = next(line.split() for line in out.splitlines() if line.startswith(phase))
+        assert int(row[1].replace(",", "")) == len(ids)
+        assert row[-2:] == [f"{time_limit(seconds) / 60:.0f}", "min"]
+    assert isinstance(tokens, TaskTokens) and tokens.computed < tokens.one_by_one
+
+
+def test_estimate_without_checkpoints_reads_sizes_from_the_series_labels(capsys):
+    from e2lmc.estimate import nominal_sizes
+
+    sizes = nominal_sizes(read_series(E2LM_SERIES, "org/web"))
+    assert sizes["dense-1b-arch2/iter_0054000"].parameters == 1_000_000_000
+    assert sizes["dense-500m-arch1-web/iter_0240000"].bytes == 1_000_000_000
+    series = read_series(E2LM_SERIES, "org/web")
+    for model in series.models:
+        model.size = "large" if model.size == "500m" else model.size
+    with pytest.raises(UserError, match="size 'large' is not a count such as 500m or 1b"):
+        nominal_sizes(series)
 
 
 # ---------------------------------------------------- the docker SDK runner

@@ -99,7 +99,8 @@ def _limits(args: argparse.Namespace):
     sandbox = SandboxSettings(level=args.sandbox, required=args.require_sandbox,
                               memory_bytes=int(args.memory_limit * GiB))
     return Limits(plan_seconds=args.plan_timeout, score_seconds=args.score_timeout,
-                  engine=Settings(token_budget=args.token_budget, devices=devices), sandbox=sandbox)
+                  engine=Settings(token_budget=args.token_budget, devices=devices, threads=args.threads),
+                  sandbox=sandbox)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -188,6 +189,9 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default=None,
                    help="comma-separated torch devices, one process each, e.g. cuda:0,cuda:1 "
                         "(default: every visible GPU, else the CPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch's CPU threads for the evaluation (default: the cores this process may use less those "
+                        "other processes are busy on)")
     p.add_argument("--sandbox", choices=["auto", *CHOICES], default="auto",
                    help="isolation of the submission's code: namespaces (bubblewrap), landlock (kernel filters, "
                         "where namespaces are refused), none; auto picks the strongest this host allows "

@@ -158,3 +158,22 @@ def test_an_output_folder_that_is_a_file_is_one_sentence(tmp_path, capsys, argv)
     err = capsys.readouterr().err
     assert re.fullmatch(r"error: --(output|workdir) \S+taken is a file; give a folder \(it is created if missing\)\n",
                         err), err
+
+
+def test_engine_options_reach_the_engine(monkeypatch):
+    """--threads, --token-budget and --devices become the engine's settings; the engine
+    sets torch's thread count from them."""
+    import torch
+
+    from e2lmc import cli
+    from e2lmc.engine import Engine
+
+    args = build_parser().parse_args(["ingest", "--threads", "1", "--token-budget", "512", "--devices", "cpu"])
+    settings = cli._limits(args).engine
+    assert (settings.threads, settings.token_budget, settings.devices) == (1, 512, ("cpu",))
+    before = torch.get_num_threads()
+    try:
+        Engine([], settings)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -137,7 +137,7 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         sandbox = Sandbox(workdir, limits.sandbox)
         print(f"the submission's code runs in the sandbox at level '{sandbox.level}'", file=sys.stderr)
         submission, plan = plan_submission(source, workdir, limits, sandbox)
-        from .engine import CheckpointError, Engine
+        from .engine import CheckpointError, Engine  # torch: loaded by the thread above meanwhile
 
         digest = plan.digest()
         results = _resumed(output, digest)

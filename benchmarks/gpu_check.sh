@@ -1,6 +1,6 @@
 #!/bin/bash
 # The engine's GPU checks in one call (docs/engine.md): the real 1B shape at 2,048-token
-# five-shot prompts, against lm-eval's HF backend; then a larger token budget.
+# five-shot prompts, against lm-eval's HF backend; then where the passes' time goes (torch profiler).
 # Run from the repository root with lm-eval's wheel (and dill) in .whl/ and the embedded
 # tokenizer in zoo/default/tokenizer; figures go to $OUT (or ./gpu_check).
 set -u
@@ -12,5 +12,6 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 cd benchmarks
 python3 real_shapes.py --shape 1b --checkpoints 2 --samples 1000 --prompt-tokens 2040 --lm-eval-samples 150 \
     --json "$OUT/1b_2048.json" 2>&1 | grep -v "Loading weights" | tee "$OUT/1b_2048.log"
-python3 real_shapes.py --shape 1b --checkpoints 2 --samples 300 --prompt-tokens 2040 --lm-eval-samples 0 \
-    --token-budget 65536 --json "$OUT/1b_2048_budget65k.json" 2>&1 | grep -v "Loading weights" | tail -30
+python3 real_shapes.py --shape 1b --checkpoints 1 --samples 300 --prompt-tokens 2040 --lm-eval-samples 0 \
+    --profile "$OUT/1b_profile.txt" --json "$OUT/1b_2048_profiled.json" 2>&1 | grep -v "Loading weights" | tail -30
+head -40 "$OUT/1b_profile.txt"

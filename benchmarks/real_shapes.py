@@ -148,6 +148,8 @@ def main() -> int:
     parser.add_argument("--token-budget", type=int, help="the engine's tokens per forward pass (default: its own)")
     parser.add_argument("--lm-eval-samples", type=int, default=200, help="0: skip lm-eval's HF backend")
     parser.add_argument("--lm-eval-batch-size", type=int, default=16)
+    parser.add_argument("--profile", type=Path, help="also profile the engine on one checkpoint (torch profiler): "
+                                                    "the operations that took the time, written to this file")
     parser.add_argument("--tokenizer", type=Path, default=REPO / "zoo" / "default" / "tokenizer")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
@@ -182,6 +184,8 @@ def main() -> int:
             "peak_memory_bytes": ours["memory"],
         })
         print(json.dumps(figures, indent=1), flush=True)
+        if args.profile:
+            args.profile.write_text(profile_engine(pairs, paths[:1], device, args.token_budget))
         if args.lm_eval_samples:
             figures.update(compare_lm_eval(pairs[:4 * args.lm_eval_samples], paths, device, args))
         figures["vllm"] = "installed, not compared yet" if importlib.util.find_spec("vllm") else "not installed"
@@ -189,6 +193,18 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def profile_engine(pairs: list, paths: list, device: str, token_budget: int | None) -> str:
+    """The engine's operations on one checkpoint (after a warm-up run), by time on the device."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run_engine(pairs, paths, device, token_budget)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        run_engine(pairs, paths, device, token_budget)
+    key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=30)
 
 
 def compare_lm_eval(pairs: list, paths: list, device: str, args: argparse.Namespace) -> dict:

@@ -4,7 +4,7 @@
 # Run from the repository root with lm-eval's wheel (and dill) in .whl/ and the embedded
 # tokenizer in zoo/default/tokenizer; figures go to $OUT (or ./gpu_check).
 set -u
-OUT=${OUT:-gpu_check}; mkdir -p "$OUT"
+OUT=$(realpath -m "${OUT:-gpu_check}"); mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"

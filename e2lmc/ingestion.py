@@ -212,13 +212,16 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
 def _import_model_libraries() -> None:
     """torch and the parts of transformers the prompt checks and the engine load on
     first use (seconds of imports), loaded while the plan child builds the task on another core."""
-    import transformers
-    from lm_eval.models import utils, utils_hf  # noqa: F401
+    try:
+        import transformers
+        from lm_eval.models import utils, utils_hf  # noqa: F401
 
-    from . import engine  # noqa: F401 - torch
+        from . import engine  # noqa: F401 - torch
 
-    for name in ("AutoConfig", "AutoTokenizer", "AutoModelForCausalLM", "LlamaForCausalLM", "DynamicCache"):
-        getattr(transformers, name)
+        for name in ("AutoConfig", "AutoTokenizer", "AutoModelForCausalLM", "LlamaForCausalLM", "DynamicCache"):
+            getattr(transformers, name)
+    except Exception:  # noqa: BLE001 - only a head start: the stage that needs a module imports it and reports
+        pass
 
 
 def _secret_order(entries: list[ManifestEntry]) -> list[ManifestEntry]:

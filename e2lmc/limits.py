@@ -47,7 +47,7 @@ def cpu_threads(cgroup: Path = Path("/sys/fs/cgroup/cpu.max"), loadavg: Path = P
     Passes of small models wait on every thread at each operation: one thread that a
     competing process deschedules stalls them all (measured: a busy process beside the
     engine on 2 cores made 2 threads 3 times slower than 1), so a shared machine gets fewer."""
-    cores = len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS: no affinity
     try:
         quota, period = cgroup.read_text().split()[:2]
         if quota != "max":

@@ -202,3 +202,10 @@ def test_cpu_threads_leave_the_cores_other_processes_use(tmp_path, monkeypatch, 
     (tmp_path / "cpu.max").write_text(quota + "\n")
     (tmp_path / "loadavg").write_text(f"0.50 0.40 0.30 {running} 4242\n")
     assert cpu_threads(tmp_path / "cpu.max", tmp_path / "loadavg") == threads
+
+
+def test_cpu_threads_without_linux_affinity_or_proc(tmp_path, monkeypatch):
+    """macOS has neither sched_getaffinity nor /proc/loadavg: every core, no crash."""
+    monkeypatch.delattr("os.sched_getaffinity")
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert cpu_threads(tmp_path / "none", tmp_path / "none") == 4

@@ -26,11 +26,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 from .placement import CheckpointSize
 from .series import Series, series_reference
+
+if TYPE_CHECKING:  # packing loads lm-eval: only where tokens are counted
+    from .packing import Encoder, Tokenized
 
 BYTES_PER_PARAMETER = 2  # bf16 safetensors, as the real checkpoints
 
@@ -99,27 +102,19 @@ def nominal_sizes(series: Series) -> dict[str, CheckpointSize]:
     return sizes
 
 
-def task_tokens(requests: list[tuple[str, str]], checkpoint: Path, token_budget: int = 32_768,
+def task_tokens(encoder: Encoder, tokenized: Tokenized, max_length: int, token_budget: int = 32_768,
                 scale: float = 1.0) -> TaskTokens:
-    """The tokens a task's requests cost per checkpoint, planned as the engine plans them
-    with the tokenizer (and context) of `checkpoint`; counts divided by `scale` (the
-    embedded set's tokens per real-tokenizer token, 1 for the series' own tokenizer)."""
-    import json
+    """The tokens a task's requests (tokenized by the prompt checks, `ingestion.check_prompts`)
+    cost per checkpoint of context `max_length`, planned as the engine plans them; counts
+    divided by `scale` (the embedded set's tokens per real-tokenizer token, 1 for the
+    series' own tokenizer)."""
+    from .packing import plan_work
 
-    from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
-    from transformers import AutoConfig, AutoTokenizer
-
-    from .packing import Encoder, generation_room, plan_work, tokenize
-
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True)
-    config = AutoConfig.from_pretrained(str(checkpoint)) if (checkpoint / "config.json").is_file() else None
-    max_length = resolve_max_length(config, tokenizer, default=DEFAULT_MAX_LENGTH) if config else DEFAULT_MAX_LENGTH
-    encoder = Encoder(tokenizer)
-    work = plan_work(tokenize(requests, encoder), encoder, max_length, token_budget)
-    generated = sum(generation_room(int(json.loads(arguments)[1].get("max_gen_toks", 256)), max_length)
-                    for kind, arguments in requests if kind == "generate_until")
+    work = plan_work(tokenized, encoder, max_length, token_budget)
+    requests = len(tokenized.pairs) + len(tokenized.rolling) + len(tokenized.contexts)
+    generated = sum(len(batch.requests) * batch.max_gen_toks for batch in work.generation)
     context = sum(len(c) for batch in work.generation for c in batch.contexts)
-    return TaskTokens(len(requests), round(work.tokens_one_by_one / scale), round(work.tokens_needed / scale),
+    return TaskTokens(requests, round(work.tokens_one_by_one / scale), round(work.tokens_needed / scale),
                       round((work.tokens_computed + context) / scale), round(generated / scale))
 
 
@@ -134,7 +129,8 @@ def format_estimate(tokens: TaskTokens, phases: dict[str, list[CheckpointSize]],
     for phase, sizes in phases.items():
         seconds = phase_seconds(sizes, Workload(tokens.computed + tokens.generated), throughput)
         flops = sum(2 * s.parameters * (tokens.computed + tokens.generated) for s in sizes)
-        lines.append(f"{phase:<12} {len(sizes):>11,} {sum(s.bytes for s in sizes) / 1e12:>7.2f}TB {flops / 1e12:>10,.0f} "
+        weights = sum(s.bytes for s in sizes) / 1e12
+        lines.append(f"{phase:<12} {len(sizes):>11,} {weights:>7.2f}TB {flops / 1e12:>10,.0f} "
                      f"{_duration(seconds):>10} {_duration(time_limit(seconds)):>10}")
     return "\n".join(lines)
 

@@ -182,8 +182,9 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
             start = time.perf_counter()
             try:
                 # a checkpoint is scored in the child while the engine computes the next one
-                for position, responses in tqdm(Engine(requests, limits.engine, tokenized).run(checkpoints), total=len(todo),
-                                                desc="checkpoints", unit="ckpt", file=sys.stderr):
+                engine = Engine(requests, limits.engine, tokenized)
+                for position, responses in tqdm(engine.run(checkpoints), total=len(todo), desc="checkpoints",
+                                                unit="ckpt", file=sys.stderr):
                     if scoring:
                         record()
                     hidden = todo[position].role != "released"

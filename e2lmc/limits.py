@@ -47,14 +47,17 @@ def cpu_threads(cgroup: Path = Path("/sys/fs/cgroup/cpu.max"), loadavg: Path = P
     Passes of small models wait on every thread at each operation: one thread that a
     competing process deschedules stalls them all (measured: a busy process beside the
     engine on 2 cores made 2 threads 3 times slower than 1), so a shared machine gets fewer."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS: no affinity
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:  # macOS
+        cores = os.cpu_count() or 1
     try:
         quota, period = cgroup.read_text().split()[:2]
         if quota != "max":
             cores = min(cores, max(1, int(int(quota) / int(period))))
     except (OSError, ValueError):
         pass
-    return max(1, min(cores, cores - _running_elsewhere(loadavg)))
+    return max(1, cores - _running_elsewhere(loadavg))
 
 
 def _running_elsewhere(loadavg: Path, reads: int = 5) -> int:
@@ -63,7 +66,7 @@ def _running_elsewhere(loadavg: Path, reads: int = 5) -> int:
     counts = []
     for _ in range(reads):
         try:
-            counts.append(int(loadavg.read_text().split()[3].split("/")[0]) - 1)
+            counts.append(max(0, int(loadavg.read_text().split()[3].split("/")[0]) - 1))
         except (OSError, ValueError, IndexError):
             return 0
         time.sleep(0.01)

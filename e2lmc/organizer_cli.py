@@ -108,7 +108,7 @@ def _zoo_build(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     from .estimate import DEVICES, format_estimate, nominal_sizes, phase_checkpoints, task_tokens
     from .formats import MANIFEST_FILE, read_manifest
-    from .ingestion import plan_submission
+    from .ingestion import check_prompts, plan_submission, truncation_warning
     from .limits import Limits
     from .placement import verify_placed
     from .sandbox import private_workdir
@@ -123,7 +123,8 @@ def _estimate(args: argparse.Namespace) -> int:
     sizes = verify_placed(args.data) if args.data else nominal_sizes(series)
     checkpoint, scale, counted = args.tokenizer, 1.0, "the tokenizer of --tokenizer"
     if checkpoint is None and args.data:
-        checkpoint, counted = args.data / read_manifest(args.data).checkpoints[0].path, "the placed checkpoints' tokenizer"
+        checkpoint = args.data / read_manifest(args.data).checkpoints[0].path
+        counted = "the placed checkpoints' tokenizer"
     if checkpoint is None:
         embedded = Path("zoo/default")
         if not (embedded / MANIFEST_FILE).is_file():
@@ -134,7 +135,15 @@ def _estimate(args: argparse.Namespace) -> int:
         counted = f"the embedded set's tokenizer, its counts / {scale:g} (an approximation of the series' tokenizer)"
     with private_workdir("estimate") as tmp:
         _, plan = plan_submission(args.submission, Path(tmp), Limits())
-    tokens = task_tokens([(r.kind, r.arguments) for r in plan.requests], checkpoint, scale=scale)
+    validation, tokenized = check_prompts(plan, checkpoint, scale)  # the prompt rule, as ingestion applies it
+    if not tokenized:
+        raise UserError(f"{checkpoint} holds a tokenizer but no config.json: the estimate needs a checkpoint folder, "
+                        "whose context decides how requests are cut")
+    warning = truncation_warning(validation, len(plan.requests))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    [(encoder, requests)] = tokenized.values()
+    tokens = task_tokens(encoder, requests, validation.context_tokens, scale=scale)
     missing = [c for ids in phase_checkpoints(series).values() for c in ids if c not in sizes]
     if missing:
         raise UserError(f"{args.data} lacks {len(missing)} checkpoints of the series (first: {missing[0]})")
@@ -222,9 +231,9 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     _add_series_options(p)
     p.add_argument("--data", type=Path, help="the placed checkpoints (`e2lmc checkpoints fetch`): their sizes, "
                                              "tokenizer and context (default: sizes from the series' size labels)")
-    p.add_argument("--tokenizer", type=Path, help="a checkpoint (or tokenizer) folder of the series to count tokens "
-                                                  "with (default: the first placed one; else the embedded set's, "
-                                                  "scaled to real tokens)")
+    p.add_argument("--tokenizer", type=Path, help="a checkpoint folder of the series, whose tokenizer counts the "
+                                                  "tokens and whose context cuts the requests (default: the first "
+                                                  "placed one; else the embedded set's, scaled to real tokens)")
     p.add_argument("--device", choices=["h100", "h200"], default="h100", help="(default: %(default)s)")
     p.set_defaults(func=_estimate)
 

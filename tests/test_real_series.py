@@ -356,7 +356,7 @@ def test_estimate_predicts_each_phase_from_the_tokens_the_engine_computes(real_s
                                                                           capsys):
     from e2lmc.engine import Engine
     from e2lmc.estimate import DEVICES, TaskTokens, Workload, phase_checkpoints, phase_seconds, task_tokens, time_limit
-    from e2lmc.ingestion import Limits, plan_submission
+    from e2lmc.ingestion import Limits, check_prompts, plan_submission
     from e2lmc.placement import verify_placed
 
     series_file, _ = real_series
@@ -366,7 +366,9 @@ def test_estimate_predicts_each_phase_from_the_tokens_the_engine_computes(real_s
     _, plan = plan_submission(short_science, placed.parent / "plan", Limits())
     requests = [(r.kind, r.arguments) for r in plan.requests]
     first = placed / read_manifest(placed).checkpoints[0].path
-    tokens = task_tokens(requests, first)
+    validation, tokenized = check_prompts(plan, first)
+    [(encoder, tokenized_requests)] = tokenized.values()
+    tokens = task_tokens(encoder, tokenized_requests, validation.context_tokens)
     engine = Engine(requests)
     list(engine.run([("c", first)]))
     work = next(iter(engine.runner.works.values()))

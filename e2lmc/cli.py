@@ -40,13 +40,22 @@ def _score(args: argparse.Namespace) -> int:
 def _score_curves(args: argparse.Namespace) -> int:
     import json
 
-    from .curves import format_table, read_curves, score_curves
+    from .curves import format_table, is_results_file, read_curves, score_curves
+    from .formats import read_reference
 
+    if args.reference and not is_results_file(args.file):
+        raise UserError(f"--reference applies to an ingestion_results.json, and {args.file} is not one")
+    reference = read_reference(args.reference) if args.reference else None
+    every, max_tokens = args.every, args.max_tokens
+    if reference is not None or (is_results_file(args.file) and every is None):
+        every, max_tokens = 0, 0  # the reference's own selection, or every checkpoint of the results
+        print(f"checkpoints: {'the SQ selection of ' + str(args.reference) if reference else 'all evaluated ones'} "
+              "(values oriented higher-is-better)", file=sys.stderr)
     scores = score_curves(
-        read_curves(args.file),
+        read_curves(args.file, reference),
         benchmarks=args.metric,
-        every_iterations=args.every or None,
-        max_tokens=None if args.max_tokens <= 0 else args.max_tokens,
+        every_iterations=4000 if every is None else every or None,
+        max_tokens=None if max_tokens <= 0 else max_tokens,
         lower_is_better=args.lower_is_better,
     )
     if args.json:
@@ -232,16 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
         "in a curves file (the published JSON layout, a JSON list of records, or a CSV with columns "
         "model, iteration and/or tokens, and one column per benchmark).",
     )
-    p.add_argument("file", type=Path, help="curves file (.json or .csv)")
+    p.add_argument("file", type=Path, help="curves file (.json or .csv) or an ingestion_results.json")
     p.add_argument("--metric", action="append", help="benchmark column to score (repeatable; default: all)")
     p.add_argument(
-        "--every", type=int, default=4000,
-        help="keep iterations that are multiples of this; 0 keeps all (default: %(default)s)",
+        "--every", type=int, default=None,
+        help="keep iterations that are multiples of this; 0 keeps all (default: 4000; every checkpoint of an "
+        "ingestion_results.json)",
     )
     p.add_argument(
         "--max-tokens", type=float, default=206e9,
         help="keep checkpoints with at most this many training tokens; 0 for no limit (default: %(default)g)",
     )
+    p.add_argument("--reference", type=Path,
+                   help="with an ingestion_results.json: the reference data folder of the set it was evaluated on "
+                        "(e.g. zoo/default/reference); its SQ selection picks the checkpoints, as the scorer does")
     p.add_argument("--lower-is-better", action="store_true", help="the benchmarks are lower-is-better (negated)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_score_curves)

@@ -1,10 +1,11 @@
 """Signal quality for curves a participant measured: `e2lmc score-curves FILE`.
 
 Accepts the organizers' published JSON (`{"data": {model: {"iteration": [...],
-"gtokens": [...], benchmark: [...]}}}`), a JSON list of records, or a CSV; records
-have a `model`, an `iteration` and/or `tokens` (`gtokens` in billions), and one
-numeric column per benchmark. The default checkpoint selection is the organizers':
-iterations that are multiples of 4000, at most 206B tokens.
+"gtokens": [...], benchmark: [...]}}}`), a JSON list of records, a CSV, or this
+project's own `ingestion_results.json`; records have a `model`, an `iteration` and/or
+`tokens` (`gtokens` in billions), and one numeric column per benchmark. The default
+checkpoint selection is the organizers': iterations that are multiples of 4000, at most
+206B tokens; with a phase's reference data, its own SQ selection (what the scorer uses).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
+from .formats import RESULTS_KIND, ReferenceData
 from .scoring import SignalQuality, iterations_to_tokens, signal_quality
 
 DEFAULT_EVERY_ITERATIONS = 4000
@@ -33,9 +36,10 @@ class CurvePoint:
 
 
 Curves = dict[str, dict[str, list[CurvePoint]]]  # benchmark -> model -> points in training order
+ITERATION_NAME = re.compile(r"iter_0*(\d+)$")
 
 
-def _records(path: Path) -> list[dict]:
+def _records(path: Path, reference: ReferenceData | None = None) -> list[dict]:
     """Rows of the file as dicts, whatever its layout."""
     if not path.is_file():
         raise UserError(f"{path} does not exist")
@@ -48,6 +52,8 @@ def _records(path: Path) -> list[dict]:
         raise UserError(f"{path} is not valid JSON: {exc}") from None
     if isinstance(data, list):
         return data
+    if isinstance(data, dict) and data.get("format") == RESULTS_KIND:
+        return _results_records(path, data, reference)
     if isinstance(data, dict) and isinstance(data.get("data"), dict):  # the published layout
         rows = []
         for model, columns in data["data"].items():
@@ -60,6 +66,39 @@ def _records(path: Path) -> list[dict]:
     raise UserError(f"{path} should hold a list of records or the published layout with a 'data' key")
 
 
+def _results_records(path: Path, data: dict, reference: ReferenceData | None) -> list[dict]:
+    """`ingestion_results.json` as records: one per evaluated checkpoint ('MODEL/iter_N'),
+    its metric oriented higher-is-better; with reference data, only the checkpoints its
+    SQ selection picks, at the training tokens it gives."""
+    metric, sign = data.get("task_metric"), 1.0 if data.get("higher_is_better", True) else -1.0
+    picked = {}
+    if reference is not None:
+        selection = reference.scores.signal_quality
+        picked = {m.checkpoint_id(c): (m.id, c) for m in reference.models if m.id in selection.models
+                  for c in m.checkpoints if selection.picks(c)}
+    rows = []
+    for i, result in enumerate(data.get("checkpoints") or []):
+        cid = str(result.get("id", "")) if isinstance(result, dict) else ""
+        value = _number((result.get("metrics") or {}).get(metric)) if isinstance(result, dict) else None
+        if reference is not None:
+            if cid in picked:
+                model, checkpoint = picked[cid]
+                rows.append({"model": model, "iteration": checkpoint.iteration, "tokens": checkpoint.tokens,
+                             metric: None if value is None else sign * value})
+            continue
+        model, _, name = cid.rpartition("/")
+        found = ITERATION_NAME.search(name)
+        if not model or not found:
+            raise UserError(f"{path}: checkpoint {i} ('{cid}') is not named MODEL/iter_N: pass --reference, the "
+                            "reference data of the set it was evaluated on")
+        rows.append({"model": model, "iteration": int(found.group(1)),
+                     metric: None if value is None else sign * value})
+    if reference is not None and not rows:
+        raise UserError(f"{path} has no checkpoint that the reference data's SQ selection picks: is it the "
+                        "reference of the set these results come from?")
+    return rows
+
+
 def _number(value: object) -> float | None:
     """A float, or None for an empty / non-numeric cell."""
     if value is None or isinstance(value, bool) or value == "":
@@ -70,10 +109,20 @@ def _number(value: object) -> float | None:
         return None
 
 
-def read_curves(path: str | Path) -> Curves:
-    """Parse a curves file into benchmark -> model -> points sorted by tokens."""
+def is_results_file(path: Path) -> bool:
+    """Whether `path` is this project's `ingestion_results.json` (values already oriented)."""
+    try:
+        return path.suffix.lower() == ".json" and json.loads(path.read_text(encoding="utf-8")).get("format") \
+            == RESULTS_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_curves(path: str | Path, reference: ReferenceData | None = None) -> Curves:
+    """Parse a curves file into benchmark -> model -> points sorted by tokens (an
+    ingestion results file: restricted to `reference`'s SQ selection when given)."""
     path = Path(path)
-    rows = _records(path)
+    rows = _records(path, reference)
     if not rows:
         raise UserError(f"{path} holds no records")
     for i, row in enumerate(rows):
@@ -165,4 +214,5 @@ def format_table(scores: list[CurveScore]) -> str:
             )
         mean = float(np.mean([s.sq.score for s in rows]))
         lines.append(f"{bench:<16} {'mean':<24} {'':>6} {'':>12} {'':>9} {mean:>7.4f}")
+    lines += [f"note: {s.benchmark}, {s.model}: {reason}" for s in scores for reason in s.sq.reasons]
     return "\n".join(lines)

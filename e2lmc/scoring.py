@@ -83,6 +83,10 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.clip(r, -1.0, 1.0)) if np.isfinite(r) else 0.0
 
 
+FLAT_CURVE = ("flat curve: autocorrelation 0, monotonicity 1 by the published formula (ties broken by order), "
+              "so SQ 0.5 although the curve carries no signal")
+
+
 def signal_quality(values: Sequence[float] | np.ndarray) -> SignalQuality:
     """The organizers' signal quality of a curve given in training order.
 
@@ -113,7 +117,7 @@ def signal_quality(values: Sequence[float] | np.ndarray) -> SignalQuality:
             np.mean([abs(_pearson(scaled[lag:], scaled[: n - lag])) for lag in lags])
         )
         if np.all(a == a[0]):
-            reasons.append("constant curve: no correlation, counted as 0")
+            reasons.append(FLAT_CURVE)
     return SignalQuality(monotonicity, autocorrelation, n, tuple(reasons))
 
 

@@ -90,6 +90,29 @@ def test_score_curves_reads_csv_records_with_tokens_only(tmp_path):
     assert rows["500m"]["points"] == 14 and round(rows["500m"]["signal_quality"], 4) == 0.9354
 
 
+def test_score_curves_reads_ingestion_results_as_the_scorer_selects(tmp_path):
+    """With the reference data, score-curves gives the scorer's per-model SQ; without it,
+    every evaluated checkpoint of each model (hidden roles included) is one curve."""
+    from e2lmc.formats import read_reference, read_results
+    from e2lmc.scorer import evaluate
+
+    evaluation = evaluate(read_results(SAMPLE_RESULTS), read_reference(SAMPLE_REFERENCE))
+    rows = _score_curves_json(SAMPLE_RESULTS / RESULTS_FILE, "--reference", SAMPLE_REFERENCE)
+    assert {m: r["signal_quality"] for m, r in rows.items()} == \
+        pytest.approx({m: sq.score for m, sq in evaluation.signal_quality.items()}, abs=1e-12)
+    every = _score_curves_json(SAMPLE_RESULTS / RESULTS_FILE)
+    n_evaluated = len(read_results(SAMPLE_RESULTS).checkpoints)
+    assert sum(r["points"] for r in every.values()) == n_evaluated > sum(r["points"] for r in rows.values())
+
+
+def test_score_curves_warns_on_a_flat_curve(tmp_path):
+    path = tmp_path / "flat.csv"
+    path.write_text("model,iteration,acc\n" + "".join(f"m,{i * 4000},0.25\n" for i in range(1, 14)))
+    proc = subprocess.run(["e2lmc", "score-curves", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "0.5000" in proc.stdout
+    assert "note: acc, m: flat curve" in proc.stdout and "carries no signal" in proc.stdout
+
+
 def test_score_curves_bad_input(tmp_path, capsys):
     assert main(["score-curves", str(tmp_path / "none.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -99,6 +122,11 @@ def test_score_curves_bad_input(tmp_path, capsys):
     bad.write_text(json.dumps([{"iteration": 4000, "acc": 0.3}]))
     assert main(["score-curves", str(bad)]) == 2
     assert "record 0 has no 'model'" in capsys.readouterr().err
+    unnamed = json.loads((SAMPLE_RESULTS / RESULTS_FILE).read_text())
+    unnamed["checkpoints"][0]["id"] = "step-7"
+    bad.write_text(json.dumps(unnamed))
+    assert main(["score-curves", str(bad)]) == 2
+    assert "checkpoint 0 ('step-7') is not named MODEL/iter_N: pass --reference" in capsys.readouterr().err
 
 
 def test_committed_samples_match_their_generator(tmp_path, monkeypatch):

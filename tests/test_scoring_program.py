@@ -186,7 +186,7 @@ def test_degenerate_inputs_give_defined_scores_and_reasons(res_dir, tmp_path):
     assert all(math.isfinite(v) and 0 <= v <= 1 for k, v in scores.items() if k != "n_samples")
     html = (out / "detailed_results.html").read_text()
     assert "Partial results: 3 of 280 checkpoints" in html
-    assert "constant curve: no correlation, counted as 0" in html
+    assert "flat curve: autocorrelation 0" in html
     assert "1 missing value(s) ignored" in html  # iter 4000 of dense-500m-arch1 is in the SQ selection
     assert "3 checkpoint(s) missing on one side ignored" in html  # CS compares all shared iterations
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from e2lmc.curves import read_curves, score_curves
 from e2lmc.scoring import (
+    FLAT_CURVE,
     ValidationRules,
     global_score,
     iterations_to_tokens,
@@ -71,7 +72,7 @@ def test_signal_quality_lag_range_is_one_to_n_over_4_minus_1():
 
 def test_signal_quality_degenerate_curves_are_defined():
     constant = signal_quality([0.3] * 12)
-    assert constant.autocorrelation == 0.0 and "constant" in " ".join(constant.reasons)
+    assert constant.autocorrelation == 0.0 and constant.monotonicity == 1.0 and constant.reasons == (FLAT_CURVE,)
     assert signal_quality([]).score == 0.0
     single = signal_quality([0.4])
     assert single.score == 0.0 and single.reasons

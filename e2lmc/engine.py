@@ -16,6 +16,7 @@ faster (DESIGN §8, measured by benchmarks/engine_vs_lm_eval.py):
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import multiprocessing
 import queue
@@ -72,6 +73,17 @@ def read_checkpoint(path: Path) -> Loaded:
     return Loaded(config, weights or None, tokenizer_key(path))
 
 
+def cache_argument(module: torch.nn.Module) -> str:
+    """The keyword a model's forward takes its key/value cache by: `cache` since
+    transformers 5.24, `past_key_values` before (removed in 5.40)."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def _cache_of(output: Any) -> Any:
+    """The key/value cache a forward returned, under either name."""
+    return output.cache if "cache" in output else output.past_key_values
+
+
 def tokenizer_key(path: Path) -> str:
     """A hash of a checkpoint's tokenizer files: checkpoints with the same one share their tokenization."""
     digest = hashlib.sha256()
@@ -89,6 +101,7 @@ class Runner:
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.model: Any = None
         self.config: dict | None = None
+        self.cache_argument = "cache"  # the base model's keyword for its key/value cache
         self.tokenized = dict(tokenized or {})  # tokenizer key -> the requests tokenized with it
         self.works: dict[tuple[str, int], Work] = {}
         self.seconds: Counter[str] = Counter()  # where the time went: load, plan, passes, generate (benchmarks)
@@ -138,13 +151,16 @@ class Runner:
             if not unexpected and all(k in parameters and parameters[k].data_ptr() in loaded_storage for k in missing):
                 return
         from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # one "Loading weights" bar per model: ours is per checkpoint
         self.model = None
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, attn_implementation="sdpa")
         for attribute in ("final_logit_softcapping", "logit_scale"):
             if getattr(model.config, attribute, None):
                 raise UserError(f"checkpoint {path}: its {attribute} is not supported by the engine")
         self.model, self.config = model.to(self.device).eval(), loaded.config
+        self.cache_argument = cache_argument(model.base_model)
 
     def work(self, tokenizer_key: str, path: Path) -> tuple[Encoder, Work]:
         """The work for this checkpoint's tokenizer and context length (planned once)."""
@@ -186,7 +202,7 @@ class Runner:
         for batch in tqdm(work.batches, desc="batches", unit="batch", leave=False, delay=10, file=sys.stderr):
             if batch.family >= 0 and batch.family != family:
                 prefix = torch.from_numpy(work.prefixes[batch.family]).to(self.device)[None]
-                prefix_cache = self.model.base_model(input_ids=prefix, use_cache=True).past_key_values
+                prefix_cache = _cache_of(self.model.base_model(input_ids=prefix, use_cache=True))
                 family = batch.family
             hidden = self._forward(batch, prefix_cache if batch.family >= 0 else None)
             scored = hidden[torch.from_numpy(batch.rows).to(self.device), torch.from_numpy(batch.cols).to(self.device)]
@@ -229,7 +245,7 @@ class Runner:
         if trunk:
             cache = cache if cache is not None else DynamicCache(config=self.model.config)
             hidden.append(self.model.base_model(input_ids=tokens[:, :trunk], position_ids=positions[:, :trunk],
-                                                past_key_values=cache, use_cache=True).last_hidden_state)
+                                                **{self.cache_argument: cache}, use_cache=True).last_hidden_state)
         if trunk < length:
             ends = torch.from_numpy(batch.ends).to(self.device)
             column = torch.arange(length, device=self.device)
@@ -241,7 +257,7 @@ class Runner:
                                   tree], dim=2)
             hidden.append(self.model.base_model(
                 input_ids=tokens[:, trunk:], position_ids=positions[:, trunk:], attention_mask=tree[:, None],
-                past_key_values=cache, use_cache=cache is not None).last_hidden_state)
+                **{self.cache_argument: cache}, use_cache=cache is not None).last_hidden_state)
         return torch.cat(hidden, dim=1) if len(hidden) > 1 else hidden[0]
 
     def _generate(self, work: Work, encoder: Encoder) -> dict[int, str]:

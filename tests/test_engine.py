@@ -209,3 +209,21 @@ def test_cpu_threads_without_linux_affinity_or_proc(tmp_path, monkeypatch):
     monkeypatch.delattr("os.sched_getaffinity")
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     assert cpu_threads(tmp_path / "none", tmp_path / "none") == 4
+
+
+def test_the_cache_keyword_follows_the_installed_transformers():
+    """transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name
+    goes in 5.40): the engine passes whichever the model takes, so no deprecation warning."""
+    import torch
+
+    from e2lmc.engine import cache_argument
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return input_ids
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, use_cache=None):
+            return input_ids
+
+    assert (cache_argument(Old()), cache_argument(New())) == ("past_key_values", "cache")

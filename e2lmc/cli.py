@@ -20,6 +20,55 @@ CODABENCH_RES = Path("/app/input/res")
 CODABENCH_REF = Path("/app/input/ref")
 CODABENCH_OUTPUT = Path("/app/output")
 
+EXAMPLES = {  # command -> the examples its --help ends with
+    "": """e2lmc demo                                  # the science sample on the embedded set
+  e2lmc validate my_task/                     # check a submission without any model
+  e2lmc run my_task/                          # ingestion + scoring + report, locally
+  e2lmc COMMAND --help                        # a command's options and examples""",
+    "score": "e2lmc score --res run_output/my_task/res --ref zoo/default/reference --output /tmp/scores",
+    "score-curves": """e2lmc score-curves starting_kit/data/e2lm_published_curves.json --metric mmluvar
+  e2lmc score-curves my_curves.csv --every 0
+  e2lmc score-curves run_output/my_task/res/ingestion_results.json --reference zoo/default/reference""",
+    "run": """e2lmc run starting_kit/sample_submissions/e2lmc_science_cloze
+  e2lmc run my_task.zip --output /tmp/my_run
+  e2lmc run my_task/ --preset tiny            # seconds: a smoke test on the tiny set""",
+    "demo": "e2lmc demo\n  e2lmc demo --preset tiny",
+    "ingest": """e2lmc ingest --submission my_task/ --input-data zoo/default --output /tmp/res
+  e2lmc ingest                                # Codabench's paths (/app/ingested_program, /app/input_data, …)""",
+    "validate": """e2lmc validate my_task/
+  e2lmc validate my_task.zip --tokenizer zoo/default/tokenizer
+  e2lmc validate my_task/ --checkpoint /data/dense-500m-arch1/iter_0002000   # a real checkpoint's tokenizer""",
+    "bundle": """e2lmc bundle --checkpoints zoo --out bundle.zip
+  e2lmc bundle --checkpoints e2lm --data /srv/e2lm-data --queue VHOST --docker-image REGISTRY/e2lmc-worker:TAG""",
+    "worker": """e2lmc worker my_task/ --bundle bundle.zip --phase development --no-container
+  e2lmc worker my_task/ --bundle bundle.zip --phase final --data /srv/e2lm-data --gpus""",
+    "estimate": "e2lmc estimate my_task/\n  e2lmc estimate my_task/ --data /srv/e2lm-data --device h200",
+    "checkpoints fetch": "e2lmc checkpoints fetch --to /srv/e2lm-data\n  e2lmc checkpoints fetch --to /srv/e2lm-data --offline",
+    "checkpoints verify": "e2lmc checkpoints verify /srv/e2lm-data",
+    "zoo build": "e2lmc zoo build\n  e2lmc zoo build --preset tiny --out /tmp/tiny",
+}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions as usual; keeps the examples' lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _with_examples(parser: argparse.ArgumentParser, command: str = "") -> None:
+    """Every parser and subparser: our formatter, and its examples as the help's epilog."""
+    parser.formatter_class = _HelpFormatter
+    if command in EXAMPLES:
+        parser.epilog = "examples:\n  " + EXAMPLES[command]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                _with_examples(child, f"{command} {name}".strip())
+
+
 DEMO_OUTPUT = Path("demo_output")
 DEFAULT_ZOO = Path("zoo/default")
 
@@ -104,9 +153,11 @@ def _limits(args: argparse.Namespace):
     from .limits import Limits, Settings
     from .sandbox import GiB, SandboxSettings
 
-    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
     sandbox = SandboxSettings(level=args.sandbox, required=args.require_sandbox,
                               memory_bytes=int(args.memory_limit * GiB))
+    if not hasattr(args, "devices"):  # validate: no model, no engine options
+        return Limits(plan_seconds=args.plan_timeout, sandbox=sandbox)
+    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
     return Limits(plan_seconds=args.plan_timeout, score_seconds=args.score_timeout,
                   engine=Settings(token_budget=args.token_budget, devices=devices, threads=args.threads),
                   sandbox=sandbox)
@@ -128,12 +179,17 @@ def _validate(args: argparse.Namespace) -> int:
     from .sandbox import private_workdir
     from .scoring import ValidationRules
 
+    checkpoint = args.checkpoint or _default_checkpoint()
+    if args.checkpoint and not (args.checkpoint / "tokenizer_config.json").is_file() \
+            and not (args.checkpoint / "tokenizer.json").is_file():
+        raise UserError(f"--checkpoint {args.checkpoint} is not a checkpoint or tokenizer folder (no tokenizer files "
+                        f"there{'' if args.checkpoint.is_dir() else ': it does not exist'}; relative paths start in "
+                        f"{Path.cwd()})")
     with private_workdir("validate") as tmp:
         _, plan = plan_submission(args.submission, Path(tmp), _limits(args))
     kinds = sorted({r.kind for r in plan.requests})
     print(f"task '{plan.task_name}', metric {plan.task_metric} ({'higher' if plan.higher_is_better else 'lower'} "
           f"is better): {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests ({', '.join(kinds)})")
-    checkpoint = args.checkpoint or _default_checkpoint()
     truncated = False
     if checkpoint is None:
         print("prompt lengths not checked: pass --checkpoint DIR (or build the default checkpoint set first)")
@@ -155,17 +211,21 @@ def _validate(args: argparse.Namespace) -> int:
     for leak in plan.leakage[:5]:
         print(f"  task '{leak.task}' sample {leak.sample}: '{leak.answer}' in …{leak.excerpt}…")
     valid = fraction <= limit and not truncated
-    print("valid" if valid else "invalid" if fraction > limit else "truncated: not what the task was designed to be")
+    print(("valid" + ("" if checkpoint else " (prompt lengths not checked)")) if valid
+          else "invalid" if fraction > limit else "truncated: not what the task was designed to be")
     return 0 if valid else 1
 
 
 def _tokens_per_rule_token(checkpoint: Path) -> float:
     """The prompt rule's scale of the set the checkpoint belongs to (its manifest two
-    folders up, as in the embedded set); 1 elsewhere: a real checkpoint's own tokenizer."""
+    folders up, as in the embedded set, or one up for the set's `tokenizer/`); 1 elsewhere:
+    a real checkpoint's own tokenizer."""
     from .formats import MANIFEST_FILE, read_manifest
 
-    folder = checkpoint.resolve().parent.parent
-    return read_manifest(folder).tokens_per_rule_token if (folder / MANIFEST_FILE).is_file() else 1.0
+    for folder in checkpoint.resolve().parents[:2]:
+        if (folder / MANIFEST_FILE).is_file():
+            return read_manifest(folder).tokens_per_rule_token
+    return 1.0
 
 
 def _default_checkpoint() -> Path | None:
@@ -187,10 +247,10 @@ def _add_run_options(p: argparse.ArgumentParser, default_output: str) -> None:
 
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
+    """The options of a run: the sandbox's, then the engine's and the score child's."""
     from .limits import Limits
 
-    p.add_argument("--plan-timeout", type=float, default=Limits.plan_seconds,
-                   help="seconds allowed to build the task and record its requests (default: %(default)s)")
+    _add_sandbox_options(p)
     p.add_argument("--score-timeout", type=float, default=Limits.score_seconds,
                    help="seconds allowed to score one checkpoint's responses (default: %(default)s)")
     p.add_argument("--token-budget", type=int, default=None,
@@ -201,6 +261,14 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch's CPU threads for the evaluation (default: the cores this process may use less those "
                         "other processes are busy on)")
+
+
+def _add_sandbox_options(p: argparse.ArgumentParser) -> None:
+    """How the submission's code runs: what `validate` needs too (it loads no model)."""
+    from .limits import Limits
+
+    p.add_argument("--plan-timeout", type=float, default=Limits.plan_seconds,
+                   help="seconds allowed to build the task and record its requests (default: %(default)s)")
     p.add_argument("--sandbox", choices=["auto", *CHOICES], default="auto",
                    help="isolation of the submission's code: namespaces (bubblewrap), landlock (kernel filters, "
                         "where namespaces are refused), none; auto picks the strongest this host allows "
@@ -311,10 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"of {DEFAULT_ZOO} when built)")
     p.add_argument("--allow-truncation", action="store_true",
                    help="accept a task some of whose requests exceed the checkpoints' context (cut from the left)")
-    _add_limits(p)
+    _add_sandbox_options(p)
     p.set_defaults(func=_validate)
 
     add_organizer_commands(sub)
+    _with_examples(parser)
     return parser
 
 

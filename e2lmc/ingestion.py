@@ -29,7 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .checkpoints import resolve
-from .errors import InvalidSubmission, UserError, output_folder
+from .errors import InvalidSubmission, UserError, first_line, output_folder
 from .formats import (
     MANIFEST_FILE,
     CheckpointResult,
@@ -71,7 +71,10 @@ def check_prompts(plan: Plan, checkpoint: Path, tokens_per_rule_token: float = 1
     from .engine import tokenizer_key
     from .packing import Encoder, overflow, tokenize
 
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True)
+    except (OSError, ValueError) as exc:  # HFValidationError is a ValueError: a path that is no folder
+        raise UserError(f"cannot load the tokenizer of {checkpoint}: {first_line(exc, 200)}") from None
     texts = []
     for request in plan.requests:
         arguments = json.loads(request.arguments)

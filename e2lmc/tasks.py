@@ -32,6 +32,7 @@ from .submission import HUB_NAME, LOCAL_LOADERS, Submission, function_file, load
 
 # (request type, arguments as canonical JSON): the identity of one request.
 RequestKey = tuple[str, str]
+TEMPLATE_KEYS = ("doc_to_text", "doc_to_target", "doc_to_choice")  # a task's Jinja templates, rendered per sample
 PLACEHOLDERS: dict[str, Any] = {"loglikelihood": (0.0, False), "loglikelihood_rolling": 0.0, "generate_until": ""}
 
 
@@ -112,6 +113,8 @@ def confined(submission: Submission) -> Iterator[None]:
             load_config(self, entry, overrides), entry.yaml_path, root)),
         (task_module.ConfigurableTask, "download",
          lambda self, *args, **kwargs: _named_download(download, self, args, kwargs)),
+        *[(task_module.ConfigurableTask, key, _named_template(getattr(task_module.ConfigurableTask, key), key))
+          for key in TEMPLATE_KEYS],
         (sys.modules, "evaluate", None),  # `import evaluate` fails meanwhile
     ]
     saved = [(target, name, _get(target, name)) for target, name, _ in patches]
@@ -272,6 +275,30 @@ def check_data_file(path: Path, root: Path, where: str, split: str, evaluated: s
         raise UserError(f"{where}: data file '{name}' has more than {most:,} rows (split '{split}'); the rules allow "
                         f"at most {ValidationRules().max_samples:,} samples, so reading stopped there")
 
+
+
+def _named_template(render: Any, key: str) -> Any:
+    """lm-eval's `doc_to_*` with a template error that names the task, the YAML key and
+    the fields the sample has (Jinja says only "'questoin' is undefined")."""
+    from jinja2 import TemplateError
+    from jinja2.exceptions import SecurityError
+
+    @functools.wraps(render)
+    def named(self: Any, doc: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return render(self, doc, *args, **kwargs)
+        except SecurityError:
+            raise  # said as an attempt to escape, not as a mistake (isolation.describe_error)
+        except TemplateError as exc:
+            fields = [str(f) for f in doc] if isinstance(doc, dict) else []
+            unknown = re.match(r"'(\w+)' is undefined", str(exc))
+            close = difflib.get_close_matches(unknown.group(1), fields, 1) if unknown else []
+            raise UserError(
+                f"task '{self.config.task}': its {key} template failed: {first_line(exc, 200)}"
+                + (f" (did you mean '{close[0]}'?)" if close else "")
+                + (f"; the data's fields are: {', '.join(fields)}" if fields else "")) from None
+
+    return named
 
 
 def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None:

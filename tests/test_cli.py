@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from e2lmc.cli import build_parser, main
+from e2lmc.cli import EXAMPLES, build_parser, main
 from e2lmc.formats import REFERENCE_FILE, RESULTS_FILE
 
 from .conftest import PUBLISHED_CURVES, REPO, SAMPLE_REFERENCE, SAMPLE_RESULTS
@@ -22,7 +22,26 @@ def test_every_subcommand_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*argv, "--help"])
     assert exit_.value.code == 0
-    assert "usage: e2lmc" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: e2lmc" in out
+    if " ".join(argv) in EXAMPLES:
+        assert "\nexamples:\n  e2lmc " in out
+
+
+@pytest.mark.parametrize("argv", [["checkpoints", "fetch"], ["checkpoints", "verify"], ["zoo", "build"]])
+def test_nested_commands_have_examples(argv, capsys):
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    assert f"\nexamples:\n  e2lmc {' '.join(argv)}" in capsys.readouterr().out
+
+
+def test_validate_offers_no_model_options(capsys):
+    """validate loads no model: the engine's options would only mislead."""
+    with pytest.raises(SystemExit):
+        main(["validate", "--help"])
+    out = capsys.readouterr().out
+    assert "--sandbox" in out and "--plan-timeout" in out
+    assert not [o for o in ("--token-budget", "--devices", "--threads", "--score-timeout") if o in out]
 
 
 def test_help_loads_no_model_library():

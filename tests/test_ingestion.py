@@ -265,11 +265,22 @@ def test_codabench_entry_point_ingests_and_prints_no_checkpoint_values(tiny_zoo,
             assert text not in proc.stdout + proc.stderr
 
 
-def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys):
+def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys, monkeypatch):
     tokenizer = str(tiny_zoo[0] / "tokenizer")
     assert main(["validate", str(science(tiny_zoo)), "--tokenizer", tokenizer]) == 0
     out = capsys.readouterr().out
     assert f"task '{SCIENCE_TASK}'" in out and "longest prompt:" in out and out.strip().endswith("valid")
+    assert "(counted as" in out  # the set's tokenizer folder: counted on the rule's scale (its manifest)
+
+    # no tokenizer: said in the verdict; a tokenizer path that is not one: refused before planning
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(science(tiny_zoo))]) == 0
+    assert capsys.readouterr().out.strip().endswith("valid (prompt lengths not checked)")
+    assert main(["validate", str(science(tiny_zoo)), "--tokenizer", "zoo/default/tokenizer"]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == (
+        "error: --checkpoint zoo/default/tokenizer is not a checkpoint or tokenizer folder (no tokenizer files there: "
+        f"it does not exist; relative paths start in {tmp_path})\n")
 
     leaky = make_task(tmp_path / "leaky", 120, question=lambda i: f"The number after {i} is {i + 1}. Which is it?")
     assert main(["validate", str(leaky), "--tokenizer", tokenizer]) == 1
@@ -294,6 +305,12 @@ def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys
          r"the submission's code raised ZeroDivisionError in helpers.py, line 2: division by zero"),
         (120, {"yaml_extra": "doc_to_text: '{{ cycler.__init__.__globals__.os.system(\"true\") }}'\n"},
          r"a prompt template of the submission tried to reach Python internals"),
+        (120, {"yaml_extra": "doc_to_text: 'Q: {{questoin}}'\n"},
+         r"task 'numbers': its doc_to_text template failed: 'questoin' is undefined \(did you mean 'question'\?\); "
+         r"the data's fields are: question, choices, label$"),
+        (120, {"yaml_extra": "doc_to_target: '{{label}'\n"},
+         r"task 'numbers': its doc_to_target template failed: unexpected '}'; the data's fields are: question, "
+         r"choices, label$"),
     ],
 )
 def test_bad_tasks_are_refused_before_any_model(tmp_path, n, extra, message):

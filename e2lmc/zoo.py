@@ -15,11 +15,13 @@ cosine decay, fixed seeds, each model reading the same token stream once in orde
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -220,23 +222,33 @@ def _seed_for(model_id: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{model_id}-{seed}".encode()).digest()[:4], "little")
 
 
+def step_cost(spec: ModelSpec, preset: Preset) -> float:
+    """A training step's time, up to a constant (the overall progress bar's weights): the
+    arithmetic per token (the layers' matrices, attention over the average sequence, the
+    output layer) plus the per-layer and per-step overheads that dominate models this small
+    (fitted on the default set's build times on 2 cores: each model's share within 25%)."""
+    average_length = preset.seq_len / preset.long_every + preset.short_seq_len * (1 - 1 / preset.long_every)
+    per_layer = 4 * spec.hidden ** 2 + 3 * spec.hidden * spec.intermediate + 2 * average_length * spec.hidden
+    return spec.layers * (per_layer + 155_000) + preset.vocab_size * spec.hidden + 140_000
+
+
 def train_model(
     spec: ModelSpec, preset: Preset, stream: torch.Tensor, tokenizer: PreTrainedTokenizerFast,
-    model_dir: Path, seed: int, position: int = 1,
+    model_dir: Path, seed: int, position: int = 1, on_step: Callable[[], object] = lambda: None,
 ) -> tuple[float, int]:
     """Train one model from scratch, saving its checkpoints; returns the final loss
-    and the parameter count."""
+    and the parameter count. `on_step` is called after each step (the overall bar)."""
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)  # same seed -> same weights, bit for bit
     try:
-        return _train(spec, preset, stream, tokenizer, model_dir, seed, position)
+        return _train(spec, preset, stream, tokenizer, model_dir, seed, position, on_step)
     finally:
         torch.use_deterministic_algorithms(previous)
 
 
 def _train(
     spec: ModelSpec, preset: Preset, stream: torch.Tensor, tokenizer: PreTrainedTokenizerFast,
-    model_dir: Path, seed: int, position: int,
+    model_dir: Path, seed: int, position: int, on_step: Callable[[], object],
 ) -> tuple[float, int]:
     torch.manual_seed(_seed_for(spec.id, seed))
     model = LlamaForCausalLM(llama_config(spec, preset, tokenizer))
@@ -255,6 +267,7 @@ def _train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        on_step()
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if step in saves:
@@ -301,21 +314,27 @@ def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
 
     streams: dict[str, torch.Tensor] = {}
     summaries = []
-    for spec in tqdm(preset.models, desc=f"zoo '{preset.name}'", unit="model", position=0):
+    todo = [spec for spec in preset.models if not (out / spec.id / "done.json").exists()]
+    overall = tqdm(total=sum(step_cost(spec, preset) for spec in todo) * preset.steps, position=0,
+                   desc=f"zoo '{preset.name}': {len(todo)} of {len(preset.models)} models to train",
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaining} left")
+    for spec in preset.models:
         model_dir = out / spec.id
         done_path = model_dir / "done.json"
-        if done_path.exists():
+        if spec not in todo:
             summaries.append(ModelSummary(**json.loads(done_path.read_text())))
             continue
         shutil.rmtree(model_dir, ignore_errors=True)  # a half-trained model restarts from scratch
         if spec.mixture not in streams:
             streams[spec.mixture] = token_stream(tokenizer, spec.mixture, preset.steps * preset.tokens_per_step, seed)
         start = time.perf_counter()
-        final_loss, n_params = train_model(spec, preset, streams[spec.mixture], tokenizer, model_dir, seed)
+        final_loss, n_params = train_model(spec, preset, streams[spec.mixture], tokenizer, model_dir, seed,
+                                           on_step=functools.partial(overall.update, step_cost(spec, preset)))
         summary = ModelSummary(spec.id, n_params, time.perf_counter() - start, final_loss, _dir_megabytes(model_dir))
         done_path.write_text(json.dumps(asdict(summary)))
         summaries.append(summary)
 
+    overall.close()
     series = series_for(preset)
     write_series(series, out / SERIES_FILE)
     write_reference(series_reference(series, phase="embedded"), out / "reference")

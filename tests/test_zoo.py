@@ -199,3 +199,22 @@ def test_held_out_phrasings_never_occur_in_the_world():
         for sample in samples:
             opening = sample["prompt"].removeprefix("Quiz: ").split("\n")[0]
             assert opening not in corpus, (task, opening)
+
+
+def test_build_shows_one_overall_bar_with_the_time_left(tmp_path, monkeypatch, capsys):
+    """The first build takes minutes: one bar over every model, weighted by each one's cost."""
+    import e2lmc.zoo as zoo
+
+    def train(spec, preset, stream, tokenizer, model_dir, seed, position=1, on_step=lambda: None):
+        model_dir.mkdir(parents=True)
+        for _ in range(preset.steps):
+            on_step()
+        return 1.0, 10
+
+    monkeypatch.setattr(zoo, "train_model", train)
+    zoo.build("tiny", tmp_path / "z")
+    err = capsys.readouterr().err
+    assert "zoo 'tiny': 7 of 7 models to train: 100%" in err and "left" in err
+    costs = {spec.size: zoo.step_cost(spec, zoo.PRESETS["default"]) for spec in zoo.PRESETS["default"].models
+             if spec.architecture == "arch1"}
+    assert costs["small"] < costs["medium"] < costs["large"]

@@ -37,13 +37,14 @@ EXAMPLES = {  # command -> the examples its --help ends with
   e2lmc ingest                                # Codabench's paths (/app/ingested_program, /app/input_data, …)""",
     "validate": """e2lmc validate my_task/
   e2lmc validate my_task.zip --tokenizer zoo/default/tokenizer
-  e2lmc validate my_task/ --checkpoint /data/dense-500m-arch1/iter_0002000   # a real checkpoint's tokenizer""",
+  e2lmc validate my_task/ --checkpoint /data/dense-500m-arch1/iter_0002000  # a real checkpoint's""",
     "bundle": """e2lmc bundle --checkpoints zoo --out bundle.zip
   e2lmc bundle --checkpoints e2lm --data /srv/e2lm-data --queue VHOST --docker-image REGISTRY/e2lmc-worker:TAG""",
     "worker": """e2lmc worker my_task/ --bundle bundle.zip --phase development --no-container
   e2lmc worker my_task/ --bundle bundle.zip --phase final --data /srv/e2lm-data --gpus""",
     "estimate": "e2lmc estimate my_task/\n  e2lmc estimate my_task/ --data /srv/e2lm-data --device h200",
-    "checkpoints fetch": "e2lmc checkpoints fetch --to /srv/e2lm-data\n  e2lmc checkpoints fetch --to /srv/e2lm-data --offline",
+    "checkpoints fetch": """e2lmc checkpoints fetch --to /srv/e2lm-data
+  e2lmc checkpoints fetch --to /srv/e2lm-data --offline""",
     "checkpoints verify": "e2lmc checkpoints verify /srv/e2lm-data",
     "zoo build": "e2lmc zoo build\n  e2lmc zoo build --preset tiny --out /tmp/tiny",
 }

@@ -216,6 +216,7 @@ class IngestionResults:
     complete: bool = False  # set when every checkpoint of the manifest is done
     plan_digest: str | None = None  # identifies the task's requests: a rerun resumes only the same task
     sandbox: str | None = None  # the isolation level the submission's code ran at (sandbox.LEVELS)
+    chance_level: float | None = None  # the metric of uniform guessing (multiple-choice accuracies; samples.py)
 
     def done_ids(self) -> set[str]:
         """Checkpoints already evaluated without error (a rerun skips them)."""
@@ -407,6 +408,19 @@ class PlannedRequest:
 
 
 @dataclass
+class PlannedSample:
+    """One sample: its requests (indices into `Plan.requests`) in lm-eval's order — a
+    multiple-choice sample's choices first — and, for multiple choice, how many choices
+    it has and which are right."""
+
+    task: str
+    doc_id: int
+    requests: list[int]
+    choices: int | None = None
+    gold: list[int] | None = None
+
+
+@dataclass
 class Plan:
     """What the plan stage learned from the submission without any model."""
 
@@ -416,6 +430,15 @@ class Plan:
     n_samples: int
     requests: list[PlannedRequest]
     leakage: list[LeakageExample] = field(default_factory=list)
+    samples: list[PlannedSample] = field(default_factory=list)
+
+    def check(self, where: str) -> None:
+        """The plan is written by the child that ran the submission's code: its sample
+        records must point at its own requests."""
+        for i, sample in enumerate(self.samples):
+            bad = [r for r in sample.requests if not 0 <= r < len(self.requests)]
+            if bad or (sample.gold is not None and any(not 0 <= g < (sample.choices or 0) for g in sample.gold)):
+                raise UserError(f"{where}: samples[{i}] points outside the plan")
 
     def digest(self) -> str:
         """A fingerprint of the task's requests and metric (what results depend on)."""

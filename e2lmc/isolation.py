@@ -263,7 +263,8 @@ def describe_error(exc: BaseException, root: Path) -> str:
 
 
 def _child_main(mode: str, root: str, task_name: str, task_metric: str, plan_dir: str) -> int:
-    from .tasks import higher_is_better, keep_built_requests, leaked_samples, load_task, record_requests, replay
+    from .samples import leaked_samples, planned_samples
+    from .tasks import higher_is_better, keep_built_requests, load_task, record_requests, replay
 
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the submission's prints go to stderr
@@ -279,10 +280,11 @@ def _child_main(mode: str, root: str, task_name: str, task_metric: str, plan_dir
             if problem := ValidationRules().sample_count_problem(n_samples):
                 raise UserError(f"task '{task_name}' {problem}")
             leaks = leaked_samples(task_dict)
-            requests, _ = record_requests(submission, task_dict)
-            planned = [PlannedRequest(kind, args, task, doc) for (kind, args), (task, doc) in requests.items()]
+            lm, _ = record_requests(submission, task_dict)
+            planned = [PlannedRequest(kind, args, task, doc) for (kind, args), (task, doc) in lm.requests.items()]
+            samples = planned_samples(task_dict, lm, {key: i for i, key in enumerate(lm.requests)})
             write_plan(Plan(task_name, task_metric, higher_is_better(task_dict, task_metric), n_samples, planned,
-                            leaks), plan_dir)
+                            leaks, samples), plan_dir)
             send({"done": True})
             return 0
         keys = [(r.kind, r.arguments) for r in read_plan(plan_dir).requests]

@@ -18,7 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .scorer import Evaluation, Point  # noqa: E402
+from .advice import diagnose, visible_points  # noqa: E402
+from .scorer import Evaluation  # noqa: E402
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Arial,sans-serif;max-width:980px;margin:24px auto;
@@ -30,52 +31,77 @@ th{background:#f5f5f5}td.l,th.l{text-align:left}.big{font-size:2em;font-weight:6
 img{max-width:100%}code{background:#f3f3f3;padding:1px 4px}
 """
 
+CSV_FILE = "released_values.csv"
 SIZE_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 
 
-def _png(fig: plt.Figure) -> str:
+def _png(fig: plt.Figure, alt: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _visible(ev: Evaluation, points: list[Point]) -> list[Point]:
-    show_hidden = ev.reference.show_hidden_values
-    return [p for p in points if show_hidden or p.checkpoint.role == "released"]
+def token_unit(largest: float) -> tuple[float, str]:
+    """A scale that makes the x axis readable: billions on the real series, thousands or
+    millions on the embedded set (whose models see about a quarter of a million tokens)."""
+    for scale, name in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands")):
+        if largest >= scale:
+            return scale, name
+    return 1.0, ""
 
 
 def curves_figure(ev: Evaluation) -> str:
-    """Metric vs training tokens for every model (released window unless allowed)."""
+    """Metric vs training tokens for every model (released window unless allowed), with
+    the task's chance level; the legend outside the axes."""
     sizes = list(dict.fromkeys(m.size for m in ev.reference.models))
     sign = 1 if ev.results.higher_is_better else -1
+    shown = {m.id: visible_points(ev, m.id) for m in ev.reference.models}
+    largest = max((p.checkpoint.tokens for points in shown.values() for p in points), default=0.0)
+    scale, unit = token_unit(largest)
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    plotted = 0
     for model in ev.reference.models:
-        points = _visible(ev, ev.curves[model.id])
-        if not points:
+        if not shown[model.id]:
             continue
-        plotted += 1
         ax.plot(
-            [p.checkpoint.tokens / 1e9 for p in points],
-            [sign * p.value for p in points],
+            [p.checkpoint.tokens / scale for p in shown[model.id]],
+            [sign * p.value for p in shown[model.id]],
             marker="o" if model.mixture == "science" else "x",
             markersize=3,
             linestyle="-" if model.architecture == "arch1" else "--",
             color=SIZE_COLORS[sizes.index(model.size) % len(SIZE_COLORS)],
             label=f"{model.id} ({model.size}, {model.architecture}, {model.mixture})",
         )
+    chance = ev.results.chance_level
+    if chance is not None:
+        ax.axhline(chance, color="0.35", linestyle=":", linewidth=1.2, label=f"chance level ({chance:.3g})")
     if ev.reference.show_hidden_values:
-        released = [c.tokens / 1e9 for m in ev.reference.models for c in m.checkpoints if c.role == "released"]
+        released = [c.tokens / scale for m in ev.reference.models for c in m.checkpoints if c.role == "released"]
         if released:
             ax.axvspan(0, max(released), color="0.92", zorder=0, label="released window")
-    ax.set_xlabel("training tokens (billions)")
+    ax.set_xlabel(f"training tokens ({unit})" if unit else "training tokens")
     ax.set_ylabel(ev.results.task_metric)
     ax.set_title(f"{ev.results.task_name}: score vs training tokens".replace("$", r"\$"))  # no mathtext
     ax.grid(alpha=0.3)
-    if plotted:
-        ax.legend(fontsize=7, loc="best")
-    return _png(fig)
+    n_models = sum(1 for points in shown.values() if points)
+    if n_models:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), handlelength=3.5, frameon=False)
+    window = "every checkpoint" if ev.reference.show_hidden_values else "the released checkpoints"
+    alt = (f"Line chart of {ev.results.task_metric} against training tokens for {n_models} models over {window}"
+           + (f"; a dotted line marks the chance level {chance:.3g}" if chance is not None else "")
+           + ". Solid lines are arch1 models, dashed arch2; circles science mixture, crosses web-only.")
+    return _png(fig, alt)
+
+
+def released_values_csv(ev: Evaluation) -> str:
+    """The values the report plots, one row per checkpoint (the metric as the task reports it)."""
+    sign = 1 if ev.results.higher_is_better else -1
+    lines = [f"model,checkpoint,iteration,tokens,role,{ev.results.task_metric}"]
+    for model in ev.reference.models:
+        for p in visible_points(ev, model.id):
+            c = p.checkpoint
+            lines.append(f"{model.id},{c.name},{c.iteration},{c.tokens:.0f},{c.role},{sign * p.value!r}")
+    return "\n".join(lines) + "\n"
 
 
 def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
@@ -114,6 +140,10 @@ def render(ev: Evaluation) -> str:
         + ("" if ev.verdict.valid else ' — <span class="bad">set to 0: the submission is invalid</span>')
         + "</p>",
     ]
+
+    parts += ["<h2>What to improve</h2>", "<ul>"]
+    parts += [f"<li>{escape(d.sentence)}</li>" for d in diagnose(ev)]
+    parts.append("</ul>")
 
     # Validation
     v = res.validation
@@ -168,6 +198,9 @@ def render(ev: Evaluation) -> str:
     parts += [
         "<h2>Signal quality (SQ)</h2>",
         curves_figure(ev),
+        f'<p class="note"><a download="{CSV_FILE}" href="data:text/csv;base64,'
+        f'{base64.b64encode(released_values_csv(ev).encode()).decode()}">Download the plotted values</a> '
+        f"({CSV_FILE}: model, checkpoint, iteration, tokens, role, value).</p>",
         f'<p class="note">Checkpoints used: {escape(selection_text)}. SQ = (monotonicity + autocorrelation) / 2, '
         "monotonicity from ordinal ranks, autocorrelation = mean |Pearson| over lags 1 … n//4−1.</p>",
         _table(
@@ -220,5 +253,7 @@ def render(ev: Evaluation) -> str:
 
 
 def write_report(ev: Evaluation, path: Path) -> Path:
+    """The report, and beside it the CSV of the values it plots."""
     path.write_text(render(ev), encoding="utf-8")
+    (path.parent / CSV_FILE).write_text(released_values_csv(ev), encoding="utf-8")
     return path

@@ -26,7 +26,6 @@ from typing import Any
 from lm_eval.api.model import LM
 
 from .errors import UserError, first_line
-from .formats import LeakageExample
 from .scoring import ValidationRules
 from .submission import HUB_NAME, LOCAL_LOADERS, Submission, function_file, load_task_yaml
 
@@ -49,12 +48,16 @@ class RecordingLM(LM):
         self.responses = responses
         # insertion-ordered, distinct; the value names the first sample that asked: (task, doc id)
         self.requests: dict[RequestKey, tuple[str, int]] = {}
+        # while planning, every sample's requests: (task, doc id) -> [(lm-eval's idx, request)]
+        self.asked: dict[tuple[str, int], list[tuple[int, RequestKey]]] = {}
 
     def _answer(self, kind: str, requests: list) -> list:
         answers = []
         for request in requests:
             key = request_key(kind, request.args)
             self.requests.setdefault(key, (request.task_name, request.doc_id))
+            if self.responses is None:
+                self.asked.setdefault((request.task_name, request.doc_id), []).append((request.idx, key))
             answers.append(PLACEHOLDERS[kind] if self.responses is None else self.responses[key])
         return answers
 
@@ -381,16 +384,16 @@ def run_task(submission: Submission, task_dict: dict, lm: LM) -> dict[str, float
     return {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def record_requests(submission: Submission, task_dict: dict) -> tuple[dict[RequestKey, tuple[str, int]], dict[str, float]]:
-    """Every distinct request the task makes (with the sample that first asked), and
-    the result keys it produces."""
+def record_requests(submission: Submission, task_dict: dict) -> tuple[RecordingLM, dict[str, float]]:
+    """The recording of every request the task makes (`.requests`: distinct, with the
+    sample that first asked; `.asked`: each sample's), and the result keys it produces."""
     lm = RecordingLM()
     keys = run_task(submission, task_dict, lm)
     if submission.task_metric not in keys:
         produced = ", ".join(sorted(k for k in keys if "," in k and "_stderr" not in k)) or "none"
         raise UserError(f"metadata.yaml: task_metric '{submission.task_metric}' is not produced by task "
                         f"'{submission.task_name}' (it produces: {produced})")
-    return lm.requests, keys
+    return lm, keys
 
 
 def replay(submission: Submission, task_dict: dict, responses: dict[RequestKey, Any]) -> float:
@@ -412,30 +415,6 @@ def keep_built_requests(task_dict: dict) -> None:
                 instance.filtered_resps.clear()
 
         task.build_all_requests = rebuilt
-
-
-def leaked_samples(task_dict: dict) -> list[LeakageExample]:
-    """Samples whose gold answer appears (as a whole word, ignoring case) in their own
-    prompt (few-shot examples not counted)."""
-    leaks = []
-    for name, task in task_dict["tasks"].items():
-        for doc_id, doc in enumerate(task.eval_docs):
-            prompt, answer = str(task.doc_to_text(doc)), _gold_text(task, doc)
-            match = re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", prompt, re.IGNORECASE) if answer else None
-            if match:
-                excerpt = prompt[max(0, match.start() - 40): match.end() + 40]
-                leaks.append(LeakageExample(doc_id, answer, excerpt, name))
-    return leaks
-
-
-def _gold_text(task: Any, doc: dict) -> str:
-    target = task.doc_to_target(doc)
-    if isinstance(target, list):
-        target = target[0] if target else ""
-    if task.OUTPUT_TYPE == "multiple_choice" and isinstance(target, int):
-        choices = task.doc_to_choice(doc)
-        target = choices[target] if 0 <= target < len(choices) else ""
-    return str(target).strip()
 
 
 def higher_is_better(task_dict: dict, metric_key: str) -> bool:

@@ -61,13 +61,26 @@ def test_report_is_self_contained_and_hides_hidden_values(res_dir, tmp_path):
     assert hidden and not any(f"{v:.4f}" in html or f"{v:.3f}" in html for v in hidden)
 
 
-def test_report_shows_released_curves_only(res_dir):
-    from e2lmc.report import _visible
+def test_report_shows_released_curves_only(res_dir, tmp_path):
+    from e2lmc.advice import visible_points
 
     ev = evaluate(read_results(res_dir), read_reference(SAMPLE_REFERENCE))
-    shown = [p for points in ev.curves.values() for p in _visible(ev, points)]
+    shown = [p for model in ev.curves for p in visible_points(ev, model)]
     assert shown and all(p.checkpoint.role == "released" for p in shown)
-    assert not _visible(ev, ev.curves["dense-500m-arch1-web"])  # the web-only model is hidden
+    assert not visible_points(ev, "dense-500m-arch1-web")  # the web-only model is hidden
+
+    # the CSV beside the report (and inside it, as a download) holds exactly those values
+    out = tmp_path / "out"
+    _score(res_dir, out)
+    rows = (out / "released_values.csv").read_text().splitlines()
+    assert rows[0] == "model,checkpoint,iteration,tokens,role,acc,none" and len(rows) == 1 + len(shown)
+    assert {r.split(",")[4] for r in rows[1:]} == {"released"}
+    html = (out / "detailed_results.html").read_text()
+    import base64
+    import re
+
+    link = re.search(r'download="released_values.csv" href="data:text/csv;base64,([^"]+)"', html)
+    assert base64.b64decode(link.group(1)).decode() == (out / "released_values.csv").read_text()
 
 
 def test_leaky_submission_is_invalid_with_score_zero(res_dir, tmp_path, capsys):

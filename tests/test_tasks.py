@@ -22,7 +22,8 @@ def test_replayed_metric_equals_lm_eval_hf_backend(tiny_zoo, tmp_path, task):
     zoo, _ = tiny_zoo
     submission = open_submission(zoo / "tasks" / task, tmp_path)
     task_dict = load_task(submission)
-    requests, keys = record_requests(submission, task_dict)
+    lm, keys = record_requests(submission, task_dict)
+    requests = lm.requests
     assert submission.task_metric in keys
     n_docs = sum(1 for _ in open(next(submission.root.glob("*.jsonl"))))
     assert n_docs * 3 <= len(requests) <= n_docs * 4  # one loglikelihood request per choice

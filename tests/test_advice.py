@@ -1,0 +1,77 @@
+"""The report's diagnoses: each sentence appears for the curves it describes, and only then."""
+
+import numpy as np
+import pytest
+
+from e2lmc.advice import diagnose
+from e2lmc.formats import read_reference, read_results
+from e2lmc.report import render, token_unit
+from e2lmc.scorer import evaluate
+
+from .conftest import SAMPLE_REFERENCE, SAMPLE_RESULTS
+
+
+def _evaluation(value_of, chance=0.25, n_samples=1200):
+    """The sample results with every checkpoint's value replaced by value_of(model, iteration)."""
+    reference, results = read_reference(SAMPLE_REFERENCE), read_results(SAMPLE_RESULTS)
+    model_of = {m.checkpoint_id(c): (m, c) for m in reference.models for c in m.checkpoints}
+    for result in results.checkpoints:
+        model, checkpoint = model_of[result.id]
+        result.metrics["acc,none"] = value_of(model, checkpoint.iteration)
+    results.chance_level, results.n_samples = chance, n_samples
+    return evaluate(results, reference)
+
+
+def _kinds(ev):
+    return [d.kind for d in diagnose(ev)]
+
+
+def rising(model, iteration):
+    return 0.3 + 0.4 * iteration / 240_000 + (0.05 if model.mixture == "science" else 0.0)
+
+
+def test_rising_curves_with_a_science_lead_are_fine():
+    assert _kinds(_evaluation(rising)) == ["fine"]
+
+
+def test_curves_at_chance_are_said_to_be_at_chance_and_flat():
+    noise = np.random.default_rng(0)
+    ev = _evaluation(lambda m, it: 0.25 + float(noise.normal(0, 0.004)))
+    sentences = {d.kind: d.sentence for d in diagnose(ev)}
+    assert "at_chance" in sentences and "Every model stays at chance level (0.25" in sentences["at_chance"]
+    assert "flat" in sentences
+    # far above chance but just as flat: flat, not at chance
+    ev = _evaluation(lambda m, it: 0.6 + float(noise.normal(0, 0.004)))
+    assert "at_chance" not in _kinds(ev) and "flat" in _kinds(ev)
+
+
+def test_a_falling_model_is_named():
+    ev = _evaluation(lambda m, it: rising(m, it) if m.id != "dense-1b-arch2" else 0.7 - it / 400_000)
+    [falling] = [d for d in diagnose(ev) if d.kind == "falling"]
+    assert "dense-1b-arch2, ρ = -1.00" in falling.sentence and "dense-1b-arch1" not in falling.sentence
+
+
+def test_a_science_model_behind_the_web_only_one_is_said():
+    ev = _evaluation(lambda m, it: rising(m, it) - (0.1 if m.id == "dense-500m-arch1" else 0.0))
+    [said] = [d for d in diagnose(ev) if d.kind == "not_scientific"]
+    assert "dense-500m-arch1" in said.sentence and "higher at 0 of 40 shared checkpoints" in said.sentence
+
+
+def test_no_chance_level_no_chance_sentence():
+    ev = _evaluation(lambda m, it: 0.25, chance=None)
+    assert "at_chance" not in _kinds(ev) and "flat" in _kinds(ev)  # constant: flat whatever the metric
+
+
+def test_the_report_shows_the_diagnoses_and_describes_its_figure():
+    html = render(_evaluation(lambda m, it: 0.25))
+    assert "<h2>What to improve</h2>" in html and "stays at chance level" in html
+    assert 'alt="Line chart of acc,none against training tokens for 6 models over the released checkpoints; ' \
+           'a dotted line marks the chance level 0.25.' in html
+    assert 'alt="figure"' not in html
+
+
+@pytest.mark.parametrize(("largest", "unit"), [(977e9, "billions"), (2.5e5, "thousands"), (4e6, "millions"),
+                                                (500, "")])
+def test_the_x_axis_unit_reads_well(largest, unit):
+    scale, name = token_unit(largest)
+    assert name == unit and 1 <= largest / scale < 1000

@@ -24,6 +24,7 @@ EXAMPLES = {  # command -> the examples its --help ends with
     "": """e2lmc demo                                  # the science sample on the embedded set
   e2lmc validate my_task/                     # check a submission without any model
   e2lmc run my_task/                          # ingestion + scoring + report, locally
+  e2lmc diagnose my_task/                     # which samples carry signal (released checkpoints)
   e2lmc COMMAND --help                        # a command's options and examples""",
     "score": "e2lmc score --res run_output/my_task/res --ref zoo/default/reference --output /tmp/scores",
     "score-curves": """e2lmc score-curves starting_kit/data/e2lm_published_curves.json --metric mmluvar
@@ -33,6 +34,8 @@ EXAMPLES = {  # command -> the examples its --help ends with
   e2lmc run my_task.zip --output /tmp/my_run
   e2lmc run my_task/ --preset tiny            # seconds: a smoke test on the tiny set""",
     "demo": "e2lmc demo\n  e2lmc demo --preset tiny",
+    "diagnose": """e2lmc diagnose my_task/
+  e2lmc diagnose starting_kit/sample_submissions/e2lmc_science_cloze --output /tmp/diagnosis""",
     "ingest": """e2lmc ingest --submission my_task/ --input-data zoo/default --output /tmp/res
   e2lmc ingest                                # Codabench's paths (/app/ingested_program, /app/input_data, …)""",
     "validate": """e2lmc validate my_task/
@@ -137,6 +140,20 @@ def _run(args: argparse.Namespace) -> int:
     timings.append(("scoring", time.perf_counter() - start))
     print("time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings))
     print(f"Open {(output / 'detailed_results.html').resolve()} in a browser for the detailed report.")
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    """Per-sample signal of a submission on the released checkpoints of the embedded set."""
+    from .diagnose import diagnose_submission, summary, write_outputs
+
+    zoo, _ = embedded_set(args)
+    output = args.output or Path("run_output") / args.submission.stem / "diagnosis"
+    print(f"Diagnosis: {args.submission} on the released checkpoints in {zoo} …")
+    plan, diagnosis, n_checkpoints = diagnose_submission(args.submission, zoo, _limits(args))
+    print(summary(diagnosis, plan.task_metric, n_checkpoints))
+    written = write_outputs(diagnosis, plan, n_checkpoints, output)
+    print("wrote " + " and ".join(str(p) for p in written))
     return 0
 
 
@@ -337,6 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submission", type=Path, help="the submission, a folder or zip")
     _add_run_options(p, default_output="run_output/SUBMISSION")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser(
+        "diagnose",
+        help="which samples of a submission carry signal, on the released checkpoints of the embedded set",
+        description="Evaluate the submission on the released checkpoints only and, per sample, the slope of its "
+        "confidence margin (log p(right answer) - best log p(wrong answer)) on each model: how many models "
+        "learn it, which samples add noise, and the SQ the task would get without them. Multiple-choice and "
+        "log-likelihood tasks; writes samples.csv and diagnosis.html.",
+    )
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    _add_run_options(p, default_output="run_output/SUBMISSION/diagnosis")
+    p.set_defaults(func=_diagnose)
 
     p = sub.add_parser(
         "demo",

@@ -9,6 +9,7 @@ the reference data sets `show_hidden_values`.
 from __future__ import annotations
 
 import base64
+import csv
 import io
 from html import escape
 from pathlib import Path
@@ -28,14 +29,14 @@ h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;border-
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 10px;text-align:right}
 th{background:#f5f5f5}td.l,th.l{text-align:left}.big{font-size:2em;font-weight:600}
 .bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b;font-weight:600}.note{color:#666;font-size:.9em}
-img{max-width:100%}code{background:#f3f3f3;padding:1px 4px}
+img{max-width:100%}code,pre{background:#f3f3f3;padding:1px 4px}pre{white-space:pre-wrap}
 """
 
 CSV_FILE = "released_values.csv"
 SIZE_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 
 
-def _png(fig: plt.Figure, alt: str) -> str:
+def png_image(fig: plt.Figure, alt: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
@@ -90,21 +91,27 @@ def curves_figure(ev: Evaluation) -> str:
     alt = (f"Line chart of {ev.results.task_metric} against training tokens for {n_models} models over {window}"
            + (f"; a dotted line marks the chance level {chance:.3g}" if chance is not None else "")
            + ". Solid lines are arch1 models, dashed arch2; circles science mixture, crosses web-only.")
-    return _png(fig, alt)
+    return png_image(fig, alt)
 
 
 def released_values_csv(ev: Evaluation) -> str:
     """The values the report plots, one row per checkpoint (the metric as the task reports it)."""
     sign = 1 if ev.results.higher_is_better else -1
-    lines = [f"model,checkpoint,iteration,tokens,role,{ev.results.task_metric}"]
+    rows = [["model", "checkpoint", "iteration", "tokens", "role", ev.results.task_metric]]
     for model in ev.reference.models:
-        for p in visible_points(ev, model.id):
-            c = p.checkpoint
-            lines.append(f"{model.id},{c.name},{c.iteration},{c.tokens:.0f},{c.role},{sign * p.value!r}")
-    return "\n".join(lines) + "\n"
+        rows += [[model.id, p.checkpoint.name, p.checkpoint.iteration, f"{p.checkpoint.tokens:.0f}", p.checkpoint.role,
+                  repr(sign * p.value)] for p in visible_points(ev, model.id)]
+    return csv_text(rows)
 
 
-def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+def csv_text(rows: list[list[object]]) -> str:
+    """Rows as CSV (a metric key such as acc,none is quoted)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def html_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
     """An HTML table; the first `left` columns are left-aligned. Cells are pre-escaped."""
     th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(header))
     trs = "".join(
@@ -151,7 +158,7 @@ def render(ev: Evaluation) -> str:
     parts += [
         "<h2>Validation</h2>",
         f"<p>{status}</p>",
-        _table(
+        html_table(
             ["check", "value", "rule"],
             [
                 ["samples", str(res.n_samples), f"{ref.validation.min_samples} – {ref.validation.max_samples}"],
@@ -181,7 +188,7 @@ def render(ev: Evaluation) -> str:
     if v.leakage_examples:
         parts += [
             "<p>Samples whose gold answer appears in the prompt:</p>",
-            _table(
+            html_table(
                 ["sample", "answer", "prompt excerpt"],
                 [[str(e.sample), escape(e.answer), escape(e.excerpt)] for e in v.leakage_examples],
                 left=3,
@@ -203,7 +210,7 @@ def render(ev: Evaluation) -> str:
         f"({CSV_FILE}: model, checkpoint, iteration, tokens, role, value).</p>",
         f'<p class="note">Checkpoints used: {escape(selection_text)}. SQ = (monotonicity + autocorrelation) / 2, '
         "monotonicity from ordinal ranks, autocorrelation = mean |Pearson| over lags 1 … n//4−1.</p>",
-        _table(
+        html_table(
             ["model", "points", "monotonicity", "autocorrelation", "SQ", "notes"],
             [
                 [escape(m), str(s.n_points), f"{s.monotonicity:.4f}", f"{s.autocorrelation:.4f}",
@@ -232,7 +239,7 @@ def render(ev: Evaluation) -> str:
         "<h2>Scientific compliance (CS)</h2>",
         f"<p>The science-mixture model <code>{escape(cs_sel.science_model)}</code> against the web-only model "
         f"<code>{escape(cs_sel.web_model)}</code> at {n_shared} shared checkpoints:</p>",
-        _table(
+        html_table(
             ["science model higher", "tie", "web-only model higher", "P (ties ½)", "CS = max(0, 2P − 1)"],
             [[str(cs.wins), str(cs.ties), str(cs.losses), f"{cs.win_rate:.4f}", f"<b>{cs.score:.4f}</b>"]],
             left=0,
@@ -244,10 +251,14 @@ def render(ev: Evaluation) -> str:
         parts.append(
             '<p class="note">Values of hidden checkpoints are not shown; RC and CS are reported as aggregates only.</p>'
         )
-    body = "\n".join(parts)
+    return page(f"E2LM report — {res.task_name}", "\n".join(parts))
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page: the title is escaped, the body is HTML already."""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>E2LM report — {escape(res.task_name)}</title><style>{STYLE}</style></head>"
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
         f"<body>\n{body}\n</body></html>\n"
     )
 

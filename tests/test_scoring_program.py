@@ -73,7 +73,7 @@ def test_report_shows_released_curves_only(res_dir, tmp_path):
     out = tmp_path / "out"
     _score(res_dir, out)
     rows = (out / "released_values.csv").read_text().splitlines()
-    assert rows[0] == "model,checkpoint,iteration,tokens,role,acc,none" and len(rows) == 1 + len(shown)
+    assert rows[0] == 'model,checkpoint,iteration,tokens,role,"acc,none"' and len(rows) == 1 + len(shown)
     assert {r.split(",")[4] for r in rows[1:]} == {"released"}
     html = (out / "detailed_results.html").read_text()
     import base64

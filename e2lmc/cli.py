@@ -32,7 +32,8 @@ EXAMPLES = {  # command -> the examples its --help ends with
   e2lmc score-curves run_output/my_task/res/ingestion_results.json --reference zoo/default/reference""",
     "run": """e2lmc run starting_kit/sample_submissions/e2lmc_science_cloze
   e2lmc run my_task.zip --output /tmp/my_run
-  e2lmc run my_task/ --preset tiny            # seconds: a smoke test on the tiny set""",
+  e2lmc run my_task/ --preset tiny            # seconds: a smoke test on the tiny set
+  e2lmc run my_task/ --checkpoints e2lm-released   # the real released checkpoints (GB of downloads; a GPU helps)""",
     "demo": "e2lmc demo\n  e2lmc demo --preset tiny",
     "diagnose": """e2lmc diagnose my_task/
   e2lmc diagnose starting_kit/sample_submissions/e2lmc_science_cloze --output /tmp/diagnosis""",
@@ -74,6 +75,7 @@ def _with_examples(parser: argparse.ArgumentParser, command: str = "") -> None:
 
 
 DEMO_OUTPUT = Path("demo_output")
+WEB_PLACEHOLDER = "e2lm-organizers/web-only-model-not-public"
 DEFAULT_ZOO = Path("zoo/default")
 
 
@@ -83,7 +85,10 @@ def _score(args: argparse.Namespace) -> int:
 
     evaluation = run_scoring(args.res, args.ref, args.output, allow_partial=args.allow_partial)
     write_report(evaluation, args.output / REPORT_FILE)
-    print(format_row(evaluation.leaderboard))
+    print(format_row(evaluation.leaderboard, evaluation.reference.sq_only))
+    if evaluation.reference.sq_only:
+        print("signal quality only: ranking consistency, scientific compliance and the global score need the "
+              "hidden checkpoints, which only the competition's scoring sees")
     for problem in evaluation.verdict.problems:
         print(f"invalid submission: {problem}.")
     print(f"wrote {args.output / SCORES_FILE} and {args.output / REPORT_FILE}")
@@ -123,13 +128,41 @@ def _score_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def _released_set(args: argparse.Namespace) -> tuple[Path, float]:
+    """The real series' released checkpoints that SQ uses, placed from the Hugging Face
+    cache (downloaded when online and missing) under --zoo, with their reference data."""
+    from .formats import write_reference
+    from .placement import describe, fetch
+    from .series import E2LM_SERIES, read_series, released_reference
+
+    series_file = args.series or E2LM_SERIES
+    series = read_series(series_file, web_repo=WEB_PLACEHOLDER)  # the web-only model has no released checkpoint
+    reference = released_reference(series)
+    wanted = {m.checkpoint_id(c) for m in reference.models for c in m.checkpoints}
+    folder = args.zoo or Path("zoo") / "e2lm-released"
+    print(f"Placing the {len(wanted)} released checkpoints signal quality uses in {folder} (from the Hugging Face "
+          "cache; downloaded where missing and online) …")
+    start = time.perf_counter()
+    sizes = fetch(series, Path(series_file).parent, folder, offline=True if args.offline else None,
+                  cache_dir=args.cache_dir, keep=wanted.__contains__)
+    write_reference(reference, folder / "reference")
+    print(f"placed {describe(sizes)}")
+    return folder, time.perf_counter() - start
+
+
 def _run(args: argparse.Namespace) -> int:
-    """Ingestion then scoring on the embedded checkpoint set, built on first use."""
+    """Ingestion then scoring on the embedded checkpoint set (built on first use) or on
+    the real series' released checkpoints."""
     from .ingestion import ingest
 
-    zoo, build_seconds = embedded_set(args)
-    timings = [] if build_seconds is None else [("build the checkpoint set", build_seconds)]
-    output = args.output or Path("run_output") / args.submission.stem
+    if args.checkpoints == "e2lm-released":
+        zoo, place_seconds = _released_set(args)
+        timings = [("place the released checkpoints", place_seconds)]
+    else:
+        zoo, build_seconds = embedded_set(args)
+        timings = [] if build_seconds is None else [("build the checkpoint set", build_seconds)]
+    output = args.output or Path("run_output") / (args.submission.stem
+                                                  + ("-e2lm-released" if args.checkpoints == "e2lm-released" else ""))
     print(f"Ingestion: running {args.submission} on every checkpoint in {zoo} …")
     start = time.perf_counter()
     ingest(args.submission, zoo, output / "res", _limits(args))
@@ -347,12 +380,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run a submission locally on the embedded checkpoint set: ingestion, scoring, the report",
+        help="run a submission locally on the embedded checkpoint set (or the real released checkpoints): "
+        "ingestion, scoring, the report",
         description="The participants' one command: build the embedded checkpoint set on first use, run the "
-        "submission on every checkpoint, score it, print the leaderboard row and write the HTML report.",
+        "submission on every checkpoint, score it, print the leaderboard row and write the HTML report. With "
+        "--checkpoints e2lm-released: the real series' released checkpoints instead, signal quality only.",
     )
     p.add_argument("submission", type=Path, help="the submission, a folder or zip")
     _add_run_options(p, default_output="run_output/SUBMISSION")
+    p.add_argument("--checkpoints", choices=["embedded", "e2lm-released"], default="embedded",
+                   help="embedded: the embedded set of --preset; e2lm-released: the real series' released "
+                        "checkpoints (tiiuae/dense-*, the ones SQ uses) through the Hugging Face cache, on a GPU "
+                        "when there is one; SQ only (default: %(default)s)")
+    p.add_argument("--series", type=Path,
+                   help="with e2lm-released: the series file (default: the real competition's)")
+    p.add_argument("--cache-dir", type=Path, help="with e2lm-released: the Hugging Face cache (default: HF_HOME's)")
+    p.add_argument("--offline", action="store_true",
+                   help="with e2lm-released: read the Hugging Face cache only, download nothing")
     p.set_defaults(func=_run)
 
     p = sub.add_parser(

@@ -311,6 +311,12 @@ class ReferenceData:
     def n_checkpoints(self) -> int:
         return sum(len(m.checkpoints) for m in self.models)
 
+    @property
+    def sq_only(self) -> bool:
+        """Released checkpoints only (a participant's run on the public repos): ranking
+        consistency and scientific compliance, which need hidden ones, are not computed."""
+        return all(c.role == "released" for m in self.models for c in m.checkpoints)
+
     def check(self, where: str) -> None:
         """Cross-field rules a per-key check cannot see."""
         ids = [m.id for m in self.models]

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,24 +167,27 @@ def _place(source: Path, fallback_tokenizer: Path | None, dest: Path) -> Checkpo
 
 
 def fetch(series: Series, series_dir: Path, to: Path, offline: bool | None = None, cache_dir: Path | None = None,
-          workers: int = 8) -> dict[str, CheckpointSize]:
-    """Place every checkpoint of the series under `to`; the ones already placed and sound
-    are kept (a rerun resumes). Writes `to/manifest.yaml` and `to/series.yaml` last."""
+          workers: int = 8, keep: Callable[[str], bool] | None = None) -> dict[str, CheckpointSize]:
+    """Place every checkpoint of the series under `to` (or those whose id `keep` accepts);
+    the ones already placed and sound are kept (a rerun resumes). Writes `to/manifest.yaml`
+    and `to/series.yaml` last."""
     from huggingface_hub import constants
 
     offline = constants.HF_HUB_OFFLINE if offline is None else offline
     to.mkdir(parents=True, exist_ok=True)
-    iterations = [i for i, _ in series.steps]
-    subfolders = [checkpoint_name(i) for i in iterations]
+    wanted = {m.id: [i for i, _ in series.steps if keep is None or keep(placed_path(m.id, i))] for m in series.models}
     sizes: dict[str, CheckpointSize] = {}
-    with tqdm(total=len(series.models) * len(subfolders), desc="placing", unit="checkpoint") as bar:
+    with tqdm(total=sum(map(len, wanted.values())), desc="placing", unit="checkpoint") as bar:
         for model in series.models:
+            subfolders = [checkpoint_name(i) for i in wanted[model.id]]
+            if not subfolders:
+                continue
             if model.repo is not None:
                 root = _snapshot(model, subfolders, offline, cache_dir, workers)
             else:
                 assert model.path is not None
                 root = Path(model.path) if Path(model.path).is_absolute() else series_dir / model.path
-            for iteration, sub in zip(iterations, subfolders):
+            for iteration, sub in zip(wanted[model.id], subfolders):
                 cid = placed_path(model.id, iteration)  # the checkpoint's id, and its folder under `to`
                 dest = to / cid
                 try:
@@ -192,7 +196,9 @@ def fetch(series: Series, series_dir: Path, to: Path, offline: bool | None = Non
                     shutil.rmtree(dest, ignore_errors=True)
                     sizes[cid] = _place(root / sub, root if model.repo is not None else None, dest)
                 bar.update()
-    write_manifest(placed_manifest(series), to)
+    manifest = placed_manifest(series)
+    manifest.checkpoints = [e for e in manifest.checkpoints if e.id in sizes]
+    write_manifest(manifest, to)
     write_series(series, to / SERIES_FILE)
     return sizes
 

@@ -33,6 +33,8 @@ img{max-width:100%}code,pre{background:#f3f3f3;padding:1px 4px}pre{white-space:p
 """
 
 CSV_FILE = "released_values.csv"
+SQ_ONLY_NOTE = ("These checkpoints are the released ones only: ranking consistency, scientific compliance and the "
+                "global score need the hidden checkpoints, which only the competition's scoring sees.")
 SIZE_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 
 
@@ -139,14 +141,18 @@ def render(ev: Evaluation) -> str:
             f'<p class="bad">Partial results: {ev.n_missing} of {ref.n_checkpoints} checkpoints have no value and are '
             "left out of every score.</p>"
         )
-    parts += [
-        "<h2>Global score</h2>",
-        f'<p class="big">{lb.score:.4f}</p>',
-        f"<p>score = {w['signal_quality']:g} × SQ {lb.signal_quality:.4f} + {w['ranking_consistency']:g} × RC "
-        f"{lb.ranking_consistency:.4f} + {w['scientific_compliance']:g} × CS {lb.scientific_compliance:.4f}"
-        + ("" if ev.verdict.valid else ' — <span class="bad">set to 0: the submission is invalid</span>')
-        + "</p>",
-    ]
+    if ref.sq_only:
+        parts += ["<h2>Signal quality only</h2>", f'<p class="big">SQ {lb.signal_quality:.4f}</p>',
+                  f"<p>{escape(SQ_ONLY_NOTE)}</p>"]
+    else:
+        parts += [
+            "<h2>Global score</h2>",
+            f'<p class="big">{lb.score:.4f}</p>',
+            f"<p>score = {w['signal_quality']:g} × SQ {lb.signal_quality:.4f} + {w['ranking_consistency']:g} × RC "
+            f"{lb.ranking_consistency:.4f} + {w['scientific_compliance']:g} × CS {lb.scientific_compliance:.4f}"
+            + ("" if ev.verdict.valid else ' — <span class="bad">set to 0: the submission is invalid</span>')
+            + "</p>",
+        ]
 
     parts += ["<h2>What to improve</h2>", "<ul>"]
     parts += [f"<li>{escape(d.sentence)}</li>" for d in diagnose(ev)]
@@ -222,7 +228,15 @@ def render(ev: Evaluation) -> str:
         ),
     ]
 
-    # Ranking consistency: the value only, never the per-step values.
+    if not ref.sq_only:
+        parts += _hidden_sections(ev)
+    return page(f"E2LM report — {res.task_name}", "\n".join(parts))
+
+
+def _hidden_sections(ev: Evaluation) -> list[str]:
+    """RC and CS: aggregates of hidden checkpoints, never their values."""
+    ref = ev.reference
+    parts = []
     rc = ev.ranking_consistency
     parts += [
         "<h2>Ranking consistency (RC)</h2>",
@@ -251,7 +265,7 @@ def render(ev: Evaluation) -> str:
         parts.append(
             '<p class="note">Values of hidden checkpoints are not shown; RC and CS are reported as aggregates only.</p>'
         )
-    return page(f"E2LM report — {res.task_name}", "\n".join(parts))
+    return parts
 
 
 def page(title: str, body: str) -> str:

@@ -31,6 +31,7 @@ from .formats import (
 CODABENCH_METADATA = "metadata"  # written by the Codabench worker next to our results
 SCORES_FILE = "scores.json"
 REPORT_FILE = "detailed_results.html"
+SQ_ONLY_DROPPED = ("score", "ranking_consistency", "scientific_compliance")  # they need hidden checkpoints
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,10 @@ class Leaderboard:
     leakage: float
     n_samples: float
 
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def as_dict(self, sq_only: bool = False) -> dict[str, float]:
+        """Every column; with `sq_only`, those that do not need hidden checkpoints."""
+        row = asdict(self)
+        return {k: v for k, v in row.items() if k not in SQ_ONLY_DROPPED} if sq_only else row
 
 
 @dataclass(frozen=True)
@@ -233,9 +236,9 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
 # ----------------------------------------------------------------------- writing
 
 
-def write_scores(leaderboard: Leaderboard, out_dir: Path) -> Path:
+def write_scores(leaderboard: Leaderboard, out_dir: Path, sq_only: bool = False) -> Path:
     """`scores.json`: a flat object of finite numbers keyed by leaderboard column."""
-    row = leaderboard.as_dict()
+    row = leaderboard.as_dict(sq_only)
     bad = [k for k, v in row.items() if not math.isfinite(v)]
     if bad:  # never expected: every score function is defined everywhere
         raise RuntimeError(f"non-finite scores: {bad}")
@@ -244,9 +247,9 @@ def write_scores(leaderboard: Leaderboard, out_dir: Path) -> Path:
     return path
 
 
-def format_row(leaderboard: Leaderboard) -> str:
+def format_row(leaderboard: Leaderboard, sq_only: bool = False) -> str:
     """The leaderboard row as a small two-line table for the terminal and logs."""
-    row = leaderboard.as_dict()
+    row = leaderboard.as_dict(sq_only)
     widths = {k: max(len(k), 8) for k in row}
     head = "  ".join(k.rjust(widths[k]) for k in row)
     body = "  ".join(
@@ -272,5 +275,5 @@ def run_scoring(res_dir: Path, ref_dir: Path, out_dir: Path, allow_partial: bool
         )
     evaluation = evaluate(results, reference, allow_partial)
     output_folder(out_dir, "--output")
-    write_scores(evaluation.leaderboard, out_dir)
+    write_scores(evaluation.leaderboard, out_dir, reference.sq_only)
     return evaluation

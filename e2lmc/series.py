@@ -193,6 +193,17 @@ def series_reference(series: Series, phase: str = "full") -> ReferenceData:
     )
 
 
+def released_reference(series: Series) -> ReferenceData:
+    """What a participant can score alone (phase 'released'): the public repos' checkpoints
+    that signal quality uses. RC and CS need the hidden checkpoints: the scorer and the
+    report compute SQ only for reference data without any."""
+    reference = series_reference(series, phase="released")
+    selection = reference.scores.signal_quality
+    for model in reference.models:
+        model.checkpoints = [c for c in model.checkpoints if model.id in selection.models and selection.picks(c)]
+    return reference
+
+
 def placed_path(model_id: str, iteration: int) -> str:
     """Where a checkpoint lies under a data folder: `<model id>/iter_XXXXXXX`."""
     return f"{model_id}/{checkpoint_name(iteration)}"

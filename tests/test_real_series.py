@@ -467,3 +467,31 @@ def test_the_docker_runner_stops_a_container_at_the_time_limit(monkeypatch, tmp_
     with pytest.raises(UserError, match="Execution Time Limit exceeded.*limit of 0 s"):
         run_container(StepSpec("i", "c", (Mount(tmp_path, "/app/program"),)), time_limit=0)
     assert ("kill", "c1") in client.calls and client.calls[-1] == ("remove", "c1")
+
+
+def test_run_on_the_released_checkpoints_from_an_offline_cache_gives_sq_only(real_series, tiny_zoo, short_science,
+                                                                            tmp_path, capsys, monkeypatch):
+    """A participant's one command on the real released checkpoints: placed from a pre-filled
+    Hugging Face cache with the network off, only those SQ uses; SQ equals the embedded run's
+    on the same checkpoints; RC and CS are said to need hidden checkpoints."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    series, cache = real_series
+    folder, out = tmp_path / "released", tmp_path / "out"
+    assert main(["run", str(short_science), "--checkpoints", "e2lm-released", "--series", str(series),
+                 "--cache-dir", str(cache), "--zoo", str(folder), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "signal quality only: ranking consistency, scientific compliance and the global score need" in printed
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores) == {"signal_quality", "monotonicity", "autocorrelation", "valid", "leakage", "n_samples"}
+    placed = {e.id for e in read_manifest(folder).checkpoints}
+    reference = series_reference(read_series(series))
+    sq = reference.scores.signal_quality
+    assert placed == {m.checkpoint_id(c) for m in reference.models for c in m.checkpoints
+                      if m.id in sq.models and sq.picks(c)}  # no hidden checkpoint, no web-only model
+    html = (out / "detailed_results.html").read_text()
+    assert "Signal quality only" in html and "Ranking consistency (RC)" not in html
+
+    assert main(["run", str(short_science), "--preset", "tiny", "--zoo", str(tiny_zoo[0]),
+                 "--output", str(tmp_path / "embedded")]) == 0
+    embedded = json.loads((tmp_path / "embedded" / "scores.json").read_text())
+    assert scores["signal_quality"] == pytest.approx(embedded["signal_quality"], abs=1e-9)

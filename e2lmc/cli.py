@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ingestion and scoring, print the leaderboard row and write the HTML report.",
     )
     _add_run_options(p, default_output=str(DEMO_OUTPUT))
-    p.set_defaults(func=_demo, output=DEMO_OUTPUT)
+    p.set_defaults(func=_demo, output=DEMO_OUTPUT, checkpoints="embedded")
 
     p = sub.add_parser(
         "ingest",

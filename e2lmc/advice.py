@@ -52,7 +52,7 @@ def diagnose(ev: Evaluation) -> list[Diagnosis]:
     if not found:
         found = [Diagnosis("fine", "No curve is at chance, flat or falling, and the science model is ahead of the "
                                    "web-only one: to raise SQ further, remove the samples that add noise "
-                                   "(`e2lmc diagnose` lists them).")]
+                                   "(e2lmc diagnose lists them).")]
     if ev.reference.phase == EMBEDDED_PHASE and any(d.kind in ("at_chance", "flat") for d in found):
         found.append(Diagnosis("embedded", "The embedded models know only the synthetic science world they were "
                                            "trained on (docs/zoo.md in the starting kit: its facts, their phrasings, "
@@ -111,7 +111,7 @@ def _falling(ev: Evaluation, models: list[str]) -> list[Diagnosis]:
                                  "against training order): the task may reward something training removes — an "
                                  "answer that is longer or made of rarer tokens, a bias in the distractors — rather "
                                  "than knowledge. Compare acc with acc_norm, and look at what the falling samples "
-                                 "share (`e2lmc diagnose`).")]
+                                 "share (e2lmc diagnose).")]
 
 
 def _not_scientific(ev: Evaluation) -> list[Diagnosis]:

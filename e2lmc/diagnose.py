@@ -167,8 +167,8 @@ def summary(diagnosis: Diagnosis, task_metric: str, n_checkpoints: int) -> str:
              f"(score per sample: {'margin of the right answer' if diagnosis.right is not None else 'log-likelihood'})",
              f"signal: {n - noisy:,} samples rise on most models; noise: {noisy:,} do not",
              f"SQ ({what}, {task_metric}'s selection of checkpoints): every sample {diagnosis.sq_all:.4f}"
-             + (f", without the noisy ones {diagnosis.sq_kept:.4f}" if diagnosis.sq_kept is not None
-                else " (every sample is noisy)")]
+             + (f", without the noisy ones {diagnosis.sq_kept:.4f} (chosen on these same checkpoints: expect less "
+                "on others)" if diagnosis.sq_kept is not None else " (every sample is noisy)")]
     order = np.argsort(diagnosis.slopes.mean(axis=0), kind="stable")
     for title, picked in (("noisiest", order[:10]), ("clearest", order[::-1][:10])):
         lines.append(f"{title} samples (task, doc id: models learning of {len(diagnosis.models)}, mean slope):")

@@ -219,3 +219,18 @@ def test_the_prompt_rule_counts_real_tokens_where_the_checkpoints_tokenizer_is_s
     write_results(results, res_dir)
     assert _score(res_dir, tmp_path / "real") == 0
     assert json.loads((tmp_path / "real" / "scores.json").read_text())["valid"] == 0.0
+
+
+def test_the_report_loads_nothing_from_outside_even_with_a_hostile_task_name(res_dir, tmp_path):
+    """The check scripts/render_report.py applies before rendering in Chromium: every src
+    and href is a data: URI or an anchor; a task name carrying markup stays text."""
+    import runpy
+
+    outside_resources = runpy.run_path(str(REPO / "scripts" / "render_report.py"))["outside_resources"]
+    results = read_results(res_dir)
+    results.task_name = '<img src="https://evil.example/x.png"><script>alert(1)</script>'
+    write_results(results, res_dir)
+    assert _score(res_dir, tmp_path / "out") == 0
+    html = (tmp_path / "out" / "detailed_results.html").read_text()
+    assert outside_resources(html) == []
+    assert outside_resources('<p><img src="https://evil.example/x.png"></p>') == ["https://evil.example/x.png"]

@@ -55,8 +55,8 @@ def diagnose(ev: Evaluation) -> list[Diagnosis]:
                                    "(e2lmc diagnose lists them).")]
     if ev.reference.phase == EMBEDDED_PHASE and any(d.kind in ("at_chance", "flat") for d in found):
         found.append(Diagnosis("embedded", "The embedded models know only the synthetic science world they were "
-                                           "trained on (docs/zoo.md in the starting kit: its facts, their phrasings, "
-                                           "the two sample tasks): a question about anything else stays at chance "
+                                           "trained on (zoo.md in the starting kit, docs/zoo.md in the repository: "
+                                           "its facts, their phrasings, the two sample tasks): a question about anything else stays at chance "
                                            "on them, whatever it does on the real models."))
     return found
 

@@ -14,7 +14,7 @@ time limit sized for the phase). Both lay the bundle out in a folder, write
     <phase>/reference_data/           reference.yaml of the phase
     input_data/                       manifest-<phase>.yaml for every phase (+ the checkpoints
                                       of the embedded set in a zoo bundle)
-    starting_kit/                     README, sample submissions, the installable e2lmc package
+    starting_kit/                     README, sample submissions, the installable e2lmc package, zoo.md
 
 Every phase's task shares `input_data/`, so the checkpoints are in the zip once; each
 phase's ingestion program names its own manifest, since a Codabench program cannot
@@ -102,6 +102,7 @@ def _starting_kit(dest: Path) -> None:
         (shutil.copytree if source.is_dir() else shutil.copy)(source, dest / name)
     _copy_package(dest)
     shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")  # readme = README.md: the kit's own
+    shutil.copy(REPO / "docs" / "zoo.md", dest / "zoo.md")  # what the embedded models know (the report links it)
 
 
 def max_submissions(spec: PhaseSpec) -> int:

@@ -83,6 +83,7 @@ def test_zoo_bundle_is_self_contained_and_follows_codabench(zoo_bundle, tiny_zoo
             command = archive.read(f"{phase}/ingestion_program/metadata.yaml").decode()
             assert f"--manifest manifest-{phase}.yaml" in command
         assert "starting_kit/e2lmc/cli.py" in names and "starting_kit/pyproject.toml" in names
+        assert "starting_kit/zoo.md" in names  # the report's "what the embedded models know" points there
         assert {f"starting_kit/sample_submissions/{s.name}/metadata.yaml" for s in SAMPLES.iterdir()} <= names
     zoo, _ = tiny_zoo
     total = len(read_manifest(zoo).checkpoints)

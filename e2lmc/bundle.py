@@ -36,7 +36,7 @@ import yaml
 from . import __version__
 from .errors import UserError
 from .estimate import phase_checkpoints, phase_seconds, time_limit
-from .formats import MANIFEST_FILE, write_manifest, write_reference
+from .formats import MANIFEST_FILE, AlignmentSettings, write_manifest, write_reference
 from .pages import DATE_FORMAT, PAGES, write_pages
 from .phases import PHASES, PhaseSpec, phase_manifest, phase_reference, shifted
 from .placement import CheckpointSize, verify_placed
@@ -60,6 +60,7 @@ COLUMNS = {  # leaderboard key -> (title, sorting, precision); the keys are the 
     "valid": ("Valid (1) / invalid (0)", "desc", 0),
     "leakage": ("Leakage (fraction of samples)", "asc", 3),
     "n_samples": ("Samples", "desc", 0),
+    "alignment": ("Alignment (judge; -1 not checked)", "desc", 3),
 }
 STARTING_KIT_FILES = ("README.md", "sample_submissions", "data")
 
@@ -73,6 +74,7 @@ class BundleOptions:
     require_sandbox: str = "landlock"  # the weakest isolation of submission code the phases accept (sandbox.py)
     hide_output: bool = False  # hide the steps' logs from participants (docs/security.md: a submission's own program)
     allow_local_image: bool = False  # a real bundle with the local default image (a rehearsal on your own machine)
+    alignment: AlignmentSettings | None = None  # every phase's alignment judge (None: disabled)
 
 
 # ------------------------------------------------------------------------- layout
@@ -201,6 +203,8 @@ def layout(dest: Path, kind: str, series: Series, input_data: Path | None, optio
     root = "" if input_data is not None else f" --checkpoint-root {CHECKPOINT_ROOT}"
     for spec in phases:
         reference = phase_reference(full_reference, spec.name)
+        if options.alignment is not None:
+            reference.alignment = options.alignment
         manifest_name = f"manifest-{spec.name}.yaml"
         write_manifest(phase_manifest(full_manifest, reference), dest / "input_data", manifest_name)
         write_reference(reference, dest / spec.name / "reference_data")

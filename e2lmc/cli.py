@@ -11,8 +11,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InvalidSubmission, UserError
+from .cli_options import add_limits, add_run_options, add_sandbox_options, limits
 from .organizer_cli import add_organizer_commands, embedded_set
-from .sandbox import CHOICES
+from .participant_cli import add_participant_commands
 
 CODABENCH_SUBMISSION = Path("/app/ingested_program")
 CODABENCH_INPUT_DATA = Path("/app/input_data")
@@ -35,6 +36,8 @@ EXAMPLES = {  # command -> the examples its --help ends with
   e2lmc run my_task/ --preset tiny            # seconds: a smoke test on the tiny set
   e2lmc run my_task/ --checkpoints e2lm-released   # the real released checkpoints (GB of downloads; a GPU helps)""",
     "demo": "e2lmc demo\n  e2lmc demo --preset tiny",
+    "align": """OPENAI_API_KEY=sk-… e2lmc align my_task/                       # OpenAI's gpt-4o, as the organizers
+  e2lmc align my_task/ --endpoint http://gpu-worker:8000/v1 --model Qwen/Qwen2.5-72B-Instruct --votes 5""",
     "diagnose": """e2lmc diagnose my_task/
   e2lmc diagnose starting_kit/sample_submissions/e2lmc_science_cloze --output /tmp/diagnosis""",
     "ingest": """e2lmc ingest --submission my_task/ --input-data zoo/default --output /tmp/res
@@ -95,39 +98,6 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_curves(args: argparse.Namespace) -> int:
-    import json
-
-    from .curves import format_table, is_results_file, read_curves, score_curves
-    from .formats import read_reference
-
-    if args.reference and not is_results_file(args.file):
-        raise UserError(f"--reference applies to an ingestion_results.json, and {args.file} is not one")
-    reference = read_reference(args.reference) if args.reference else None
-    every, max_tokens = args.every, args.max_tokens
-    if reference is not None or (is_results_file(args.file) and every is None):
-        every, max_tokens = 0, 0  # the reference's own selection, or every checkpoint of the results
-        print(f"checkpoints: {'the SQ selection of ' + str(args.reference) if reference else 'all evaluated ones'} "
-              "(values oriented higher-is-better)", file=sys.stderr)
-    scores = score_curves(
-        read_curves(args.file, reference),
-        benchmarks=args.metric,
-        every_iterations=4000 if every is None else every or None,
-        max_tokens=None if max_tokens <= 0 else max_tokens,
-        lower_is_better=args.lower_is_better,
-    )
-    if args.json:
-        rows = [
-            {"benchmark": s.benchmark, "model": s.model, "points": s.sq.n_points, "monotonicity": s.sq.monotonicity,
-             "autocorrelation": s.sq.autocorrelation, "signal_quality": s.sq.score, "notes": list(s.sq.reasons)}
-            for s in scores
-        ]
-        print(json.dumps(rows, indent=1))
-    else:
-        print(format_table(scores))
-    return 0
-
-
 def _released_set(args: argparse.Namespace) -> tuple[Path, float]:
     """The real series' released checkpoints that SQ uses, placed from the Hugging Face
     cache (downloaded when online and missing) under --zoo, with their reference data."""
@@ -165,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
                                                   + ("-e2lm-released" if args.checkpoints == "e2lm-released" else ""))
     print(f"Ingestion: running {args.submission} on every checkpoint in {zoo} …")
     start = time.perf_counter()
-    ingest(args.submission, zoo, output / "res", _limits(args))
+    ingest(args.submission, zoo, output / "res", limits(args))
     timings.append(("ingestion", time.perf_counter() - start))
     print("Scoring:")
     start = time.perf_counter()
@@ -173,20 +143,6 @@ def _run(args: argparse.Namespace) -> int:
     timings.append(("scoring", time.perf_counter() - start))
     print("time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings))
     print(f"Open {(output / 'detailed_results.html').resolve()} in a browser for the detailed report.")
-    return 0
-
-
-def _diagnose(args: argparse.Namespace) -> int:
-    """Per-sample signal of a submission on the released checkpoints of the embedded set."""
-    from .diagnose import diagnose_submission, summary, write_outputs
-
-    zoo, _ = embedded_set(args)
-    output = args.output or Path("run_output") / args.submission.stem / "diagnosis"
-    print(f"Diagnosis: {args.submission} on the released checkpoints in {zoo} …")
-    plan, diagnosis, n_checkpoints = diagnose_submission(args.submission, zoo, _limits(args))
-    print(summary(diagnosis, plan.task_metric, n_checkpoints))
-    written = write_outputs(diagnosis, plan, n_checkpoints, output)
-    print("wrote " + " and ".join(str(p) for p in written))
     return 0
 
 
@@ -200,25 +156,11 @@ def _demo(args: argparse.Namespace) -> int:
     return _run(args)
 
 
-def _limits(args: argparse.Namespace):
-    from .limits import Limits, Settings
-    from .sandbox import GiB, SandboxSettings
-
-    sandbox = SandboxSettings(level=args.sandbox, required=args.require_sandbox,
-                              memory_bytes=int(args.memory_limit * GiB))
-    if not hasattr(args, "devices"):  # validate: no model, no engine options
-        return Limits(plan_seconds=args.plan_timeout, sandbox=sandbox)
-    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
-    return Limits(plan_seconds=args.plan_timeout, score_seconds=args.score_timeout,
-                  engine=Settings(token_budget=args.token_budget, devices=devices, threads=args.threads),
-                  sandbox=sandbox)
-
-
 def _ingest(args: argparse.Namespace) -> int:
     from .ingestion import ingest
 
     start = time.perf_counter()
-    results = ingest(args.submission, args.input_data, args.output, _limits(args), manifest_name=args.manifest,
+    results = ingest(args.submission, args.input_data, args.output, limits(args), manifest_name=args.manifest,
                      checkpoint_root=args.checkpoint_root)
     print(f"evaluated task '{results.task_name}' ({results.task_metric}) on {len(results.checkpoints)} checkpoints "
           f"in {time.perf_counter() - start:.0f} s; wrote {args.output / 'ingestion_results.json'}")
@@ -237,7 +179,7 @@ def _validate(args: argparse.Namespace) -> int:
                         f"there{'' if args.checkpoint.is_dir() else ': it does not exist'}; relative paths start in "
                         f"{Path.cwd()})")
     with private_workdir("validate") as tmp:
-        _, plan = plan_submission(args.submission, Path(tmp), _limits(args))
+        _, plan = plan_submission(args.submission, Path(tmp), limits(args))
     kinds = sorted({r.kind for r in plan.requests})
     print(f"task '{plan.task_name}', metric {plan.task_metric} ({'higher' if plan.higher_is_better else 'lower'} "
           f"is better): {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests ({', '.join(kinds)})")
@@ -289,47 +231,6 @@ def _default_checkpoint() -> Path | None:
     return DEFAULT_ZOO / first.path if first.path else None
 
 
-def _add_run_options(p: argparse.ArgumentParser, default_output: str) -> None:
-    p.add_argument("--preset", choices=["tiny", "default"], default="default",
-                   help="which embedded checkpoint set (default: %(default)s)")
-    p.add_argument("--zoo", type=Path, help="where the checkpoint set is or goes (default: zoo/PRESET)")
-    p.add_argument("--output", type=Path, help=f"where to write (default: {default_output})")
-    _add_limits(p)
-
-
-def _add_limits(p: argparse.ArgumentParser) -> None:
-    """The options of a run: the sandbox's, then the engine's and the score child's."""
-    from .limits import Limits
-
-    _add_sandbox_options(p)
-    p.add_argument("--score-timeout", type=float, default=Limits.score_seconds,
-                   help="seconds allowed to score one checkpoint's responses (default: %(default)s)")
-    p.add_argument("--token-budget", type=int, default=None,
-                   help="tokens per forward pass (default: 4096 on CPU, 32768 on a GPU)")
-    p.add_argument("--devices", default=None,
-                   help="comma-separated torch devices, one process each, e.g. cuda:0,cuda:1 "
-                        "(default: every visible GPU, else the CPU)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch's CPU threads for the evaluation (default: the cores this process may use less those "
-                        "other processes are busy on)")
-
-
-def _add_sandbox_options(p: argparse.ArgumentParser) -> None:
-    """How the submission's code runs: what `validate` needs too (it loads no model)."""
-    from .limits import Limits
-
-    p.add_argument("--plan-timeout", type=float, default=Limits.plan_seconds,
-                   help="seconds allowed to build the task and record its requests (default: %(default)s)")
-    p.add_argument("--sandbox", choices=["auto", *CHOICES], default="auto",
-                   help="isolation of the submission's code: namespaces (bubblewrap), landlock (kernel filters, "
-                        "where namespaces are refused), none; auto picks the strongest this host allows "
-                        "(default: %(default)s; 'uid' is another name for landlock, see docs/security.md)")
-    p.add_argument("--require-sandbox", choices=CHOICES, default="none",
-                   help="refuse to run below this isolation level (default: %(default)s)")
-    p.add_argument("--memory-limit", type=float, default=8.0,
-                   help="GiB of address space each process running submission code may use (default: %(default)s)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="e2lmc",
@@ -354,31 +255,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_score)
 
     p = sub.add_parser(
-        "score-curves",
-        help="signal quality of benchmark curves you measured yourself",
-        description="Compute the organizers' signal quality (SQ) per model and its mean for each benchmark "
-        "in a curves file (the published JSON layout, a JSON list of records, or a CSV with columns "
-        "model, iteration and/or tokens, and one column per benchmark).",
-    )
-    p.add_argument("file", type=Path, help="curves file (.json or .csv) or an ingestion_results.json")
-    p.add_argument("--metric", action="append", help="benchmark column to score (repeatable; default: all)")
-    p.add_argument(
-        "--every", type=int, default=None,
-        help="keep iterations that are multiples of this; 0 keeps all (default: 4000; every checkpoint of an "
-        "ingestion_results.json)",
-    )
-    p.add_argument(
-        "--max-tokens", type=float, default=206e9,
-        help="keep checkpoints with at most this many training tokens; 0 for no limit (default: %(default)g)",
-    )
-    p.add_argument("--reference", type=Path,
-                   help="with an ingestion_results.json: the reference data folder of the set it was evaluated on "
-                        "(e.g. zoo/default/reference); its SQ selection picks the checkpoints, as the scorer does")
-    p.add_argument("--lower-is-better", action="store_true", help="the benchmarks are lower-is-better (negated)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_score_curves)
-
-    p = sub.add_parser(
         "run",
         help="run a submission locally on the embedded checkpoint set (or the real released checkpoints): "
         "ingestion, scoring, the report",
@@ -387,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoints e2lm-released: the real series' released checkpoints instead, signal quality only.",
     )
     p.add_argument("submission", type=Path, help="the submission, a folder or zip")
-    _add_run_options(p, default_output="run_output/SUBMISSION")
+    add_run_options(p, default_output="run_output/SUBMISSION")
     p.add_argument("--checkpoints", choices=["embedded", "e2lm-released"], default="embedded",
                    help="embedded: the embedded set of --preset; e2lm-released: the real series' released "
                         "checkpoints (tiiuae/dense-*, the ones SQ uses) through the Hugging Face cache, on a GPU "
@@ -400,24 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     p = sub.add_parser(
-        "diagnose",
-        help="which samples of a submission carry signal, on the released checkpoints of the embedded set",
-        description="Evaluate the submission on the released checkpoints only and, per sample, the slope of its "
-        "confidence margin (log p(right answer) - best log p(wrong answer)) on each model: how many models "
-        "learn it, which samples add noise, and the SQ the task would get without them. Multiple-choice and "
-        "log-likelihood tasks; writes samples.csv and diagnosis.html.",
-    )
-    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
-    _add_run_options(p, default_output="run_output/SUBMISSION/diagnosis")
-    p.set_defaults(func=_diagnose)
-
-    p = sub.add_parser(
         "demo",
         help="the main job on the embedded default: the science sample submission through ingestion and scoring",
         description="Build the embedded checkpoint set if missing, run the science sample submission through "
         "ingestion and scoring, print the leaderboard row and write the HTML report.",
     )
-    _add_run_options(p, default_output=str(DEMO_OUTPUT))
+    add_run_options(p, default_output=str(DEMO_OUTPUT))
     p.set_defaults(func=_demo, output=DEMO_OUTPUT, checkpoints="embedded")
 
     p = sub.add_parser(
@@ -437,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the folder the manifest's relative paths lie under, e.g. /app/data where the organizers "
                         "placed the checkpoints (default: the --input-data folder)")
     p.add_argument("--output", type=Path, default=CODABENCH_OUTPUT, help="where to write (default: %(default)s)")
-    _add_limits(p)
+    add_limits(p)
     p.set_defaults(func=_ingest)
 
     p = sub.add_parser(
@@ -453,9 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"of {DEFAULT_ZOO} when built)")
     p.add_argument("--allow-truncation", action="store_true",
                    help="accept a task some of whose requests exceed the checkpoints' context (cut from the left)")
-    _add_sandbox_options(p)
+    add_sandbox_options(p)
     p.set_defaults(func=_validate)
 
+    add_participant_commands(sub)
     add_organizer_commands(sub)
     _with_examples(parser)
     return parser

@@ -35,6 +35,7 @@ from .scoring import ValidationRules
 RESULTS_FILE = "ingestion_results.json"
 REFERENCE_FILE = "reference.yaml"
 FORMAT_VERSION = 1
+ALIGNMENT_DRAWN = 200  # samples ingestion draws for the alignment judge; a phase judges the first `samples`
 
 Role = Literal["released", "hidden", "final"]
 ROLES: tuple[str, ...] = typing.get_args(Role)
@@ -196,6 +197,16 @@ class Validation:
 
 
 @dataclass
+class AlignmentSample:
+    """One question-answer pair as the alignment judge reads it: the participant's own data,
+    formatted by ingestion (`samples.alignment_samples`)."""
+
+    task: str
+    doc_id: int
+    text: str
+
+
+@dataclass
 class CheckpointResult:
     """One evaluated checkpoint: `id` is '<model id>/<checkpoint name>'."""
 
@@ -217,6 +228,7 @@ class IngestionResults:
     plan_digest: str | None = None  # identifies the task's requests: a rerun resumes only the same task
     sandbox: str | None = None  # the isolation level the submission's code ran at (sandbox.LEVELS)
     chance_level: float | None = None  # the metric of uniform guessing (multiple-choice accuracies; samples.py)
+    alignment_samples: list[AlignmentSample] = field(default_factory=list)  # drawn for the judge, in order
 
     def done_ids(self) -> set[str]:
         """Checkpoints already evaluated without error (a rerun skips them)."""
@@ -293,6 +305,47 @@ COMPONENTS = ("signal_quality", "ranking_consistency", "scientific_compliance")
 
 
 @dataclass
+class AlignmentSettings:
+    """Whether and how the scoring step asks an LLM judge if the task's questions are
+    scientific (`judge.py`; docs/scoring.md). The reference data is private to the
+    organizers, so it may hold the key; `api_key_env` names an environment variable instead."""
+
+    enabled: bool = False
+    endpoint: str | None = None  # an OpenAI-compatible base URL (…/v1); None: OPENAI_BASE_URL, else OpenAI's
+    model: str = "gpt-4o-2024-08-06"
+    samples: int = 50  # the first this many of the drawn samples are judged
+    votes: int = 1  # a sample is accepted when every vote accepts it
+    threshold: float | None = None  # an acceptance rate below this makes the submission invalid
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key: str | None = None
+    timeout_seconds: float = 60.0
+    max_retries: int = 4  # the client's own, with back-off, on connection errors, 429 and 5xx
+    requests_per_second: float = 5.0
+
+    def check(self, where: str, key: str = "alignment.") -> None:
+        if not 1 <= self.samples <= ALIGNMENT_DRAWN:
+            raise UserError(f"{where}: {key}samples must lie in 1 … {ALIGNMENT_DRAWN}")
+        if self.votes < 1 or self.max_retries < 0 or self.timeout_seconds <= 0 or self.requests_per_second <= 0:
+            raise UserError(f"{where}: {key}votes must be at least 1, {key}max_retries at least 0, "
+                            f"{key}timeout_seconds and {key}requests_per_second above 0")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise UserError(f"{where}: {key}threshold must lie in [0, 1]")
+
+
+def read_alignment(path: Path) -> AlignmentSettings:
+    """A YAML file holding the reference data's `alignment` block (`e2lmc bundle --alignment`)."""
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    settings = _build(AlignmentSettings, data, path.name)
+    settings.check(path.name, key="")
+    return settings
+
+
+@dataclass
 class ReferenceData:
     phase: str
     models: list[Model]
@@ -303,6 +356,7 @@ class ReferenceData:
     validation: ValidationRules = field(default_factory=ValidationRules)
     show_hidden_values: bool = False  # may the report show values of hidden checkpoints?
     description: str = ""
+    alignment: AlignmentSettings = field(default_factory=AlignmentSettings)
 
     def model(self, model_id: str) -> Model:
         return next(m for m in self.models if m.id == model_id)
@@ -335,6 +389,7 @@ class ReferenceData:
             raise UserError(f"{where}: weights must name exactly {', '.join(COMPONENTS)}")
         if any(not 0 <= w <= 1 for w in self.weights.values()) or abs(sum(self.weights.values()) - 1) > 1e-9:
             raise UserError(f"{where}: weights must lie in [0, 1] and sum to 1")
+        self.alignment.check(where)
 
 
 REFERENCE_KIND = "e2lmc.reference"

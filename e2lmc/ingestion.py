@@ -44,7 +44,7 @@ from .formats import (
 from .isolation import Scorer, plan_task
 from .limits import Limits
 from .sandbox import Sandbox, choose_level, private_workdir
-from .samples import chance_level
+from .samples import alignment_samples, chance_level
 from .scoring import ValidationRules
 from .submission import Submission, open_submission
 
@@ -165,6 +165,7 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                 plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation, plan_digest=digest,
             )
             results.sandbox, results.chance_level = sandbox.level, chance_level(plan)
+            results.alignment_samples = alignment_samples(plan)
             results.checkpoints = [c for c in results.checkpoints if c.error is None]
             print(f"task '{plan.task_name}': {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests; "
                   f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)

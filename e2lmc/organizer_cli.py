@@ -31,6 +31,7 @@ def _bundle(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from .bundle import BundleOptions, real_bundle, zoo_bundle
+    from .formats import read_alignment
     from .series import E2LM_SERIES, read_series
 
     try:
@@ -38,7 +39,8 @@ def _bundle(args: argparse.Namespace) -> int:
     except ValueError:
         raise UserError(f"--start {args.start}: write a date such as 2026-03-02 or '2026-03-02 12:00'") from None
     out = args.out or Path("dist") / f"e2lmc-bundle-{args.checkpoints}.zip"
-    options = BundleOptions(start=start, queue=args.queue, time_limit=args.time_limit,
+    alignment = read_alignment(args.alignment) if args.alignment else None
+    options = BundleOptions(start=start, queue=args.queue, time_limit=args.time_limit, alignment=alignment,
                             require_sandbox=args.require_sandbox, allow_local_image=args.allow_local_image,
                             hide_output=args.checkpoints == "e2lm" if args.hide_output is None else args.hide_output,
                             **({"docker_image": args.docker_image} if args.docker_image else {}))
@@ -193,6 +195,9 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hide-output", action=argparse.BooleanOptionalAction, default=None,
                    help="hide the steps' logs from participants (default: on for e2lm, whose hidden checkpoints a "
                         "submission's own program could read and print; off for zoo; see docs/security.md)")
+    p.add_argument("--alignment", type=Path,
+                   help="a YAML file holding the reference data's alignment block: every phase asks that LLM judge "
+                        "whether the task is scientific (docs/organizers.md; needs the network in the scoring step)")
     _add_series_options(p, "e2lm: ")
     p.add_argument("--data", type=Path,
                    help="e2lm: the folder `e2lmc checkpoints fetch` placed, checked against the series and used to "

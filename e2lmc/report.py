@@ -201,6 +201,8 @@ def render(ev: Evaluation) -> str:
             ),
         ]
 
+    parts += alignment_section(ev)
+
     # Signal quality
     sel = ref.scores.signal_quality
     selection_text = f"roles {', '.join(sel.roles)}"
@@ -231,6 +233,29 @@ def render(ev: Evaluation) -> str:
     if not ref.sq_only:
         parts += _hidden_sections(ev)
     return page(f"E2LM report — {res.task_name}", "\n".join(parts))
+
+
+def alignment_section(ev: Evaluation) -> list[str]:
+    """The judge's verdict on the task's drawn samples; "not checked" with the reason when
+    it was not asked — never a silent pass. Rejected samples are the participant's own data."""
+    result, settings = ev.alignment, ev.reference.alignment
+    parts = ["<h2>Scientific alignment</h2>"]
+    if result is None or result.rate is None:
+        reason = result.problem if result is not None and result.problem else "alignment not checked"
+        return parts + [f'<p class="note">{escape(reason)}.</p>']
+    threshold = "" if settings.threshold is None else f" (at least {settings.threshold:.0%} required)"
+    parts.append(f"<p>The judge (<code>{escape(settings.model)}</code>, {settings.votes} vote"
+                 f"{'s' if settings.votes > 1 else ''} per sample, accepted when every vote accepts) accepted "
+                 f"<b>{result.accepted} of {result.judged}</b> drawn samples as scientific: "
+                 f"<b>{result.rate:.0%}</b>{threshold}.</p>")
+    if result.malformed:
+        parts.append(f'<p class="note">{result.malformed} samples got no usable answer and are left out.</p>')
+    if result.rejected:
+        parts += ["<p>Rejected samples:</p>", html_table(
+            ["task", "sample", "as the judge read it"],
+            [[escape(r.task), str(r.doc_id), escape(r.text[-600:]).replace("\n", "<br>")] for r in result.rejected],
+            left=3)]
+    return parts
 
 
 def _hidden_sections(ev: Evaluation) -> list[str]:

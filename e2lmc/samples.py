@@ -9,13 +9,17 @@ per-sample signal of `e2lmc diagnose`, without running the task's code again.
 
 from __future__ import annotations
 
+import json
+import random
 import re
 from typing import Any
 
-from .formats import LeakageExample, Plan, PlannedSample
+from .formats import ALIGNMENT_DRAWN, AlignmentSample, LeakageExample, Plan, PlannedSample
 from .tasks import RecordingLM, RequestKey
 
 ACCURACY_METRICS = ("acc", "acc_norm", "acc_mutual_info")  # lm-eval's multiple-choice accuracies
+PROMPT_CHARACTERS = 1500  # of a prompt shown to the alignment judge: its end, where the question is
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def planned_samples(task_dict: dict, lm: RecordingLM, index: dict[RequestKey, int]) -> list[PlannedSample]:
@@ -59,6 +63,37 @@ def chance_level(plan: Plan) -> float | None:
     if any(s.choices is None or not s.gold for s in plan.samples):
         return None
     return sum(len(set(s.gold)) / s.choices for s in plan.samples) / len(plan.samples)
+
+
+def alignment_samples(plan: Plan, n: int = ALIGNMENT_DRAWN) -> list[AlignmentSample]:
+    """`n` samples drawn without replacement in an order seeded by the task's plan (the
+    same submission draws the same ones, in every run), each formatted as the organizers'
+    judge read them: `Question: …`, the choices as `A) …`, `Answer: X`. The text comes
+    from the requests the engine evaluates, so the judge sees what the models are asked."""
+    order = list(range(len(plan.samples)))
+    random.Random(int(plan.digest(), 16)).shuffle(order)
+    return [AlignmentSample(plan.samples[i].task, plan.samples[i].doc_id, qa_text(plan, plan.samples[i]))
+            for i in order[:n]]
+
+
+def qa_text(plan: Plan, sample: PlannedSample) -> str:
+    """One sample as a question-answer pair (the end of a long prompt: its last question)."""
+    requests = [plan.requests[r] for r in sample.requests]
+    arguments = [json.loads(r.arguments) for r in requests]
+    context = str(arguments[0][0]) if arguments and arguments[0] else ""
+    question = re.sub(r"\s*Answer\s*:\s*$", "", context.strip())[-PROMPT_CHARACTERS:]
+    if not question.lower().startswith("question"):
+        question = f"Question: {question}"
+    kind = requests[0].kind if requests else "generate_until"
+    if sample.choices and sample.gold and sample.choices <= len(LETTERS):
+        choices = [str(a[1])[1:] if str(a[1]).startswith(" ") else str(a[1]) for a in arguments[:sample.choices]]
+        lines = [question] + [f"{LETTERS[i]}) {c}" for i, c in enumerate(choices)]
+        return "\n".join(lines + [f"Answer: {', '.join(LETTERS[g] for g in sorted(set(sample.gold)))}"])
+    if kind == "loglikelihood":
+        return f"{question}\nAnswer: {str(arguments[0][1]).strip()}"
+    if kind == "loglikelihood_rolling":
+        return f"Text: {context.strip()[-PROMPT_CHARACTERS:]}"
+    return question
 
 
 def leaked_samples(task_dict: dict) -> list[LeakageExample]:

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from . import scoring
+from .judge import AlignmentResult, judge_samples
 from .errors import InvalidSubmission, UserError, output_folder
 from .formats import (
     RESULTS_FILE,
@@ -47,6 +48,7 @@ class Leaderboard:
     valid: float
     leakage: float
     n_samples: float
+    alignment: float  # the judge's acceptance rate; -1: not checked (disabled, or the judge unreachable)
 
     def as_dict(self, sq_only: bool = False) -> dict[str, float]:
         """Every column; with `sq_only`, those that do not need hidden checkpoints."""
@@ -75,6 +77,7 @@ class Evaluation:
     n_missing: int  # checkpoints of the reference without a value (only with allow_partial)
     results: IngestionResults
     reference: ReferenceData
+    alignment: AlignmentResult | None = None  # None: not asked (evaluate's callers that need no judge)
 
 
 # ----------------------------------------------------------------------- reading
@@ -194,8 +197,9 @@ def _scientific_compliance(
     return scoring.scientific_compliance([science[i] for i in shared], [web[i] for i in shared])
 
 
-def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial: bool = False) -> Evaluation:
-    """Compute every score of DESIGN §5 for one submission."""
+def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial: bool = False,
+             alignment: AlignmentResult | None = None) -> Evaluation:
+    """Compute every score of DESIGN §5 for one submission (with the judge's result, when asked)."""
     values = checkpoint_values(results, reference, allow_partial)
     curves = _curves(reference, values)
     sq_selection = reference.scores.signal_quality
@@ -210,6 +214,8 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
         results.validation.rule_prompt_tokens,
         results.validation.leakage_count,
         reference.validation,
+        alignment.rate if alignment else None,
+        reference.alignment.threshold,
     )
 
     def mean(xs: list[float]) -> float:
@@ -228,9 +234,10 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
         valid=1.0 if verdict.valid else 0.0,
         leakage=verdict.leakage_fraction,
         n_samples=float(results.n_samples),
+        alignment=-1.0 if alignment is None or alignment.rate is None else alignment.rate,
     )
     n_missing = reference.n_checkpoints - len(values)
-    return Evaluation(leaderboard, sq, rc, cs, verdict, curves, n_missing, results, reference)
+    return Evaluation(leaderboard, sq, rc, cs, verdict, curves, n_missing, results, reference, alignment)
 
 
 # ----------------------------------------------------------------------- writing
@@ -253,7 +260,8 @@ def format_row(leaderboard: Leaderboard, sq_only: bool = False) -> str:
     widths = {k: max(len(k), 8) for k in row}
     head = "  ".join(k.rjust(widths[k]) for k in row)
     body = "  ".join(
-        (f"{v:.0f}" if k in ("valid", "n_samples") else f"{v:.4f}").rjust(widths[k]) for k, v in row.items()
+        (f"{v:.0f}" if k in ("valid", "n_samples") or (k == "alignment" and v < 0) else f"{v:.4f}").rjust(widths[k])
+        for k, v in row.items()
     )
     return f"{head}\n{body}"
 
@@ -273,7 +281,8 @@ def run_scoring(res_dir: Path, ref_dir: Path, out_dir: Path, allow_partial: bool
         raise UserError(
             f"Ingestion results are incomplete: the ingestion step stopped after {done} checkpoint(s)."
         )
-    evaluation = evaluate(results, reference, allow_partial)
+    alignment = judge_samples(results.alignment_samples, reference.alignment)  # never raises for the judge's sake
+    evaluation = evaluate(results, reference, allow_partial, alignment)
     output_folder(out_dir, "--output")
     write_scores(evaluation.leaderboard, out_dir, reference.sq_only)
     return evaluation

@@ -265,10 +265,15 @@ class ValidationVerdict:
 
 
 def validate(
-    n_samples: int, max_prompt_tokens: int | None, leakage_count: int, rules: ValidationRules
+    n_samples: int, max_prompt_tokens: int | None, leakage_count: int, rules: ValidationRules,
+    alignment_rate: float | None = None, alignment_threshold: float | None = None,
 ) -> ValidationVerdict:
-    """Apply the submission rules; each broken rule is one sentence in `problems`."""
+    """Apply the submission rules; each broken rule is one sentence in `problems`. The
+    alignment rule applies only where the judge was asked and the phase sets a threshold."""
     problems = []
+    if alignment_rate is not None and alignment_threshold is not None and alignment_rate < alignment_threshold:
+        problems.append(f"the alignment judge accepted {alignment_rate:.0%} of the judged samples as scientific; "
+                        f"at least {alignment_threshold:.0%} is required")
     if problem := rules.sample_count_problem(n_samples):
         problems.append(f"the task {problem}")
     if max_prompt_tokens is not None and (problem := rules.prompt_length_problem(max_prompt_tokens)):

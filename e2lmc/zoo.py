@@ -315,7 +315,7 @@ def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
     streams: dict[str, torch.Tensor] = {}
     summaries = []
     todo = [spec for spec in preset.models if not (out / spec.id / "done.json").exists()]
-    overall = tqdm(total=sum(step_cost(spec, preset) for spec in todo) * preset.steps, position=0,
+    overall = tqdm(total=sum(step_cost(spec, preset) for spec in todo) * preset.steps, position=0, smoothing=0.0,
                    desc=f"zoo '{preset.name}': {len(todo)} of {len(preset.models)} models to train",
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaining} left")
     for spec in preset.models:

@@ -15,7 +15,7 @@ from e2lmc.scoring import global_score, signal_quality
 from .conftest import REPO, SAMPLE_REFERENCE
 
 COLUMNS = {"score", "signal_quality", "ranking_consistency", "scientific_compliance", "monotonicity",
-           "autocorrelation", "valid", "leakage", "n_samples"}
+           "autocorrelation", "valid", "leakage", "n_samples", "alignment"}
 
 
 def _score(res_dir, out_dir, *extra):

@@ -36,7 +36,7 @@ EXAMPLES = {  # command -> the examples its --help ends with
   e2lmc run my_task/ --preset tiny            # seconds: a smoke test on the tiny set
   e2lmc run my_task/ --checkpoints e2lm-released   # the real released checkpoints (GB of downloads; a GPU helps)""",
     "demo": "e2lmc demo\n  e2lmc demo --preset tiny",
-    "align": """OPENAI_API_KEY=sk-… e2lmc align my_task/                       # OpenAI's gpt-4o, as the organizers
+    "align": """e2lmc align my_task/                        # OpenAI's gpt-4o as the organizers (OPENAI_API_KEY set)
   e2lmc align my_task/ --endpoint http://gpu-worker:8000/v1 --model Qwen/Qwen2.5-72B-Instruct --votes 5""",
     "diagnose": """e2lmc diagnose my_task/
   e2lmc diagnose starting_kit/sample_submissions/e2lmc_science_cloze --output /tmp/diagnosis""",

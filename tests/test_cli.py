@@ -223,7 +223,7 @@ def test_engine_options_reach_the_engine(monkeypatch):
     from e2lmc.engine import Engine
 
     args = build_parser().parse_args(["ingest", "--threads", "1", "--token-budget", "512", "--devices", "cpu"])
-    settings = cli._limits(args).engine
+    settings = cli.limits(args).engine
     assert (settings.threads, settings.token_budget, settings.devices) == (1, 512, ("cpu",))
     before = torch.get_num_threads()
     try:

@@ -259,6 +259,11 @@ def test_codabench_entry_point_ingests_and_prints_no_checkpoint_values(tiny_zoo,
     )
     assert proc.returncode == 0, proc.stderr
     assert "on 3 checkpoints" in proc.stdout
+    results = read_results(tmp_path / "out")  # what the scoring step's report and judge read
+    assert results.chance_level == 0.25  # four choices, one right
+    drawn = results.alignment_samples
+    assert len(drawn) == 200 and len({(s.task, s.doc_id) for s in drawn}) == 200
+    assert all(s.text.startswith("Question: ") and "\nA) " in s.text and "\nAnswer: " in s.text for s in drawn)
     for result in read_results(tmp_path / "out").checkpoints:
         value = result.metrics["acc,none"]
         for text in (repr(value), f"{value:.4f}", f"{value:.3f}"):

@@ -36,7 +36,8 @@ import yaml
 from . import __version__
 from .errors import UserError
 from .estimate import phase_checkpoints, phase_seconds, time_limit
-from .formats import MANIFEST_FILE, AlignmentSettings, write_manifest, write_reference
+from .formats import MANIFEST_FILE, write_manifest, write_reference
+from .judge import AlignmentSettings
 from .pages import DATE_FORMAT, PAGES, write_pages
 from .phases import PHASES, PhaseSpec, phase_manifest, phase_reference, shifted
 from .placement import CheckpointSize, verify_placed

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .formats import Plan, PlannedSample, ReferenceData
+from .formats import ReferenceData
+from .plan import Plan, PlannedSample
 from .limits import Limits
 from .scoring import signal_quality
 

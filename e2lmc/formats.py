@@ -6,8 +6,7 @@
   read by scoring from `/app/input/ref`.
 - `CheckpointManifest` — `manifest.yaml`, the checkpoints ingestion evaluates (input
   data), written by the checkpoint-set builder or by hand for the real hub repos.
-- `Plan` — `plan.json`, ingestion's private hand-over from the plan stage (a child
-  process running the submission's code) to the evaluate and score stages.
+(`Plan`, ingestion's private hand-over between its stages, is in `plan.py`.)
 
 docs/formats.md documents both with examples.
 """
@@ -30,12 +29,12 @@ from typing import Any, Literal
 import yaml
 
 from .errors import UserError
+from .judge import AlignmentSample, AlignmentSettings
 from .scoring import ValidationRules
 
 RESULTS_FILE = "ingestion_results.json"
 REFERENCE_FILE = "reference.yaml"
 FORMAT_VERSION = 1
-ALIGNMENT_DRAWN = 200  # samples ingestion draws for the alignment judge; a phase judges the first `samples`
 
 Role = Literal["released", "hidden", "final"]
 ROLES: tuple[str, ...] = typing.get_args(Role)
@@ -197,16 +196,6 @@ class Validation:
 
 
 @dataclass
-class AlignmentSample:
-    """One question-answer pair as the alignment judge reads it: the participant's own data,
-    formatted by ingestion (`samples.alignment_samples`)."""
-
-    task: str
-    doc_id: int
-    text: str
-
-
-@dataclass
 class CheckpointResult:
     """One evaluated checkpoint: `id` is '<model id>/<checkpoint name>'."""
 
@@ -302,34 +291,6 @@ class ScoreSelections:
 
 
 COMPONENTS = ("signal_quality", "ranking_consistency", "scientific_compliance")
-
-
-@dataclass
-class AlignmentSettings:
-    """Whether and how the scoring step asks an LLM judge if the task's questions are
-    scientific (`judge.py`; docs/scoring.md). The reference data is private to the
-    organizers, so it may hold the key; `api_key_env` names an environment variable instead."""
-
-    enabled: bool = False
-    endpoint: str | None = None  # an OpenAI-compatible base URL (…/v1); None: OPENAI_BASE_URL, else OpenAI's
-    model: str = "gpt-4o-2024-08-06"
-    samples: int = 50  # the first this many of the drawn samples are judged
-    votes: int = 1  # a sample is accepted when every vote accepts it
-    threshold: float | None = None  # an acceptance rate below this makes the submission invalid
-    api_key_env: str = "OPENAI_API_KEY"
-    api_key: str | None = None
-    timeout_seconds: float = 60.0
-    max_retries: int = 4  # the client's own, with back-off, on connection errors, 429 and 5xx
-    requests_per_second: float = 5.0
-
-    def check(self, where: str, key: str = "alignment.") -> None:
-        if not 1 <= self.samples <= ALIGNMENT_DRAWN:
-            raise UserError(f"{where}: {key}samples must lie in 1 … {ALIGNMENT_DRAWN}")
-        if self.votes < 1 or self.max_retries < 0 or self.timeout_seconds <= 0 or self.requests_per_second <= 0:
-            raise UserError(f"{where}: {key}votes must be at least 1, {key}max_retries at least 0, "
-                            f"{key}timeout_seconds and {key}requests_per_second above 0")
-        if self.threshold is not None and not 0 <= self.threshold <= 1:
-            raise UserError(f"{where}: {key}threshold must lie in [0, 1]")
 
 
 def read_alignment(path: Path) -> AlignmentSettings:
@@ -450,66 +411,3 @@ def write_manifest(manifest: CheckpointManifest, directory: str | Path, name: st
 
 def read_manifest(directory: str | Path, name: str = MANIFEST_FILE) -> CheckpointManifest:
     return read_format(CheckpointManifest, Path(directory) / name, MANIFEST_KIND)
-
-
-# ------------------------------------------------------------------ ingestion plan
-
-PLAN_FILE = "plan.json"
-PLAN_KIND = "e2lmc.plan"
-
-
-@dataclass
-class PlannedRequest:
-    """One distinct request to a model, in lm-eval's terms, and the first sample asking it."""
-
-    kind: Literal["loglikelihood", "loglikelihood_rolling", "generate_until"]
-    arguments: str  # lm-eval's request arguments as canonical JSON
-    task: str
-    doc_id: int
-
-
-@dataclass
-class PlannedSample:
-    """One sample: its requests (indices into `Plan.requests`) in lm-eval's order — a
-    multiple-choice sample's choices first — and, for multiple choice, how many choices
-    it has and which are right."""
-
-    task: str
-    doc_id: int
-    requests: list[int]
-    choices: int | None = None
-    gold: list[int] | None = None
-
-
-@dataclass
-class Plan:
-    """What the plan stage learned from the submission without any model."""
-
-    task_name: str
-    task_metric: str
-    higher_is_better: bool
-    n_samples: int
-    requests: list[PlannedRequest]
-    leakage: list[LeakageExample] = field(default_factory=list)
-    samples: list[PlannedSample] = field(default_factory=list)
-
-    def check(self, where: str) -> None:
-        """The plan is written by the child that ran the submission's code: its sample
-        records must point at its own requests."""
-        for i, sample in enumerate(self.samples):
-            bad = [r for r in sample.requests if not 0 <= r < len(self.requests)]
-            if bad or (sample.gold is not None and any(not 0 <= g < (sample.choices or 0) for g in sample.gold)):
-                raise UserError(f"{where}: samples[{i}] points outside the plan")
-
-    def digest(self) -> str:
-        """A fingerprint of the task's requests and metric (what results depend on)."""
-        text = json.dumps([self.task_name, self.task_metric, [(r.kind, r.arguments) for r in self.requests]])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def write_plan(plan: Plan, directory: str | Path) -> Path:
-    return write_format(Path(directory) / PLAN_FILE, PLAN_KIND, plan)
-
-
-def read_plan(directory: str | Path) -> Plan:
-    return read_format(Plan, Path(directory) / PLAN_FILE, PLAN_KIND)

@@ -35,13 +35,13 @@ from .formats import (
     CheckpointResult,
     IngestionResults,
     ManifestEntry,
-    Plan,
     Validation,
     read_manifest,
     read_results,
     write_results,
 )
 from .isolation import Scorer, plan_task
+from .plan import Plan
 from .limits import Limits
 from .sandbox import Sandbox, choose_level, private_workdir
 from .samples import alignment_samples, chance_level

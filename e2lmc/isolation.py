@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidSubmission, UserError, first_line
-from .formats import PLAN_FILE, Plan, PlannedRequest, read_plan, write_plan
+from .plan import PLAN_FILE, Plan, PlannedRequest, read_plan, write_plan
 from .sandbox import Sandbox, size_text
 from .scoring import ValidationRules
 from .submission import Submission, find_task_files

@@ -26,8 +26,8 @@ from pathlib import Path
 import yaml
 
 from .errors import UserError
-from .formats import AlignmentSample, AlignmentSettings
 
+ALIGNMENT_DRAWN = 200  # samples ingestion draws for the judge; a phase judges the first `samples`
 PROMPT_FILE = Path(__file__).parent / "data" / "judge_prompt.yaml"
 PROMPT_KIND = "e2lmc.judge_prompt"
 VERDICTS = ("Accept", "Reject")
@@ -39,6 +39,44 @@ VERDICT_FORMAT = {  # the response_format of the organizers' notebook
 }
 TEMPERATURE, MAX_TOKENS = 0.0, 300
 NO_KEY = "no-key"  # a self-hosted server usually needs none; the client insists on a string
+
+
+@dataclass
+class AlignmentSample:
+    """One question-answer pair as the alignment judge reads it: the participant's own data,
+    formatted by ingestion (`samples.alignment_samples`)."""
+
+    task: str
+    doc_id: int
+    text: str
+
+
+@dataclass
+class AlignmentSettings:
+    """Whether and how the scoring step asks an LLM judge if the task's questions are
+    scientific (docs/organizers.md). The reference data is private to the
+    organizers, so it may hold the key; `api_key_env` names an environment variable instead."""
+
+    enabled: bool = False
+    endpoint: str | None = None  # an OpenAI-compatible base URL (…/v1); None: OPENAI_BASE_URL, else OpenAI's
+    model: str = "gpt-4o-2024-08-06"
+    samples: int = 50  # the first this many of the drawn samples are judged
+    votes: int = 1  # a sample is accepted when every vote accepts it
+    threshold: float | None = None  # an acceptance rate below this makes the submission invalid
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key: str | None = None
+    timeout_seconds: float = 60.0
+    max_retries: int = 4  # the client's own, with back-off, on connection errors, 429 and 5xx
+    requests_per_second: float = 5.0
+
+    def check(self, where: str, key: str = "alignment.") -> None:
+        if not 1 <= self.samples <= ALIGNMENT_DRAWN:
+            raise UserError(f"{where}: {key}samples must lie in 1 … {ALIGNMENT_DRAWN}")
+        if self.votes < 1 or self.max_retries < 0 or self.timeout_seconds <= 0 or self.requests_per_second <= 0:
+            raise UserError(f"{where}: {key}votes must be at least 1, {key}max_retries at least 0, "
+                            f"{key}timeout_seconds and {key}requests_per_second above 0")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise UserError(f"{where}: {key}threshold must lie in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,8 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 def _align(args: argparse.Namespace) -> int:
     """The judge on the samples the pipeline would draw: their acceptance rate, the rejected ones."""
-    from .formats import AlignmentSettings
     from .ingestion import plan_submission
-    from .judge import judge_samples, read_prompt
+    from .judge import AlignmentSettings, judge_samples, read_prompt
     from .samples import alignment_samples
     from .sandbox import private_workdir
 

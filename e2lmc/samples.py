@@ -14,7 +14,9 @@ import random
 import re
 from typing import Any
 
-from .formats import ALIGNMENT_DRAWN, AlignmentSample, LeakageExample, Plan, PlannedSample
+from .formats import LeakageExample
+from .judge import ALIGNMENT_DRAWN, AlignmentSample
+from .plan import Plan, PlannedSample
 from .tasks import RecordingLM, RequestKey
 
 ACCURACY_METRICS = ("acc", "acc_norm", "acc_mutual_info")  # lm-eval's multiple-choice accuracies

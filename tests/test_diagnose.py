@@ -9,7 +9,8 @@ import pytest
 from e2lmc.cli import main
 from e2lmc.diagnose import Released, analyse, diagnose_submission
 from e2lmc.errors import UserError
-from e2lmc.formats import Plan, PlannedRequest, PlannedSample, read_reference
+from e2lmc.formats import read_reference
+from e2lmc.plan import Plan, PlannedRequest, PlannedSample
 from e2lmc.limits import Limits
 from e2lmc.world import SCIENCE_TASK
 

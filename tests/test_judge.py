@@ -12,10 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from e2lmc.cli import main
-from e2lmc.formats import AlignmentSample, AlignmentSettings, read_reference, read_results, write_reference, \
-    write_results
+from e2lmc.formats import read_reference, read_results, write_reference, write_results
 from e2lmc.ingestion import Limits, plan_submission
-from e2lmc.judge import judge_samples
+from e2lmc.judge import AlignmentSample, AlignmentSettings, judge_samples
 from e2lmc.samples import alignment_samples
 
 from .conftest import SAMPLE_REFERENCE, SAMPLES

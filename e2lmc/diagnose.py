@@ -108,7 +108,7 @@ class Diagnosis:
     samples: list[PlannedSample]
     models: list[str]
     slopes: np.ndarray  # (models, samples): the score's least-squares change over the released window
-    right: np.ndarray | None  # (models, checkpoints, samples) booleans, multiple choice only
+    right: np.ndarray | None  # (2, models, samples): right at the first and the last released checkpoint (MC only)
     noisy: np.ndarray  # (samples,) the score does not rise on most models
     sq_all: float  # SQ (mean over models) of the accuracy, or mean score, of every sample
     sq_kept: float | None  # the same without the noisy samples; None if none would be left
@@ -126,7 +126,7 @@ def analyse(plan: Plan, scores: dict[str, np.ndarray], checkpoints: Released) ->
         matrix = np.stack([scores[c] for c in checkpoints.checkpoints[model]])  # (checkpoints, samples)
         x = np.linspace(0.0, 1.0, len(matrix))
         slopes.append(np.polyfit(x, matrix, 1)[0])
-        right.append(matrix > 0)
+        right.append(matrix[[0, -1]] > 0)
         per_model.append((matrix, np.array(checkpoints.picked[model])))
     slopes_array = np.array(slopes)
     noisy = (slopes_array > 0).sum(axis=0) * 2 <= len(checkpoints.models)
@@ -137,8 +137,9 @@ def analyse(plan: Plan, scores: dict[str, np.ndarray], checkpoints: Released) ->
         return float(np.mean([signal_quality(v[picked]).score for v, (_, picked) in zip(values, per_model)]))
 
     everything = np.ones(len(plan.samples), dtype=bool)
-    return Diagnosis(plan.samples, checkpoints.models, slopes_array, np.array(right) if multiple_choice else None,
-                     noisy, sq(everything), sq(~noisy) if (~noisy).any() else None)
+    return Diagnosis(plan.samples, checkpoints.models, slopes_array,
+                     np.stack(right, axis=1) if multiple_choice else None, noisy, sq(everything),
+                     sq(~noisy) if (~noisy).any() else None)
 
 
 def samples_csv(diagnosis: Diagnosis) -> str:
@@ -152,7 +153,7 @@ def samples_csv(diagnosis: Diagnosis) -> str:
     for j, sample in enumerate(diagnosis.samples):
         first = last = ""
         if diagnosis.right is not None:
-            first, last = (f"{diagnosis.right[:, k, j].mean():.3f}" for k in (0, -1))
+            first, last = (f"{diagnosis.right[k, :, j].mean():.3f}" for k in (0, 1))
         rows.append([sample.task, sample.doc_id, int(diagnosis.learners[j]), f"{diagnosis.slopes[:, j].mean():.4g}",
                      first, last, bool(diagnosis.noisy[j])] + [f"{v:.4g}" for v in diagnosis.slopes[:, j]])
     return csv_text(rows)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from e2lmc.cli import main
-from e2lmc.diagnose import Released, analyse, diagnose_submission
+from e2lmc.diagnose import Released, analyse, diagnose_submission, samples_csv
 from e2lmc.errors import UserError
 from e2lmc.formats import read_reference
 from e2lmc.plan import Plan, PlannedRequest, PlannedSample
@@ -22,21 +22,24 @@ def _plan(n: int, metric: str = "acc,none") -> Plan:
 
 
 def test_a_planted_noisy_half_is_found_and_removing_it_raises_sq():
-    """Scores of 6 models × 12 checkpoints: half the samples rise on every model, the other
-    half wander independently on each model (pure noise)."""
+    """Scores of 6 models × 12 checkpoints (one model with 8): half the samples rise on
+    every model, the other half wander independently on each model (pure noise)."""
     rng = np.random.default_rng(0)
-    n, models, points = 200, [f"m{i}" for i in range(6)], 12
-    checkpoints = Released(models, {m: [f"{m}/{k}" for k in range(points)] for m in models},
-                           {m: [True] * points for m in models})
+    n, models = 200, [f"m{i}" for i in range(6)]
+    points = {m: 8 if m == "m5" else 12 for m in models}
+    checkpoints = Released(models, {m: [f"{m}/{k}" for k in range(points[m])] for m in models},
+                           {m: [True] * points[m] for m in models})
     scores = {}
     for m in models:
-        rising = np.linspace(-1.0, 1.0, points)[:, None] + rng.normal(0, 0.3, (points, n // 2))
-        wandering = np.cumsum(rng.normal(0, 0.3, (points, n // 2)), axis=0)
+        rising = np.linspace(-1.0, 1.0, points[m])[:, None] + rng.normal(0, 0.3, (points[m], n // 2))
+        wandering = np.cumsum(rng.normal(0, 0.3, (points[m], n // 2)), axis=0)
         for k, row in enumerate(np.hstack([rising, wandering])):
             scores[f"{m}/{k}"] = row
     diagnosis = analyse(_plan(n), scores, checkpoints)
     assert diagnosis.noisy[: n // 2].mean() <= 0.05 and diagnosis.noisy[n // 2:].mean() >= 0.5
     assert diagnosis.sq_kept > diagnosis.sq_all
+    rows = samples_csv(diagnosis).splitlines()
+    assert len(rows) == n + 1 and rows[1].split(",")[4:6] == ["0.000", "1.000"]  # right first / last, rising half
 
 
 def _planted(tiny_zoo, folder):

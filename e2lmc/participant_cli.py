@@ -82,7 +82,9 @@ def _align(args: argparse.Namespace) -> int:
           f"({args.model}, {args.votes} vote{'s' if args.votes > 1 else ''} each; {result.requests} requests, the "
           "rest from the cache)" + (f"; {result.malformed} unusable answers left out" if result.malformed else ""))
     for sample in result.rejected:
-        print(f"  rejected: task '{sample.task}' sample {sample.doc_id}: {sample.text.splitlines()[0][:150]}")
+        lines = sample.text.splitlines() or [""]
+        question = next((line for line in reversed(lines) if line.startswith("Question:")), lines[0])  # the last
+        print(f"  rejected: task '{sample.task}' sample {sample.doc_id}: {question[:150]}")
     below = args.threshold is not None and result.rate < args.threshold
     if below:
         print(f"below the threshold of {args.threshold:.0%}: the submission would be invalid")

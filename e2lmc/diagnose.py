@@ -67,11 +67,11 @@ def analysable(plan: Plan) -> str | None:
     return None
 
 
-def sample_scores(plan: Plan, responses: list[Any]) -> np.ndarray:
+def sample_scores(plan: Plan, responses: list[Any], lengths: dict[int, float]) -> np.ndarray:
     """One number per sample on one checkpoint, higher when the model is more right: the
     margin of the best gold choice over the best other choice (as the metric compares
-    them: acc_norm per character, acc_mutual_info less the unconditional log-likelihood),
-    else the sample's summed log-likelihood."""
+    them: acc_norm per character of `choice_lengths`, acc_mutual_info less the
+    unconditional log-likelihood), else the sample's summed log-likelihood."""
     metric = plan.task_metric.split(",")[0]
     scores = np.empty(len(plan.samples))
     for i, sample in enumerate(plan.samples):
@@ -81,7 +81,7 @@ def sample_scores(plan: Plan, responses: list[Any]) -> np.ndarray:
             continue
         choice_lls = lls[:sample.choices]
         if metric == "acc_norm":
-            choice_lls = choice_lls / [_choice_length(plan, r) for r in sample.requests[:sample.choices]]
+            choice_lls = choice_lls / [lengths[r] for r in sample.requests[:sample.choices]]
         elif metric == "acc_mutual_info" and len(lls) >= 2 * sample.choices:
             choice_lls = choice_lls - lls[sample.choices:2 * sample.choices]
         gold = np.zeros(sample.choices, dtype=bool)
@@ -94,11 +94,16 @@ def _loglikelihood(response: Any) -> float:
     return float(response[0] if isinstance(response, (tuple, list)) else response)
 
 
-def _choice_length(plan: Plan, request: int) -> float:
-    """lm-eval's acc_norm divides by the choice's length in characters (without the
-    target delimiter, here taken to be the usual leading space)."""
-    continuation = str(json.loads(plan.requests[request].arguments)[1])
-    return float(max(1, len(continuation) - continuation.startswith(" ")))
+def choice_lengths(plan: Plan) -> dict[int, float]:
+    """Each choice request's length as lm-eval's acc_norm divides by it: characters of the
+    choice without the target delimiter (here taken to be the usual leading space). The
+    same for every checkpoint: computed once."""
+    lengths = {}
+    for sample in plan.samples:
+        for r in sample.requests[:sample.choices or 0]:
+            continuation = str(json.loads(plan.requests[r].arguments)[1])
+            lengths[r] = float(max(1, len(continuation) - continuation.startswith(" ")))
+    return lengths
 
 
 @dataclass(frozen=True)
@@ -248,8 +253,8 @@ def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> tuple[Plan, 
     if warning := truncation_warning(validation, len(plan.requests)):
         print(f"warning: {warning}", file=sys.stderr)
     engine = Engine([(r.kind, r.arguments) for r in plan.requests], limits.engine, tokenized)
-    scores = {}
+    scores, lengths = {}, choice_lengths(plan)
     for position, responses in tqdm(engine.run(paths), total=len(paths), desc="released checkpoints", unit="ckpt",
                                     file=sys.stderr):
-        scores[paths[position][0]] = sample_scores(plan, responses)
+        scores[paths[position][0]] = sample_scores(plan, responses, lengths)
     return plan, analyse(plan, scores, checkpoints), len(paths)

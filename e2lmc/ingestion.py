@@ -41,8 +41,8 @@ from .formats import (
     write_results,
 )
 from .isolation import Scorer, plan_task
-from .plan import Plan
 from .limits import Limits
+from .plan import Plan
 from .sandbox import Sandbox, choose_level, private_workdir
 from .samples import alignment_samples, chance_level
 from .scoring import ValidationRules

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +139,6 @@ class Judge:
         self.cache: dict[str, str] = _read_cache(cache)
         self.requests = 0
         self._next_request = 0.0
-        self._lock = threading.Lock()
 
     def _key(self, sample: str, vote: int) -> str:
         text = json.dumps([self.settings.model, self.prompt.system, self.prompt.user, sample, vote])
@@ -175,11 +173,10 @@ class Judge:
 
     def _pace(self) -> None:
         """At most `requests_per_second` requests, evenly spaced."""
-        with self._lock:
-            wait = self._next_request - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            self._next_request = time.monotonic() + 1.0 / max(self.settings.requests_per_second, 1e-6)
+        wait = self._next_request - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._next_request = time.monotonic() + 1.0 / max(self.settings.requests_per_second, 1e-6)
 
 
 def parse_verdict(content: str | None) -> str | None:

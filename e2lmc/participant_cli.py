@@ -18,11 +18,12 @@ def _score_curves(args: argparse.Namespace) -> int:
     from .curves import format_table, is_results_file, read_curves, score_curves
     from .formats import read_reference
 
-    if args.reference and not is_results_file(args.file):
+    results_file = is_results_file(args.file)
+    if args.reference and not results_file:
         raise UserError(f"--reference applies to an ingestion_results.json, and {args.file} is not one")
     reference = read_reference(args.reference) if args.reference else None
     every, max_tokens = args.every, args.max_tokens
-    if reference is not None or (is_results_file(args.file) and every is None):
+    if reference is not None or (results_file and every is None):
         every, max_tokens = 0, 0  # the reference's own selection, or every checkpoint of the results
         print(f"checkpoints: {'the SQ selection of ' + str(args.reference) if reference else 'all evaluated ones'} "
               "(values oriented higher-is-better)", file=sys.stderr)

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from e2lmc.engine import Engine, Settings
-from e2lmc.formats import CheckpointManifest, ManifestEntry, read_manifest, write_manifest
-from e2lmc.ingestion import Limits, ingest, plan_submission
-from e2lmc.zoo import build
+from e2lmc.engine.engine import Engine, Settings
+from e2lmc.formats.files import CheckpointManifest, ManifestEntry, read_manifest, write_manifest
+from e2lmc.ingestion.program import Limits, ingest, plan_submission
+from e2lmc.embedded.zoo import build
 from measure import matmul_flops, matmul_peak  # benchmarks/measure.py
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def five_shot_task(folder: Path, n: int) -> Path:
     """N cloze questions on the world's facts (each fact's question with several draws of
     distractors), five examples per question drawn from a separate pool by lm-eval's
     default sampler: contexts that differ from question to question, as in real tasks."""
-    from e2lmc.world import load_world, science_samples
+    from e2lmc.embedded.world import load_world, science_samples
 
     world = load_world()
     pool = science_samples(world, 0)[-40:]  # the examples' facts are not asked: no answer in its own prompt

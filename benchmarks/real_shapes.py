@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from e2lmc.engine import Engine, Settings
+from e2lmc.engine.engine import Engine, Settings
 from measure import attention_flops, matmul_flops, matmul_peak  # benchmarks/measure.py
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from e2lmc.ingestion import Limits, ingest, plan_submission  # noqa: E402
-from e2lmc.sandbox import LEVELS, SandboxSettings, rank, strongest_level  # noqa: E402
-from e2lmc.world import SCIENCE_TASK  # noqa: E402
+from e2lmc.ingestion.program import Limits, ingest, plan_submission  # noqa: E402
+from e2lmc.sandboxed.sandbox import LEVELS, SandboxSettings, rank, strongest_level  # noqa: E402
+from e2lmc.embedded.world import SCIENCE_TASK  # noqa: E402
 
 
 def main() -> None:

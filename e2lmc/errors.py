@@ -1,6 +1,6 @@
 """The exceptions a user can cause: the CLI prints each as a single sentence.
 
-Exit codes (`e2lmc.cli`): 0 ok, 1 the submission is invalid (`InvalidSubmission`), 2 bad
+Exit codes (`e2lmc.cli.main`): 0 ok, 1 the submission is invalid (`InvalidSubmission`), 2 bad
 input or refused (`UserError`), 3 an internal error (a traceback, and a line asking to
 report it).
 """

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sandbox import SandboxSettings
+from .sandboxed.sandbox import SandboxSettings
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from e2lmc.world import World, load_world, science_samples
+from e2lmc.embedded.world import World, load_world, science_samples
 
 # (kind, attribute) -> two cloze openings and a question, none of them the world's
 CLOZE_A = {

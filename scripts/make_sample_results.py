@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from e2lmc.formats import (
+from e2lmc.formats.files import (
     Checkpoint,
     CheckpointResult,
     ComplianceSelection,
@@ -30,7 +30,7 @@ from e2lmc.formats import (
     write_reference,
     write_results,
 )
-from e2lmc.scoring import iterations_to_tokens
+from e2lmc.scoring.formulas import iterations_to_tokens
 
 SEED = 2025
 RELEASED = range(2000, 56001, 2000)

@@ -6,7 +6,7 @@ Run from the repository root: python scripts/write_competition_yaml.py
 
 from pathlib import Path
 
-from e2lmc.bundle import default_competition_text
+from e2lmc.organizer.bundle import default_competition_text
 
 Path("competition.yaml").write_text(default_competition_text(), encoding="utf-8")
 print("wrote competition.yaml")

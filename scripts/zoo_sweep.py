@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from e2lmc import world as world_module
-from e2lmc import zoo
-from e2lmc.formats import read_reference
-from e2lmc.ingestion import ingest
-from e2lmc.scorer import evaluate
+from e2lmc.embedded import world as world_module
+from e2lmc.embedded import zoo
+from e2lmc.formats.files import read_reference
+from e2lmc.ingestion.program import ingest
+from e2lmc.scoring.program import evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
 from heldout_tasks import write_heldout_tasks  # noqa: E402

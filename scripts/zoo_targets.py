@@ -23,16 +23,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from e2lmc.formats import (
+from e2lmc.formats.files import (
     CheckpointResult,
     IngestionResults,
     read_manifest,
     read_reference,
     write_results,
 )
-from e2lmc.scorer import evaluate, format_row
-from e2lmc.submission import open_submission
-from e2lmc.tasks import load_task, run_task
+from e2lmc.scoring.program import evaluate, format_row
+from e2lmc.sandboxed.submission import open_submission
+from e2lmc.sandboxed.tasks import load_task, run_task
 
 
 def lm_eval_results(zoo: Path, task_dir: Path, batch_size: int) -> IngestionResults:

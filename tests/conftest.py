@@ -24,7 +24,7 @@ def res_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory) -> tuple[Path, float]:
     """The tiny checkpoint set, built once per test run: (folder, build seconds)."""
-    from e2lmc.zoo import build
+    from e2lmc.embedded.zoo import build
 
     out = tmp_path_factory.mktemp("zoo") / "tiny"
     start = time.perf_counter()
@@ -53,7 +53,7 @@ def hflm_responses(checkpoint: Path, requests: list, batch_size: int = 64) -> li
 
 def engine_responses(checkpoint: Path, requests: list, **settings) -> list:
     """The engine's responses on one checkpoint."""
-    from e2lmc.engine import Engine, Settings
+    from e2lmc.engine.engine import Engine, Settings
 
     [(_, responses)] = list(Engine(requests, Settings(**settings)).run([("checkpoint", checkpoint)]))
     return responses
@@ -62,7 +62,7 @@ def engine_responses(checkpoint: Path, requests: list, **settings) -> list:
 @pytest.fixture(scope="session")
 def zoo_bundle(tiny_zoo, tmp_path_factory) -> Path:
     """The embedded-set bundle of the tiny set, built with every default."""
-    from e2lmc.cli import main
+    from e2lmc.cli.main import main
 
     zoo, _ = tiny_zoo
     out = tmp_path_factory.mktemp("bundle") / "bundle.zip"

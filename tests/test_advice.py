@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from e2lmc.advice import diagnose
-from e2lmc.formats import read_reference, read_results
-from e2lmc.report import render, token_unit
-from e2lmc.scorer import evaluate
+from e2lmc.scoring.advice import diagnose
+from e2lmc.formats.files import read_reference, read_results
+from e2lmc.scoring.report import render, token_unit
+from e2lmc.scoring.program import evaluate
 
 from .conftest import SAMPLE_REFERENCE, SAMPLE_RESULTS
 

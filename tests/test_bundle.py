@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2lmc.bundle import COLUMNS, zip_folder
-from e2lmc.codabench import bundle_problems
-from e2lmc.cli import main
+from e2lmc.organizer.bundle import COLUMNS, zip_folder
+from e2lmc.organizer.codabench import bundle_problems
+from e2lmc.cli.main import main
 from e2lmc.errors import UserError
-from e2lmc.formats import read_manifest, read_results
-from e2lmc.phases import PHASE_NAMES, PHASES, phase_reference, shifted
-from e2lmc.scorer import Leaderboard
-from e2lmc.worker import WorkerOptions, run_submission
-from e2lmc.series import E2LM_SERIES, read_series, series_reference
-from e2lmc.zoo import PRESETS, series_for
+from e2lmc.formats.files import read_manifest, read_results
+from e2lmc.organizer.phases import PHASE_NAMES, PHASES, phase_reference, shifted
+from e2lmc.scoring.program import Leaderboard
+from e2lmc.organizer.worker import WorkerOptions, run_submission
+from e2lmc.formats.series import E2LM_SERIES, read_series, series_reference
+from e2lmc.embedded.zoo import PRESETS, series_for
 
 from .conftest import SAMPLES, competition_of
 
@@ -211,7 +211,7 @@ def test_worker_refuses_unknown_phases_and_missing_docker(zoo_bundle, short_scie
 
 
 def test_sample_submissions_in_every_format_plan(tmp_path):
-    from e2lmc.ingestion import Limits, plan_submission
+    from e2lmc.ingestion.program import Limits, plan_submission
 
     plans = {s.name: plan_submission(s, tmp_path / s.name, Limits())[1] for s in sorted(SAMPLES.iterdir())}
     assert set(plans) == {"e2lmc_science_cloze", "e2lmc_everyday_endings", "e2lmc_mmluvar_template",

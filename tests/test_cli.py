@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from e2lmc.cli import EXAMPLES, build_parser, main
-from e2lmc.formats import REFERENCE_FILE, RESULTS_FILE
+from e2lmc.cli.main import EXAMPLES, build_parser, main
+from e2lmc.formats.files import REFERENCE_FILE, RESULTS_FILE
 
 from .conftest import PUBLISHED_CURVES, REPO, SAMPLE_REFERENCE, SAMPLE_RESULTS
 
@@ -46,7 +46,7 @@ def test_validate_offers_no_model_options(capsys):
 
 def test_help_loads_no_model_library():
     """`e2lmc --help` and every subcommand's help load neither torch nor lm-eval (seconds each)."""
-    code = ("import sys; from e2lmc.cli import build_parser; build_parser(); "
+    code = ("import sys; from e2lmc.cli.main import build_parser; build_parser(); "
             "print(sorted(m for m in ('torch', 'lm_eval', 'transformers', 'scipy') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
@@ -75,10 +75,10 @@ def test_demo_runs_the_sample_submission_through_ingestion_and_scoring(tiny_zoo,
 
 
 def test_run_builds_a_missing_checkpoint_set_first(tmp_path, monkeypatch, capsys):
-    import e2lmc.zoo
+    import e2lmc.embedded.zoo
 
     built = []
-    monkeypatch.setattr(e2lmc.zoo, "build", lambda preset, out: built.append((preset, out)))
+    monkeypatch.setattr(e2lmc.embedded.zoo, "build", lambda preset, out: built.append((preset, out)))
     # the fake build writes nothing, so ingestion then stops with one sentence
     assert main(["run", str(tmp_path / "nothing"), "--zoo", str(tmp_path / "zoo"), "--preset", "tiny"]) == 2
     assert built == [("tiny", tmp_path / "zoo")]
@@ -119,8 +119,8 @@ def test_score_curves_reads_csv_records_with_tokens_only(tmp_path):
 def test_score_curves_reads_ingestion_results_as_the_scorer_selects(tmp_path):
     """With the reference data, score-curves gives the scorer's per-model SQ; without it,
     every evaluated checkpoint of each model (hidden roles included) is one curve."""
-    from e2lmc.formats import read_reference, read_results
-    from e2lmc.scorer import evaluate
+    from e2lmc.formats.files import read_reference, read_results
+    from e2lmc.scoring.program import evaluate
 
     evaluation = evaluate(read_results(SAMPLE_RESULTS), read_reference(SAMPLE_REFERENCE))
     rows = _score_curves_json(SAMPLE_RESULTS / RESULTS_FILE, "--reference", SAMPLE_REFERENCE)
@@ -190,9 +190,9 @@ def test_exit_codes_and_one_sentence_errors(tiny_zoo, tmp_path, capsys, monkeypa
         output = tmp_path / "taken"
         output.write_text("x")
     if case == "internal error":
-        import e2lmc.ingestion
+        import e2lmc.ingestion.program
 
-        monkeypatch.setattr(e2lmc.ingestion, "read_manifest", lambda *a: 1 / 0)
+        monkeypatch.setattr(e2lmc.ingestion.program, "read_manifest", lambda *a: 1 / 0)
     argv = ["ingest", "--submission", str(submission), "--input-data", str(tiny_zoo[0]), "--output", str(output)]
     assert main(argv) == code
     err = capsys.readouterr().err
@@ -219,8 +219,8 @@ def test_engine_options_reach_the_engine(monkeypatch):
     sets torch's thread count from them."""
     import torch
 
-    from e2lmc import cli
-    from e2lmc.engine import Engine
+    from e2lmc.cli import main as cli
+    from e2lmc.engine.engine import Engine
 
     args = build_parser().parse_args(["ingest", "--threads", "1", "--token-budget", "512", "--devices", "cpu"])
     settings = cli.limits(args).engine

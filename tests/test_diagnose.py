@@ -6,13 +6,13 @@ import shutil
 import numpy as np
 import pytest
 
-from e2lmc.cli import main
-from e2lmc.diagnose import Released, analyse, diagnose_submission, samples_csv
+from e2lmc.cli.main import main
+from e2lmc.participant.diagnose import Released, analyse, diagnose_submission, samples_csv
 from e2lmc.errors import UserError
-from e2lmc.formats import read_reference
-from e2lmc.plan import Plan, PlannedRequest, PlannedSample
+from e2lmc.formats.files import read_reference
+from e2lmc.formats.plan import Plan, PlannedRequest, PlannedSample
 from e2lmc.limits import Limits
-from e2lmc.world import SCIENCE_TASK
+from e2lmc.embedded.world import SCIENCE_TASK
 
 
 def _plan(n: int, metric: str = "acc,none") -> Plan:
@@ -57,16 +57,16 @@ def _planted(tiny_zoo, folder):
 
 def test_diagnose_on_the_tiny_set_finds_the_planted_half_on_released_checkpoints_only(tiny_zoo, tmp_path,
                                                                                          monkeypatch):
-    import e2lmc.engine
+    import e2lmc.engine.engine
 
     evaluated = []
-    run = e2lmc.engine.Engine.run
+    run = e2lmc.engine.engine.Engine.run
 
     def recording(self, checkpoints):
         evaluated.extend(cid for cid, _ in checkpoints)
         return run(self, checkpoints)
 
-    monkeypatch.setattr(e2lmc.engine.Engine, "run", recording)
+    monkeypatch.setattr(e2lmc.engine.engine.Engine, "run", recording)
     plan, diagnosis, n_checkpoints = diagnose_submission(_planted(tiny_zoo, tmp_path / "s"), tiny_zoo[0], Limits())
     roles = {m.checkpoint_id(c): c.role for m in read_reference(tiny_zoo[0] / "reference").models
              for c in m.checkpoints}

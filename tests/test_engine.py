@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import e2lmc.engine as engine_module
-from e2lmc.engine import Engine, Settings, trunk_length
+import e2lmc.engine.engine as engine_module
+from e2lmc.engine.engine import Engine, Settings, trunk_length
 from e2lmc.limits import cpu_threads
-from e2lmc.ingestion import Limits, plan_submission
-from e2lmc.packing import Work, _pack
+from e2lmc.ingestion.program import Limits, plan_submission
+from e2lmc.engine.packing import Work, _pack
 
 from .conftest import engine_responses, hflm_responses
 
@@ -216,7 +216,7 @@ def test_the_cache_keyword_follows_the_installed_transformers():
     goes in 5.40): the engine passes whichever the model takes, so no deprecation warning."""
     import torch
 
-    from e2lmc.engine import cache_argument
+    from e2lmc.engine.engine import cache_argument
 
     class Old(torch.nn.Module):
         def forward(self, input_ids=None, past_key_values=None, use_cache=None):

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from e2lmc.errors import UserError
-from e2lmc.formats import (
+from e2lmc.formats.files import (
     REFERENCE_FILE,
     RESULTS_FILE,
     CheckpointResult,

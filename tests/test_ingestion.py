@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-import e2lmc.engine as engine
-from e2lmc.checkpoints import resolve
-from e2lmc.cli import main
+import e2lmc.engine.engine as engine
+from e2lmc.engine.checkpoints import resolve
+from e2lmc.cli.main import main
 from e2lmc.errors import InvalidSubmission, UserError
-from e2lmc.formats import CheckpointManifest, ManifestEntry, read_manifest, read_reference, read_results, write_manifest
-from e2lmc.isolation import HIDDEN_FAILURE
-from e2lmc.ingestion import Limits, check_prompts, ingest, plan_submission
-from e2lmc.world import SCIENCE_TASK
+from e2lmc.formats.files import CheckpointManifest, ManifestEntry, read_manifest, read_reference, read_results, write_manifest
+from e2lmc.sandboxed.isolation import HIDDEN_FAILURE
+from e2lmc.ingestion.program import Limits, check_prompts, ingest, plan_submission
+from e2lmc.embedded.world import SCIENCE_TASK
 
 from .conftest import REPO, engine_responses
 from .test_engine import few_shot_task
@@ -66,8 +66,8 @@ def lm_eval_direct(submission_dir: Path, checkpoint: Path) -> tuple[float, dict]
     from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from e2lmc.submission import open_submission
-    from e2lmc.tasks import load_task
+    from e2lmc.sandboxed.submission import open_submission
+    from e2lmc.sandboxed.tasks import load_task
 
     submission = open_submission(submission_dir, checkpoint.parent.parent / "direct")
     lm = HFLM(pretrained=str(checkpoint), device="cpu", dtype="float32", batch_size=64)
@@ -367,7 +367,7 @@ def test_prompt_over_2048_tokens_names_the_sample(tiny_zoo, tmp_path):
 def test_on_the_embedded_set_the_prompt_rule_counts_real_models_tokens(tiny_zoo, tmp_path):
     """A prompt over 2,048 tokens of the embedded set's small tokenizer but within 2,048 of a
     real model's passes there (the manifest's scale), and says how it was counted."""
-    from e2lmc.zoo import PRESETS
+    from e2lmc.embedded.zoo import PRESETS
 
     words = " ".join(f"w{i}x" for i in range(700))
     folder = make_task(tmp_path / "s", 120, question=lambda i: words if i == 37 else f"Which number follows {i}?")
@@ -392,7 +392,7 @@ def test_what_helpers_print_neither_breaks_nor_floods_the_plan(tmp_path):
 
 
 def test_function_resolution_is_confined_at_run_time_too(tmp_path):
-    from e2lmc.tasks import _submission_function
+    from e2lmc.sandboxed.tasks import _submission_function
 
     (tmp_path / "helpers.py").write_text("def f(x):\n    return x\n")
     assert _submission_function(tmp_path, "helpers.f", tmp_path)(3) == 3
@@ -437,7 +437,7 @@ def test_a_run_killed_with_sigkill_resumes_to_byte_identical_scores(tiny_zoo, tm
     import signal
     import time
 
-    from e2lmc.scorer import run_scoring
+    from e2lmc.scoring.program import run_scoring
 
     zoo, _ = tiny_zoo
     manifest = read_manifest(zoo)
@@ -500,7 +500,7 @@ def test_requests_beyond_the_context_are_counted_as_lm_eval_truncates_them(tiny_
 
 
 def test_overflow_follows_hflms_rules_for_likelihoods_and_generations():
-    from e2lmc.packing import Tokenized, overflow
+    from e2lmc.engine.packing import Tokenized, overflow
 
     tokenized = Tokenized(pairs={0: ([1] * 10, [2] * 3), 1: ([1] * 4, [2])}, rolling={5: [1] * 500},
                           contexts={2: [1] * 10, 3: [1] * 40}, gen_kwargs={2: {"until": ["\n"]},

@@ -11,11 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from e2lmc.cli import main
-from e2lmc.formats import read_reference, read_results, write_reference, write_results
-from e2lmc.ingestion import Limits, plan_submission
-from e2lmc.judge import AlignmentSample, AlignmentSettings, judge_samples
-from e2lmc.samples import alignment_samples
+from e2lmc.cli.main import main
+from e2lmc.formats.files import read_reference, read_results, write_reference, write_results
+from e2lmc.ingestion.program import Limits, plan_submission
+from e2lmc.scoring.judge import AlignmentSample, AlignmentSettings, judge_samples
+from e2lmc.sandboxed.samples import alignment_samples
 
 from .conftest import SAMPLE_REFERENCE, SAMPLES
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2lmc.bundle import DEFAULT_IMAGE, HEADER, default_competition_text, schedule_warnings
-from e2lmc.cli import main
-from e2lmc.codabench import bundle_problems
-from e2lmc.container import Mount, StepSpec
+from e2lmc.organizer.bundle import DEFAULT_IMAGE, HEADER, default_competition_text, schedule_warnings
+from e2lmc.cli.main import main
+from e2lmc.organizer.codabench import bundle_problems
+from e2lmc.organizer.container import Mount, StepSpec
 from e2lmc.errors import UserError
-from e2lmc.formats import read_manifest, read_results
-from e2lmc.pages import PAGES
-from e2lmc.phases import PHASE_NAMES, PHASES
-from e2lmc.placement import verify_checkpoint
-from e2lmc.series import E2LM_SERIES, read_series, series_reference
+from e2lmc.formats.files import read_manifest, read_results
+from e2lmc.organizer.pages import PAGES
+from e2lmc.organizer.phases import PHASE_NAMES, PHASES
+from e2lmc.organizer.placement import verify_checkpoint
+from e2lmc.formats.series import E2LM_SERIES, read_series, series_reference
 
 from . import hub_cache
 from .conftest import REPO, competition_of
@@ -134,7 +134,7 @@ def test_a_damaged_checkpoint_is_named_and_a_rerun_of_fetch_repairs_it(real_seri
 def test_fetch_online_asks_the_hub_for_exactly_the_series_subfolders(real_series, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from e2lmc.placement import fetch
+    from e2lmc.organizer.placement import fetch
 
     asked = []
     snapshots = {p.parent.parent.name: p for p in real_series[1].glob("models--*/snapshots/*")}
@@ -341,8 +341,8 @@ def test_top_level_competition_yaml_and_logo_are_the_embedded_bundles(zoo_bundle
 
 
 def test_the_estimate_sizes_the_real_phases_as_docs_organizers_says():
-    from e2lmc.bundle import estimated_limits
-    from e2lmc.placement import CheckpointSize
+    from e2lmc.organizer.bundle import estimated_limits
+    from e2lmc.organizer.placement import CheckpointSize
 
     series = read_series(E2LM_SERIES, "org/web")
     parameters = {"500m": 0.5e9, "1b": 1.0487e9, "3b": 3.1e9}  # the table's assumption
@@ -354,10 +354,10 @@ def test_the_estimate_sizes_the_real_phases_as_docs_organizers_says():
 
 def test_estimate_predicts_each_phase_from_the_tokens_the_engine_computes(real_series, placed, short_science,
                                                                           capsys):
-    from e2lmc.engine import Engine
-    from e2lmc.estimate import DEVICES, TaskTokens, Workload, phase_checkpoints, phase_seconds, task_tokens, time_limit
-    from e2lmc.ingestion import Limits, check_prompts, plan_submission
-    from e2lmc.placement import verify_placed
+    from e2lmc.engine.engine import Engine
+    from e2lmc.organizer.estimate import DEVICES, TaskTokens, Workload, phase_checkpoints, phase_seconds, task_tokens, time_limit
+    from e2lmc.ingestion.program import Limits, check_prompts, plan_submission
+    from e2lmc.organizer.placement import verify_placed
 
     series_file, _ = real_series
     assert main(["estimate", str(short_science), "--series", str(series_file), "--data", str(placed),
@@ -385,7 +385,7 @@ def test_estimate_predicts_each_phase_from_the_tokens_the_engine_computes(real_s
 
 
 def test_estimate_without_checkpoints_reads_sizes_from_the_series_labels(capsys):
-    from e2lmc.estimate import nominal_sizes
+    from e2lmc.organizer.estimate import nominal_sizes
 
     sizes = nominal_sizes(read_series(E2LM_SERIES, "org/web"))
     assert sizes["dense-1b-arch2/iter_0054000"].parameters == 1_000_000_000
@@ -441,7 +441,7 @@ def _fake_docker(monkeypatch, client):
 
 
 def test_the_docker_runner_creates_codabenchs_container_and_removes_it(monkeypatch, tmp_path, capfd):
-    from e2lmc.container import run_container
+    from e2lmc.organizer.container import run_container
 
     client = FakeAPIClient()
     _fake_docker(monkeypatch, client)
@@ -457,7 +457,7 @@ def test_the_docker_runner_creates_codabenchs_container_and_removes_it(monkeypat
 
 
 def test_the_docker_runner_stops_a_container_at_the_time_limit(monkeypatch, tmp_path):
-    from e2lmc.container import run_container
+    from e2lmc.organizer.container import run_container
 
     def too_long():
         raise TimeoutError("read timed out")

@@ -21,11 +21,11 @@ import psutil
 import pytest
 
 from e2lmc.errors import InvalidSubmission, UserError
-from e2lmc.formats import CheckpointManifest, read_manifest, read_results, write_manifest
-from e2lmc.ingestion import Limits, _secret_order, ingest, plan_submission
-from e2lmc.isolation import HIDDEN_FAILURE, Scorer
-from e2lmc.sandbox import GiB, Sandbox, SandboxSettings, filters_work, namespaces_work, private_workdir
-from e2lmc.submission import open_submission
+from e2lmc.formats.files import CheckpointManifest, read_manifest, read_results, write_manifest
+from e2lmc.ingestion.program import Limits, _secret_order, ingest, plan_submission
+from e2lmc.sandboxed.isolation import HIDDEN_FAILURE, Scorer
+from e2lmc.sandboxed.sandbox import GiB, Sandbox, SandboxSettings, filters_work, namespaces_work, private_workdir
+from e2lmc.sandboxed.submission import open_submission
 
 from .test_ingestion import make_task
 
@@ -323,7 +323,7 @@ def test_no_child_survives_its_parent_and_the_next_run_removes_its_folder(tmp_pa
                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     children: list[psutil.Process] = []
-    while not any("e2lmc.isolation" in command_line(c) for c in children) and time.monotonic() < deadline:
+    while not any("e2lmc.sandboxed.isolation" in command_line(c) for c in children) and time.monotonic() < deadline:
         time.sleep(0.2)
         children = [c for c in psutil.Process(parent.pid).children(recursive=True) if c.is_running()]
     assert children, "the plan child never started"
@@ -355,7 +355,7 @@ def test_the_level_is_recorded_and_a_required_level_is_enforced(tiny_zoo, tmp_pa
     results = ingest(folder, tmp_path / "input", tmp_path / "output", limits("landlock"))
     assert results.sandbox == "landlock" and read_results(tmp_path / "output").sandbox == "landlock"
 
-    import e2lmc.sandbox as sandbox
+    import e2lmc.sandboxed.sandbox as sandbox
 
     monkeypatch.setattr(sandbox, "namespaces_work", lambda: False)
     with pytest.raises(UserError, match=r"must run in a sandbox of level 'namespaces' or stronger, but this host "
@@ -418,8 +418,8 @@ def test_a_child_that_stops_reading_cannot_stall_the_parent(tmp_path, level):
 
 def test_the_parent_reads_no_oversized_plan(tmp_path, monkeypatch):
     """plan.json is written by the child, beside the submission's code: bounded before it is read."""
-    import e2lmc.isolation
+    import e2lmc.sandboxed.isolation
 
-    monkeypatch.setattr(e2lmc.isolation, "MAX_PLAN_BYTES", 1 << 10)
+    monkeypatch.setattr(e2lmc.sandboxed.isolation, "MAX_PLAN_BYTES", 1 << 10)
     with pytest.raises(InvalidSubmission, match=r"the task's requests take [\d.]+ MiB, more than the [\d.]+ MiB any task within the rules needs"):
         plan_submission(make_task(tmp_path / "s", 120), tmp_path / "work", limits("landlock"))

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e2lmc.curves import read_curves, score_curves
-from e2lmc.scoring import (
+from e2lmc.scoring.curves import read_curves, score_curves
+from e2lmc.scoring.formulas import (
     FLAT_CURVE,
     ValidationRules,
     global_score,

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from e2lmc.cli import main
-from e2lmc.formats import read_reference, read_results, write_results
-from e2lmc.scorer import evaluate
-from e2lmc.scoring import global_score, signal_quality
+from e2lmc.cli.main import main
+from e2lmc.formats.files import read_reference, read_results, write_results
+from e2lmc.scoring.program import evaluate
+from e2lmc.scoring.formulas import global_score, signal_quality
 
 from .conftest import REPO, SAMPLE_REFERENCE
 
@@ -62,7 +62,7 @@ def test_report_is_self_contained_and_hides_hidden_values(res_dir, tmp_path):
 
 
 def test_report_shows_released_curves_only(res_dir, tmp_path):
-    from e2lmc.advice import visible_points
+    from e2lmc.scoring.advice import visible_points
 
     ev = evaluate(read_results(res_dir), read_reference(SAMPLE_REFERENCE))
     shown = [p for model in ev.curves for p in visible_points(ev, model)]

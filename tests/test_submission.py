@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from e2lmc.errors import UserError
-from e2lmc.submission import FunctionRef, load_task_yaml, open_submission
+from e2lmc.sandboxed.submission import FunctionRef, load_task_yaml, open_submission
 
 from .conftest import REPO
 

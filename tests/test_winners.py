@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from transformers import LlamaConfig
 
-from e2lmc.ingestion import check_prompts, ingest, plan_submission
-from e2lmc.formats import CheckpointManifest, ManifestEntry, write_manifest
-from e2lmc.world import git_new_file, load_world, science_samples, tokenizer_texts
-from e2lmc.zoo import PRESETS, train_tokenizer
+from e2lmc.ingestion.program import check_prompts, ingest, plan_submission
+from e2lmc.formats.files import CheckpointManifest, ManifestEntry, write_manifest
+from e2lmc.embedded.world import git_new_file, load_world, science_samples, tokenizer_texts
+from e2lmc.embedded.zoo import PRESETS, train_tokenizer
 
 from .test_ingestion import QUICK, lm_eval_direct
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from e2lmc.errors import UserError
-from e2lmc.formats import read_manifest, read_reference
-from e2lmc.world import EVERYDAY_TASK, SCIENCE_TASK, load_world, write_sample_tasks
-from e2lmc.zoo import PRESETS, build, schedule
+from e2lmc.formats.files import read_manifest, read_reference
+from e2lmc.embedded.world import EVERYDAY_TASK, SCIENCE_TASK, load_world, write_sample_tasks
+from e2lmc.embedded.zoo import PRESETS, build, schedule
 
 from .conftest import REPO
 
@@ -140,7 +140,7 @@ def test_starting_kit_samples_match_the_generator(tmp_path):
 def test_science_answer_and_distractors_are_never_prefixes_of_each_other():
     # acc sums log-probabilities: a choice that extends the answer ("1" / "10") would
     # lose or win on length, whatever the model knows.
-    from e2lmc.world import science_samples
+    from e2lmc.embedded.world import science_samples
 
     samples = science_samples(load_world(), seed=0)
     assert len(samples) >= 200
@@ -156,7 +156,7 @@ def test_every_fact_is_written_in_every_surface_form():
     this world meets each fact in many phrasings, not one template."""
     import random
 
-    from e2lmc.world import fact_sentence, table_document
+    from e2lmc.embedded.world import fact_sentence, table_document
 
     world = load_world()
     rng = random.Random(0)
@@ -182,7 +182,7 @@ def test_held_out_phrasings_never_occur_in_the_world():
     import random
     import sys
 
-    from e2lmc.world import documents, fact_sentence
+    from e2lmc.embedded.world import documents, fact_sentence
 
     sys.path.insert(0, str(REPO / "scripts"))
     from heldout_tasks import heldout_samples
@@ -203,7 +203,7 @@ def test_held_out_phrasings_never_occur_in_the_world():
 
 def test_build_shows_one_overall_bar_with_the_time_left(tmp_path, monkeypatch, capsys):
     """The first build takes minutes: one bar over every model, weighted by each one's cost."""
-    import e2lmc.zoo as zoo
+    import e2lmc.embedded.zoo as zoo
 
     def train(spec, preset, stream, tokenizer, model_dir, seed, position=1, on_step=lambda: None):
         model_dir.mkdir(parents=True)

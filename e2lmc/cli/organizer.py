@@ -1,0 +1,283 @@
+"""The organizers' subcommands of `e2lmc`: build the bundle, place the checkpoints, run
+a submission as Codabench's worker would, train the embedded set. `cli.py` adds them to
+the one `e2lmc` command (same exit codes)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..errors import UserError
+from ..sandboxed.sandbox import CHOICES
+
+
+def embedded_set(args: argparse.Namespace) -> tuple[Path, float | None]:
+    """The embedded checkpoint set of `--zoo`/`--preset`, built first if missing (and
+    the seconds that took)."""
+    from ..formats.series import SERIES_FILE
+    from ..embedded.zoo import build
+
+    zoo = args.zoo or Path("zoo") / args.preset
+    if (zoo / SERIES_FILE).is_file():
+        return zoo, None
+    print(f"Building the embedded '{args.preset}' checkpoint set in {zoo} (first use only; resumable) …")
+    start = time.perf_counter()
+    build(args.preset, zoo)
+    return zoo, time.perf_counter() - start
+
+def _bundle(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from ..organizer.bundle import BundleOptions, real_bundle, zoo_bundle
+    from ..formats.files import read_alignment
+    from ..formats.series import E2LM_SERIES, read_series
+
+    try:
+        start = datetime.fromisoformat(args.start) if args.start else None
+    except ValueError:
+        raise UserError(f"--start {args.start}: write a date such as 2026-03-02 or '2026-03-02 12:00'") from None
+    out = args.out or Path("dist") / f"e2lmc-bundle-{args.checkpoints}.zip"
+    alignment = read_alignment(args.alignment) if args.alignment else None
+    options = BundleOptions(start=start, queue=args.queue, time_limit=args.time_limit, alignment=alignment,
+                            require_sandbox=args.require_sandbox, allow_local_image=args.allow_local_image,
+                            hide_output=args.checkpoints == "e2lm" if args.hide_output is None else args.hide_output,
+                            **({"docker_image": args.docker_image} if args.docker_image else {}))
+    started = time.perf_counter()
+    if args.checkpoints == "zoo":
+        misplaced = [f"--{k.replace('_', '-')}" for k in ("series", "web_model", "data", "allow_local_image")
+                     if getattr(args, k)]
+        if misplaced:
+            raise UserError(f"{', '.join(misplaced)}: only for --checkpoints e2lm (the zoo bundle carries the "
+                            "embedded set inside)")
+        warnings = zoo_bundle(embedded_set(args)[0], out, options)
+    else:
+        series = read_series(args.series or E2LM_SERIES, args.web_model)
+        warnings = real_bundle(series, out, options, args.data)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s; "
+          "it passes every Codabench bundle rule the builder checks")
+    return 0
+
+
+def _checkpoints(args: argparse.Namespace) -> int:
+    from ..organizer.placement import describe, fetch, verify_placed
+    from ..formats.series import E2LM_SERIES, read_series
+
+    if args.checkpoints_command == "verify":
+        print(f"{args.data}: {describe(verify_placed(args.data))}, all complete")
+        return 0
+    series_file = args.series or E2LM_SERIES
+    series = read_series(series_file, args.web_model)
+    sizes = fetch(series, Path(series_file).parent, args.to, offline=True if args.offline else None,
+                  cache_dir=args.cache_dir, workers=args.workers)
+    print(f"placed {describe(sizes)} in {args.to}, with its manifest.yaml; copy the folder to "
+          "$HOST_DIRECTORY/data on every GPU worker (docs/organizers.md)")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from ..organizer.worker import WorkerOptions, run_submission
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="e2lmc-worker-"))
+    options = WorkerOptions(container=not args.no_container, image=args.image, gpus=args.gpus, data=args.data,
+                            network=args.network)
+    _, scoring = run_submission(args.submission, args.bundle, args.phase, workdir, options)
+    scores = scoring.output / "scores.json"
+    if scoring.exit_code != 0 or not scores.is_file():
+        print(f"the scoring step failed (exit code {scoring.exit_code}): the submission would be marked Failed; "
+              f"its output is in {scoring.output}")
+        return 1
+    print(json.dumps(json.loads(scores.read_text()), indent=1))
+    print(f"scores: {scores}\ndetailed results: {scoring.output / 'detailed_results.html'}")
+    return 0
+
+def _zoo_build(args: argparse.Namespace) -> int:
+    from ..embedded.zoo import build, format_summary
+
+    out = args.out or Path("zoo") / args.preset
+    summaries = build(args.preset, out, seed=args.seed)
+    print(format_summary(summaries, out))
+    print(f"manifest: {out / 'manifest.yaml'}  reference data: {out / 'reference'}  sample tasks: {out / 'tasks'}")
+    return 0
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from ..organizer.estimate import DEVICES, format_estimate, nominal_sizes, phase_checkpoints, task_tokens
+    from ..formats.files import MANIFEST_FILE, read_manifest
+    from ..ingestion.program import check_prompts, plan_submission, truncation_warning
+    from ..limits import Limits
+    from ..organizer.placement import verify_placed
+    from ..sandboxed.sandbox import private_workdir
+    from ..formats.series import E2LM_SERIES, read_series
+
+    try:
+        series = read_series(args.series or E2LM_SERIES, args.web_model)
+    except UserError:
+        if args.web_model:
+            raise
+        series = read_series(args.series or E2LM_SERIES, "organizers/web-only")  # only its size counts here
+    sizes = verify_placed(args.data) if args.data else nominal_sizes(series)
+    checkpoint, scale, counted = args.tokenizer, 1.0, "the tokenizer of --tokenizer"
+    if checkpoint is None and args.data:
+        checkpoint = args.data / read_manifest(args.data).checkpoints[0].path
+        counted = "the placed checkpoints' tokenizer"
+    if checkpoint is None:
+        embedded = Path("zoo/default")
+        if not (embedded / MANIFEST_FILE).is_file():
+            raise UserError("give --data (the placed checkpoints) or --tokenizer DIR (a checkpoint of the series) to "
+                            "count the task's tokens, or build the embedded set (e2lmc demo) to approximate them")
+        manifest = read_manifest(embedded)
+        checkpoint, scale = embedded / manifest.checkpoints[0].path, manifest.tokens_per_rule_token
+        counted = f"the embedded set's tokenizer, its counts / {scale:g} (an approximation of the series' tokenizer)"
+    with private_workdir("estimate") as tmp:
+        _, plan = plan_submission(args.submission, Path(tmp), Limits())
+    validation, tokenized = check_prompts(plan, checkpoint, scale)  # the prompt rule, as ingestion applies it
+    if not tokenized:
+        raise UserError(f"{checkpoint} holds a tokenizer but no config.json: the estimate needs a checkpoint folder, "
+                        "whose context decides how requests are cut")
+    warning = truncation_warning(validation, len(plan.requests))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    [(encoder, requests)] = tokenized.values()
+    tokens = task_tokens(encoder, requests, validation.context_tokens, scale=scale)
+    missing = [c for ids in phase_checkpoints(series).values() for c in ids if c not in sizes]
+    if missing:
+        raise UserError(f"{args.data} lacks {len(missing)} checkpoints of the series (first: {missing[0]})")
+    print(f"task '{plan.task_name}': {plan.n_samples:,} samples; tokens counted with {counted}; "
+          f"{args.device.upper()} throughput (e2lmc/estimate.py)")
+    print(format_estimate(tokens, {phase: [sizes[c] for c in ids] for phase, ids in phase_checkpoints(series).items()},
+                          DEVICES[args.device]))
+    return 0
+
+
+def _add_series_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument("--series", type=Path, help=f"{prefix}the checkpoint series file (default: the real competition's, "
+                                               "e2lmc/data/series/e2lm.yaml)")
+    p.add_argument("--web-model", help=f"{prefix}hub repo of the hidden web-only model, if the series file leaves it "
+                                       "out")
+
+
+def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bundle",
+        help="build the Codabench competition bundle zip (checked against Codabench's rules)",
+        description="Lay out competition.yaml, pages, the three phases' programs, manifests and reference data "
+        "and the starting kit, zip them and check the zip against every Codabench bundle rule; an invalid "
+        "bundle is not written.",
+    )
+    p.add_argument("--checkpoints", choices=["zoo", "e2lm"], default="zoo",
+                   help="zoo: ship the embedded checkpoint set inside (self-contained, CPU queue); e2lm: manifests "
+                   "naming the real tiiuae/dense-* repos (GPU queue) (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="the zip to write (default: dist/e2lmc-bundle-CHECKPOINTS.zip)")
+    p.add_argument("--preset", choices=["tiny", "default"], default="default",
+                   help="zoo: which embedded set (default: %(default)s)")
+    p.add_argument("--zoo", type=Path, help="zoo: where the set is or is built (default: zoo/PRESET)")
+    p.add_argument("--start", help="move the schedule so that the warm-up phase opens at this date (UTC)")
+    p.add_argument("--time-limit", type=int,
+                   help="seconds per step (default: 600 for zoo, the free queue's cap; for e2lm, estimated per phase "
+                        "from the checkpoints in --data)")
+    p.add_argument("--queue", help="e2lm: the vhost (a UUID) of your Codabench queue of GPU workers "
+                                   "(Resources -> Queues)")
+    p.add_argument("--docker-image", help="the worker image, pushed where the workers can pull it "
+                                          "(default: the local tag e2lmc/worker:VERSION, see docker/)")
+    p.add_argument("--allow-local-image", action="store_true",
+                   help="e2lm: accept the local default image (a rehearsal on a worker that has it)")
+    p.add_argument("--require-sandbox", choices=CHOICES, default="landlock",
+                   help="the weakest isolation of submission code the ingestion programs accept; a worker that "
+                        "cannot provide it fails the submission with one sentence (default: %(default)s; see "
+                        "docs/security.md)")
+    p.add_argument("--hide-output", action=argparse.BooleanOptionalAction, default=None,
+                   help="hide the steps' logs from participants (default: on for e2lm, whose hidden checkpoints a "
+                        "submission's own program could read and print; off for zoo; see docs/security.md)")
+    p.add_argument("--alignment", type=Path,
+                   help="a YAML file holding the reference data's alignment block: every phase asks that LLM judge "
+                        "whether the task is scientific (docs/organizers.md; needs the network in the scoring step)")
+    _add_series_options(p, "e2lm: ")
+    p.add_argument("--data", type=Path,
+                   help="e2lm: the folder `e2lmc checkpoints fetch` placed, checked against the series and used to "
+                        "size each phase's time limit")
+    p.set_defaults(func=_bundle)
+
+    p = sub.add_parser(
+        "worker",
+        help="run a submission on one phase of a bundle exactly as Codabench's compute worker would",
+        description="Prediction step (the phase's ingestion program) then scoring step, with Codabench's "
+        "mounts, metadata.yaml command handling, time limit and metadata file; in the bundle's Docker image, "
+        "the container created as Codabench's compute worker creates it (docker SDK), or with --no-container "
+        "as plain processes over the same layout.",
+    )
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    p.add_argument("--bundle", type=Path, required=True, help="the competition bundle zip (or its unpacked folder)")
+    p.add_argument("--phase", required=True, help="warm-up, development or final")
+    p.add_argument("--no-container", action="store_true", help="run the steps as plain processes (no Docker)")
+    p.add_argument("--image", help="the Docker image (default: the bundle's docker_image)")
+    p.add_argument("--gpus", action="store_true",
+                   help="request every GPU through CDI (nvidia.com/gpu=all), as Codabench's USE_GPU=true does")
+    p.add_argument("--network", action="store_true",
+                   help="leave the containers' network on (Codabench's default unless the worker sets "
+                        "COMPETITION_CONTAINER_NETWORK_DISABLED=true; off here by default)")
+    p.add_argument("--data", type=Path, help="a host folder seen read-only at /app/data")
+    p.add_argument("--workdir", type=Path, help="an empty folder for the steps' layout (default: a new temp folder)")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser(
+        "estimate", help="predict a submission's GPU time per phase: tokens after sharing, FLOPs, hours, limits",
+        description="Plan the submission, count the tokens the engine computes per checkpoint with the series' "
+        "tokenizer, and predict each phase's prediction-step time from the throughput measured on GPUs "
+        "(docs/engine.md), with the execution_time_limit that would cover it.",
+    )
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    _add_series_options(p)
+    p.add_argument("--data", type=Path, help="the placed checkpoints (`e2lmc checkpoints fetch`): their sizes, "
+                                             "tokenizer and context (default: sizes from the series' size labels)")
+    p.add_argument("--tokenizer", type=Path, help="a checkpoint folder of the series, whose tokenizer counts the "
+                                                  "tokens and whose context cuts the requests (default: the first "
+                                                  "placed one; else the embedded set's, scaled to real tokens)")
+    p.add_argument("--device", choices=["h100", "h200"], default="h100", help="(default: %(default)s)")
+    p.set_defaults(func=_estimate)
+
+    checkpoints = sub.add_parser(
+        "checkpoints", help="place a checkpoint series on the workers (fetch) and check a placed folder (verify)",
+        description="Download a series' checkpoints and lay them out as the bundle's ingestion reads them.",
+    )
+    checkpoints_sub = checkpoints.add_subparsers(dest="checkpoints_command", required=True, metavar="COMMAND")
+    p = checkpoints_sub.add_parser(
+        "fetch", help="download exactly the series' iter_XXXXXXX subfolders and place them under a data folder",
+        description="Download the series' checkpoints with huggingface_hub (HF_TOKEN from the environment; "
+        "resumable; offline, or with HF_HUB_OFFLINE=1, from the Hugging Face cache alone), place each as "
+        "DIR/<model id>/iter_XXXXXXX, verify it and write DIR/manifest.yaml. Copy DIR to $HOST_DIRECTORY/data "
+        "on every GPU worker.",
+    )
+    _add_series_options(p)
+    p.add_argument("--to", type=Path, required=True, help="the data folder to place the checkpoints in")
+    p.add_argument("--offline", action="store_true", help="read the Hugging Face cache only, download nothing")
+    p.add_argument("--cache-dir", type=Path, help="the Hugging Face cache (default: HF_HOME's)")
+    p.add_argument("--workers", type=int, default=8, help="files downloaded in parallel (default: %(default)s)")
+    p.set_defaults(func=_checkpoints)
+    p = checkpoints_sub.add_parser("verify", help="re-check every checkpoint of a placed data folder",
+                                   description="Config, complete safetensors weights and tokenizer of every "
+                                   "checkpoint the folder's manifest.yaml lists.")
+    p.add_argument("data", type=Path, help="the data folder (e.g. $HOST_DIRECTORY/data)")
+    p.set_defaults(func=_checkpoints)
+
+    zoo = sub.add_parser(
+        "zoo", help="the embedded checkpoint set (small models trained on a synthetic science world)",
+        description="Build the embedded checkpoint set.",
+    )
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="COMMAND")
+    p = zoo_sub.add_parser(
+        "build", help="train the checkpoint set (resumable: finished models are skipped)",
+        description="Train seven small Llama models (3 sizes x 2 architectures on the science mixture, the "
+        "smallest arch1 on web-only text) and write their checkpoints, the checkpoint manifest, the reference "
+        "data and the two sample tasks. 'tiny' takes seconds (tests); 'default' a few minutes.",
+    )
+    p.add_argument("--preset", choices=["tiny", "default"], default="default", help="(default: %(default)s)")
+    p.add_argument("--out", type=Path, help="output directory (default: zoo/PRESET)")
+    p.add_argument("--seed", type=int, default=0, help="world, data and initialisation seed (default: %(default)s)")
+    p.set_defaults(func=_zoo_build)

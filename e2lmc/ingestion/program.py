@@ -1,0 +1,277 @@
+"""The ingestion program: run a submitted lm-eval task on every checkpoint of a manifest.
+
+Three stages (DESIGN §7):
+1. plan — a time-limited child process builds the task from the submission's files and
+   records every request it would make to a model; the gates below refuse a task that
+   breaks the rules before any model is loaded;
+2. evaluate — this trusted process (or one per GPU) loads each checkpoint once and
+   computes every distinct request (the engine);
+3. score — a time-limited child process feeds those responses back through lm-eval, so
+   the task's own code computes the metric; it receives bare responses in an order drawn
+   from a secret of this run (released checkpoints first, then a fresh child for the
+   hidden ones), never which checkpoint they came from.
+
+Both children run in the sandbox of `sandbox.py`; the level is logged and recorded.
+
+Results are written after every checkpoint and a rerun of the same task resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..engine.checkpoints import resolve
+from ..errors import InvalidSubmission, UserError, first_line, output_folder
+from ..formats.files import (
+    MANIFEST_FILE,
+    CheckpointResult,
+    IngestionResults,
+    ManifestEntry,
+    Validation,
+    read_manifest,
+    read_results,
+    write_results,
+)
+from ..sandboxed.isolation import Scorer, plan_task
+from ..limits import Limits
+from ..formats.plan import Plan
+from ..sandboxed.sandbox import Sandbox, choose_level, private_workdir
+from ..sandboxed.samples import alignment_samples, chance_level
+from ..scoring.formulas import ValidationRules
+from ..sandboxed.submission import Submission, open_submission
+
+LEAKAGE_EXAMPLES_KEPT = 10
+
+
+def plan_submission(source: Path, workdir: Path, limits: Limits,
+                    sandbox: Sandbox | None = None) -> tuple[Submission, Plan]:
+    """Open the submission and plan it in a sandboxed child process (which also applies
+    the sample-count gate, before recording any request)."""
+    sandbox = sandbox or Sandbox(workdir, limits.sandbox)
+    submission = open_submission(source, workdir)
+    return submission, plan_task(submission, sandbox, workdir, limits.plan_seconds)
+
+
+def check_prompts(plan: Plan, checkpoint: Path, tokens_per_rule_token: float = 1.0) -> tuple[Validation, dict]:
+    """The prompt-length gate (naming the longest sample), the requests that exceed the
+    checkpoint's context (when `checkpoint` is a model folder, not only a tokenizer) and
+    the leakage statistics. Prompts are counted with the checkpoint's tokenizer; the rule
+    sees that count divided by `tokens_per_rule_token` (the manifest's). Also returns the
+    requests tokenized for the context check, by tokenizer key, for the engine to reuse."""
+    from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..engine.engine import tokenizer_key
+    from ..engine.packing import Encoder, overflow, tokenize
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True)
+    except (OSError, ValueError) as exc:  # HFValidationError is a ValueError: a path that is no folder
+        raise UserError(f"cannot load the tokenizer of {checkpoint}: {first_line(exc, 200)}") from None
+    texts = []
+    for request in plan.requests:
+        arguments = json.loads(request.arguments)
+        texts.append("".join(a for a in arguments if isinstance(a, str)) if request.kind == "loglikelihood"
+                     else str(arguments[0]))
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [0]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    request = plan.requests[longest] if plan.requests else None
+    validation = Validation(
+        max_prompt_tokens=lengths[longest],
+        longest_prompt_sample=request.doc_id if request else None,
+        tokens_per_rule_token=tokens_per_rule_token,
+        leakage_count=len(plan.leakage),
+        leakage_examples=plan.leakage[:LEAKAGE_EXAMPLES_KEPT],
+    )
+    problem = ValidationRules().prompt_length_problem(validation.rule_prompt_tokens)
+    if problem and request is not None:
+        raise InvalidSubmission(f"task '{request.task}' sample {request.doc_id}: its prompt {problem}"
+                                + validation.how_counted())
+    tokenized = {}
+    if (checkpoint / "config.json").is_file():
+        context = resolve_max_length(AutoConfig.from_pretrained(str(checkpoint)), tokenizer,
+                                     default=DEFAULT_MAX_LENGTH)
+        encoder = Encoder(tokenizer)
+        tokens = tokenize([(r.kind, r.arguments) for r in plan.requests], encoder)
+        cut = overflow(tokens, context)
+        validation.context_tokens = context
+        validation.truncated_requests, validation.max_truncated_tokens = cut.requests, cut.max_excess
+        tokenized[tokenizer_key(checkpoint)] = encoder, tokens
+    return validation, tokenized
+
+
+def truncation_warning(validation: Validation, n_requests: int) -> str | None:
+    """One sentence when some requests do not fit the checkpoints' context."""
+    if not validation.truncated_requests:
+        return None
+    return (f"{validation.truncated_requests:,} of {n_requests:,} requests exceed the checkpoints' context of "
+            f"{validation.context_tokens:,} tokens, by up to {validation.max_truncated_tokens:,} tokens: their "
+            "prompts are cut from the left (as lm-eval's Hugging Face backend does), so what is scored is not the "
+            "whole prompt")
+
+
+def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits(),
+           cache_dir: Path | None = None, manifest_name: str = MANIFEST_FILE,
+           checkpoint_root: Path | None = None) -> IngestionResults:
+    """Evaluate the submission at `source` on every checkpoint of the manifest
+    `input_data/manifest_name` and write `output/ingestion_results.json` after each one.
+    The manifest's relative paths lie under `checkpoint_root` (default: `input_data`),
+    such as the checkpoints the organizers placed at /app/data."""
+    manifest = read_manifest(input_data, manifest_name)
+    threading.Thread(target=_import_model_libraries, daemon=True).start()  # while the plan child runs
+    root = input_data if checkpoint_root is None else checkpoint_root
+    if not root.is_dir():
+        raise UserError(f"the checkpoint folder {root} does not exist")
+    if checkpoint_root is not None and not any(root.iterdir()):
+        raise UserError(f"the checkpoint folder {root} is empty: the checkpoints are not placed on this worker "
+                        "(e2lmc checkpoints fetch, docs/organizers.md)")
+    choose_level(limits.sandbox)  # a host below the required level is refused before any work
+    output_folder(output, "--output")
+    order = {e.id: i for i, e in enumerate(manifest.checkpoints)}
+    with private_workdir("ingest") as tmp:
+        workdir = Path(tmp)
+        sandbox = Sandbox(workdir, limits.sandbox)
+        print(f"the submission's code runs in the sandbox at level '{sandbox.level}'", file=sys.stderr)
+        submission, plan = plan_submission(source, workdir, limits, sandbox)
+        from ..engine.engine import CheckpointError, Engine  # torch: loaded by the thread above meanwhile
+
+        digest = plan.digest()
+        results = _resumed(output, digest)
+        done = {c.id for c in results.checkpoints if c.error is None} if results else set()
+        todo = _secret_order([e for e in manifest.checkpoints if e.id not in done])
+        groups = list(dict.fromkeys(e.role != "released" for e in todo))  # released first, then hidden
+        released_left = sum(e.role == "released" for e in todo)
+        with contextlib.ExitStack() as stack:
+
+            def start_scorer(hidden: bool) -> Scorer:
+                """A fresh score child; it builds the task while the engine runs."""
+                return stack.enter_context(Scorer(submission, sandbox, workdir, limits.score_seconds, hidden))
+
+            upcoming = {groups[0]: start_scorer(groups[0])} if groups else {}
+            validation, tokenized = check_prompts(plan, resolve(manifest.checkpoints[0], root, cache_dir),
+                                                  manifest.tokens_per_rule_token)
+            warning = truncation_warning(validation, len(plan.requests))
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
+            results = results or IngestionResults(
+                plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation, plan_digest=digest,
+            )
+            results.sandbox, results.chance_level = sandbox.level, chance_level(plan)
+            results.alignment_samples = alignment_samples(plan)
+            results.checkpoints = [c for c in results.checkpoints if c.error is None]
+            print(f"task '{plan.task_name}': {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests; "
+                  f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
+            requests = [(r.kind, r.arguments) for r in plan.requests]
+            _write_sorted(results, output, order)
+            checkpoints = [(e.id, _resolved(e, root, cache_dir, results, output)) for e in todo]
+            scorer: Scorer | None = None
+            scoring: tuple[str, float] | None = None  # (checkpoint id, seconds computing it) awaiting its score
+
+            def record() -> None:
+                assert scorer is not None and scoring is not None and results is not None
+                try:
+                    value = scorer.result()
+                except InvalidSubmission as exc:
+                    raise InvalidSubmission(f"{exc}; {_kept(results, output)}") from None
+                results.checkpoints.append(CheckpointResult(scoring[0], {plan.task_metric: value}, scoring[1]))
+                _write_sorted(results, output, order)
+
+            start = time.perf_counter()
+            try:
+                # a checkpoint is scored in the child while the engine computes the next one
+                engine = Engine(requests, limits.engine, tokenized)
+                for position, responses in tqdm(engine.run(checkpoints), total=len(todo), desc="checkpoints",
+                                                unit="ckpt", file=sys.stderr):
+                    if scoring:
+                        record()
+                    hidden = todo[position].role != "released"
+                    if scorer is None or scorer.hidden != hidden:  # a child that saw hidden values never sees more
+                        if scorer is not None:
+                            scorer.close()
+                        scorer = upcoming.pop(hidden, None) or start_scorer(hidden)
+                    scorer.submit(responses)
+                    released_left -= not hidden
+                    if not hidden and not released_left and True in groups:
+                        upcoming[True] = start_scorer(True)  # the hidden checkpoints' child, ready when they come
+                    scoring = todo[position].id, round(time.perf_counter() - start, 3)
+                    start = time.perf_counter()
+                if scoring:
+                    record()
+            except CheckpointError as exc:
+                if scoring:
+                    record()
+                raise UserError(f"checkpoint {todo[exc.position].id} failed to load twice ({exc.problem}); "
+                                f"{_kept(results, output)}") from None
+    results.complete = True
+    _write_sorted(results, output, order)
+    return results
+
+
+def _import_model_libraries() -> None:
+    """torch and the parts of transformers the prompt checks and the engine load on
+    first use (seconds of imports), loaded while the plan child builds the task on another core."""
+    try:
+        import transformers
+        from lm_eval.models import utils, utils_hf  # noqa: F401
+
+        from ..engine import engine  # noqa: F401 - torch
+
+        for name in ("AutoConfig", "AutoTokenizer", "AutoModelForCausalLM", "LlamaForCausalLM", "DynamicCache"):
+            getattr(transformers, name)
+    except Exception:  # noqa: BLE001 - only a head start: the stage that needs a module imports it and reports
+        pass
+
+
+def _secret_order(entries: list[ManifestEntry]) -> list[ManifestEntry]:
+    """Released checkpoints first, then the others, each group in an order drawn from a
+    secret of this run that is written nowhere: the score stage cannot infer which
+    checkpoint a response came from (an order seeded by the plan's digest, which a child
+    can compute, let it). Released values are public, so their scorer may report errors in full."""
+    rng = random.SystemRandom()
+    released = [e for e in entries if e.role == "released"]
+    others = [e for e in entries if e.role != "released"]
+    rng.shuffle(released)
+    rng.shuffle(others)
+    return released + others
+
+
+def _write_sorted(results: IngestionResults, output: Path, order: dict[str, int]) -> None:
+    """Results in manifest order, whatever order they were evaluated in (same files every run)."""
+    results.checkpoints.sort(key=lambda c: order.get(c.id, len(order)))
+    try:
+        write_results(results, output)
+    except OSError as exc:
+        raise UserError(f"cannot write {output / 'ingestion_results.json'}: {exc.strerror}") from None
+
+
+def _resumed(output: Path, digest: str) -> IngestionResults | None:
+    """Earlier results of the same task (same plan digest) in `output`, if any."""
+    try:
+        results = read_results(output)
+    except UserError:
+        return None
+    if results.plan_digest != digest:
+        print("earlier results in the output folder are for another task: starting over", file=sys.stderr)
+        return None
+    return results
+
+
+def _resolved(entry: ManifestEntry, root: Path, cache_dir: Path | None, results: IngestionResults,
+              output: Path) -> Path:
+    try:
+        return resolve(entry, root, cache_dir)
+    except UserError as exc:
+        raise UserError(f"{exc}; {_kept(results, output)}") from None
+
+
+def _kept(results: IngestionResults, output: Path) -> str:
+    return (f"stopped after {len(results.checkpoints)} checkpoints, whose results are kept in "
+            f"{output / 'ingestion_results.json'} (a rerun resumes from there)")

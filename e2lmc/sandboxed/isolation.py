@@ -1,0 +1,305 @@
+"""Running the submission's code in separate, sandboxed, time-limited processes.
+
+The plan and score stages execute the submission's templates and helpers. Each runs in
+a child process (`python -m e2lmc.sandboxed.sandbox … e2lmc.sandboxed.isolation`, confined by `sandbox.py`)
+that never holds a model, never sees the checkpoint manifest, and receives responses
+without knowing which checkpoint they came from. The parent bounds the child's time,
+keeps only the tail of its output and trusts nothing it sends: every message is checked,
+and a scoring child that has seen hidden checkpoints is answered for with one fixed
+sentence whatever it says or does (its message, its exit code, the limit it hit).
+
+The two sides talk in JSON lines: the parent writes to the child's stdin; the child
+answers on its original stdout, while everything the submission's code prints goes to
+stderr, which the parent drains into a bounded buffer and never forwards.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import json
+import math
+import os
+import selectors
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidSubmission, UserError, first_line
+from ..formats.plan import PLAN_FILE, Plan, PlannedRequest, read_plan, write_plan
+from ..sandboxed.sandbox import Sandbox, size_text
+from ..scoring.formulas import ValidationRules
+from ..sandboxed.submission import Submission, find_task_files
+
+STDERR_TAIL_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_PLAN_BYTES = 2 << 30  # 15,000 five-shot samples of 2,048 tokens with their choices need far less
+HIDDEN_FAILURE = (
+    "the submission's code failed while scoring a checkpoint whose values are hidden; no detail is shown, since "
+    "any detail (message, error type, exit code) could carry those values — run the submission on the released "
+    "checkpoints (e2lmc run) to see the error"
+)
+SANDBOX_HINT = "the sandbox allows no new processes, no network and no files outside the submission"
+
+
+class ChildFailed(Exception):
+    """A child process failed; the message is the detail, shown only where it is safe."""
+
+
+class TaskProcess:
+    """One sandboxed child process running the submission's task in `mode` ("plan" or
+    "score"); `plan_dir` is where the plan child writes plan.json and the score child reads it."""
+
+    def __init__(self, mode: str, submission: Submission, sandbox: Sandbox, scratch: Path, plan_dir: Path) -> None:
+        self.sandbox = sandbox
+        read = [submission.root] + ([plan_dir] if mode == "score" else [])
+        _copy_cached_datasets(submission.hub_datasets, scratch / "datasets")
+        self.process = sandbox.start(
+            "e2lmc.sandboxed.isolation", [mode, str(submission.root), submission.task_name, submission.task_metric,
+                                str(plan_dir)], read=read, scratch=scratch,
+        )
+        self.stderr_tail: collections.deque[bytes] = collections.deque()
+        self._tail_bytes = 0
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self._buffer = b""
+
+    def _drain_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for chunk in iter(lambda: self.process.stderr.read1(4096), b""):
+            self.stderr_tail.append(chunk)
+            self._tail_bytes += len(chunk)
+            while self._tail_bytes > STDERR_TAIL_BYTES:
+                self._tail_bytes -= len(self.stderr_tail.popleft())
+
+    def send(self, message: dict) -> None:
+        """Write a message in the background: a child that stops reading its stdin must not
+        stall this process (receive()'s time limit then stops the child)."""
+        data = (json.dumps(message) + "\n").encode()
+
+        def write() -> None:
+            assert self.process.stdin is not None
+            with contextlib.suppress(BrokenPipeError, ValueError, OSError):  # the child is gone: receive() says why
+                self.process.stdin.write(data)
+                self.process.stdin.flush()
+
+        threading.Thread(target=write, daemon=True).start()
+
+    def receive(self, timeout: float, doing: str) -> dict:
+        """The child's next message, a JSON object; anything else ends in ChildFailed."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    self.close()
+                    raise ChildFailed(f"{doing} did not finish within {timeout:.0f} s, so it was stopped: a template "
+                                      f"or helper of the submission probably never returns")
+                chunk = self.process.stdout.read1(65536)
+                if not chunk:
+                    self.close()
+                    raise ChildFailed(f"{doing} failed: the task's process ended unexpectedly ({self._exit_detail()})")
+                self._buffer += chunk
+                if len(self._buffer) > MAX_MESSAGE_BYTES:
+                    self.close()
+                    raise ChildFailed(f"{doing} failed: the task's process sent an oversized message")
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            self.close()
+            raise ChildFailed(f"{doing} failed: the task's process sent something that is not a message")
+        if "error" in message:
+            self.close()
+            raise ChildFailed(str(message["error"])[:1000])
+        return message
+
+    def _exit_detail(self) -> str:
+        code = self.process.wait()
+        confinement = self.sandbox.settings
+        number = -code if code < 0 else code - 128 if code > 128 else 0  # bubblewrap exits with 128 + signal
+        if number:
+            name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else f"signal {number}"
+            return {
+                "SIGXCPU": f"it used more than its {confinement.cpu_seconds} s of CPU time",
+                "SIGXFSZ": f"it wrote a file larger than the {size_text(confinement.file_bytes)} limit",
+                "SIGSYS": f"it made a system call the sandbox forbids ({SANDBOX_HINT})",
+                "SIGKILL": f"it was killed, most likely for memory (a child may use "
+                           f"{size_text(confinement.memory_bytes)})",
+            }.get(name, f"it crashed with {name}; native code that runs out of the "
+                        f"{size_text(confinement.memory_bytes)} memory limit ends so")
+        lines = b"".join(self.stderr_tail).decode(errors="replace").strip().splitlines()
+        return f"exit code {code}; last output: {lines[-1][:300]}" if lines else f"exit code {code}"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def __enter__(self) -> TaskProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _copy_cached_datasets(names: frozenset[str], private_cache: Path) -> None:
+    """The hub datasets a task names, copied from this machine's datasets cache into the
+    child's own: it reads them offline (and may write its locks) without seeing the rest."""
+    cache = Path(os.environ.get("HF_DATASETS_CACHE")
+                 or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "datasets")
+    for name in names:
+        folder = (cache / name.replace("/", "___")).resolve()
+        if folder.is_dir() and folder.is_relative_to(cache.resolve()):
+            shutil.copytree(folder, private_cache / folder.name, symlinks=True)
+
+
+def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float) -> Plan:
+    """Build the task in a child process and record its requests (no model involved)."""
+    plan_dir = workdir / "plan"
+    try:
+        with TaskProcess("plan", submission, sandbox, plan_dir, plan_dir) as child:
+            child.receive(timeout, "Building the task and recording its requests")
+    except ChildFailed as exc:
+        raise InvalidSubmission(str(exc)) from None
+    size = (plan_dir / PLAN_FILE).stat().st_size if (plan_dir / PLAN_FILE).is_file() else 0
+    if size > MAX_PLAN_BYTES:  # read by this process: bounded before it is read
+        raise InvalidSubmission(f"the task's requests take {size_text(size)}, more than the "
+                                f"{size_text(MAX_PLAN_BYTES)} any task within the rules needs")
+    try:
+        return read_plan(plan_dir)
+    except UserError as exc:
+        raise InvalidSubmission(f"the task's process left an unreadable plan ({exc})") from None
+
+
+class Scorer:
+    """A child process that turns checkpoints' responses into the task's metric. With
+    `hidden`, the responses may come from checkpoints whose values are hidden: then any
+    failure is reported with the fixed HIDDEN_FAILURE sentence."""
+
+    def __init__(self, submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float, hidden: bool) -> None:
+        self.timeout, self.hidden, self.metric = timeout, hidden, submission.task_metric
+        scratch = Path(tempfile.mkdtemp(prefix="score-", dir=workdir))  # a fresh one: nothing of earlier children
+        self.child = TaskProcess("score", submission, sandbox, scratch, workdir / "plan")
+        self.built = False  # the child builds the task while the caller goes on (the first submit waits)
+
+    def ready(self) -> None:
+        """Wait until the child has built the task."""
+        if not self.built:
+            try:
+                self.child.receive(self.timeout, "Building the task for scoring")
+            except ChildFailed as exc:  # it has seen no responses yet: the detail is safe
+                self.child.close()
+                raise InvalidSubmission(str(exc)) from None
+            self.built = True
+
+    def submit(self, responses: list[Any]) -> None:
+        """Start scoring one checkpoint's responses (in plan order); the child sees the
+        responses alone. The caller computes the next checkpoint meanwhile."""
+        self.ready()
+        self.child.send({"responses": responses})
+
+    def result(self) -> float:
+        """The submitted metric on the checkpoint last submitted."""
+        try:
+            value = self.child.receive(self.timeout, "Scoring a checkpoint").get("value")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ChildFailed(f"the task's metric {self.metric} is {str(value)[:40]} on a checkpoint, not a "
+                                  f"finite number")
+            return float(value)
+        except ChildFailed as exc:
+            self.child.close()
+            raise InvalidSubmission(HIDDEN_FAILURE if self.hidden else str(exc)) from None
+
+    def close(self) -> None:
+        self.child.close()
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------ the child side
+
+
+def describe_error(exc: BaseException, root: Path) -> str:
+    """One sentence for an exception raised while running the submission's task."""
+    from jinja2.exceptions import SecurityError
+
+    from ..sandboxed import sandbox
+
+    if isinstance(exc, UserError):
+        return str(exc)
+    if isinstance(exc, SecurityError):
+        return f"a prompt template of the submission tried to reach Python internals, which is not allowed ({exc})"
+    limits = sandbox.ACTIVE
+    if isinstance(exc, MemoryError) and limits:
+        return (f"the submission's task ran out of memory: a sandboxed process may use "
+                f"{size_text(limits.memory_bytes)} of address space (--memory-limit)")
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG and limits:
+        return f"the submission's code wrote a file larger than the {size_text(limits.file_bytes)} limit"
+    if isinstance(exc, OSError) and exc.errno == errno.EMFILE and limits:
+        return f"the submission's code opened more than {limits.open_files} files at once (the open-files limit)"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve().is_relative_to(root)]
+    message = f": {first_line(exc, 300)}" if first_line(exc) else ""
+    hint = f" ({SANDBOX_HINT})" if isinstance(exc, PermissionError) else ""
+    if frames:
+        where = f"{Path(frames[-1].filename).resolve().relative_to(root)}, line {frames[-1].lineno}"
+        return f"the submission's code raised {type(exc).__name__} in {where}{message}{hint}"
+    return f"lm-eval could not run the task: {type(exc).__name__}{message}{hint}"
+
+
+def _child_main(mode: str, root: str, task_name: str, task_metric: str, plan_dir: str) -> int:
+    from ..sandboxed.samples import leaked_samples, planned_samples
+    from ..sandboxed.tasks import higher_is_better, keep_built_requests, load_task, record_requests, replay
+
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # the submission's prints go to stderr
+
+    def send(message: dict) -> None:
+        protocol.write(json.dumps(message) + "\n")
+
+    submission = Submission(Path(root), task_name, task_metric, find_task_files(Path(root)))
+    try:
+        task_dict = load_task(submission)
+        if mode == "plan":
+            n_samples = sum(len(task.eval_docs) for task in task_dict["tasks"].values())
+            if problem := ValidationRules().sample_count_problem(n_samples):
+                raise UserError(f"task '{task_name}' {problem}")
+            leaks = leaked_samples(task_dict)
+            lm, _ = record_requests(submission, task_dict)
+            planned = [PlannedRequest(kind, args, task, doc) for (kind, args), (task, doc) in lm.requests.items()]
+            samples = planned_samples(task_dict, lm, {key: i for i, key in enumerate(lm.requests)})
+            write_plan(Plan(task_name, task_metric, higher_is_better(task_dict, task_metric), n_samples, planned,
+                            leaks, samples), plan_dir)
+            send({"done": True})
+            return 0
+        keys = [(r.kind, r.arguments) for r in read_plan(plan_dir).requests]
+        send({"ready": True})
+        for n, line in enumerate(sys.stdin):
+            values = json.loads(line)["responses"]
+            responses = {key: tuple(v) if isinstance(v, list) else v for key, v in zip(keys, values, strict=True)}
+            send({"value": replay(submission, task_dict, responses)})
+            if n == 0:  # the requests are built: later checkpoints only reset their responses
+                keep_built_requests(task_dict)
+        return 0
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence for the parent
+        send({"error": describe_error(exc, Path(root).resolve())})
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(*sys.argv[1:]))

@@ -1,0 +1,126 @@
+"""What a participant should read after a low score: one sentence per problem found.
+
+A score of 0.297 says nothing about what to change. These diagnoses look at what the
+report already shows — the released checkpoints' curves, the task's chance level, and
+today's aggregates (the scientific-compliance tally) — and say in words what is wrong:
+curves at chance, flat curves, a model that gets worse as it trains, a science model no
+better than the web-only one. Nothing derived from hidden checkpoints beyond those
+aggregates is used, so nothing more can leak through the sentences.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..scoring.program import Evaluation, Point
+
+NOISE_SIGMAS = 2.0  # a difference within this many standard errors of one checkpoint's accuracy is noise
+FALLING_RHO = -0.5  # Spearman's rho of value against training order below this: the curve falls
+EMBEDDED_PHASE = "embedded"
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    kind: str  # at_chance, flat, falling, not_scientific, fine
+    sentence: str
+
+
+def visible_points(ev: Evaluation, model_id: str) -> list[Point]:
+    """A model's points the report may show: the released ones (every one where the
+    reference data allows), in training order, without missing values."""
+    show_hidden = ev.reference.show_hidden_values
+    return [p for p in ev.curves[model_id]
+            if (show_hidden or p.checkpoint.role == "released") and math.isfinite(p.value)]
+
+
+def sampling_noise(ev: Evaluation) -> float | None:
+    """The standard error of one checkpoint's accuracy at the chance level (binomial over
+    the task's samples); None where the task has no chance level."""
+    chance, n = ev.results.chance_level, ev.results.n_samples
+    if chance is None or n <= 0:
+        return None
+    return math.sqrt(chance * (1 - chance) / n)
+
+
+def diagnose(ev: Evaluation) -> list[Diagnosis]:
+    """Every problem found, most basic first; one 'fine' sentence when there is none."""
+    models = [m.id for m in ev.reference.models if len(visible_points(ev, m.id)) >= 2]
+    found = _at_chance(ev, models) + _flat(ev, models) + _falling(ev, models) + _not_scientific(ev)
+    if not found:
+        found = [Diagnosis("fine", "No curve is at chance, flat or falling, and the science model is ahead of the "
+                                   "web-only one: to raise SQ further, remove the samples that add noise "
+                                   "(e2lmc diagnose lists them).")]
+    if ev.reference.phase == EMBEDDED_PHASE and any(d.kind in ("at_chance", "flat") for d in found):
+        found.append(Diagnosis("embedded", "The embedded models know only the synthetic science world they were "
+                                           "trained on (zoo.md in the starting kit, docs/zoo.md in the repository: "
+                                           "its facts, their phrasings, the two sample tasks): a question about anything else stays at chance "
+                                           "on them, whatever it does on the real models."))
+    return found
+
+
+def _at_chance(ev: Evaluation, models: list[str]) -> list[Diagnosis]:
+    chance, noise = ev.results.chance_level, sampling_noise(ev)
+    if chance is None or noise is None or not models:
+        return []
+    near = [m for m in models
+            if abs(float(np.mean([p.value for p in visible_points(ev, m)])) - chance) <= NOISE_SIGMAS * noise]
+    if not near:
+        return []
+    who = ("Every model stays" if len(near) == len(models)
+           else f"{len(near)} of {len(models)} models ({', '.join(near)}) stay")
+    return [Diagnosis("at_chance", f"{who} at chance level ({chance:.3g}, what guessing among the choices gets; "
+                                   f"±{NOISE_SIGMAS * noise:.2g} is sampling noise with {ev.results.n_samples} "
+                                   "samples) on average over the released checkpoints: these models do not answer "
+                                   "better than guessing yet, so SQ measures noise. Questions the models can learn "
+                                   "early — shorter, about frequent facts, with clearly wrong distractors — give a "
+                                   "signal sooner.")]
+
+
+def _flat(ev: Evaluation, models: list[str]) -> list[Diagnosis]:
+    noise = sampling_noise(ev)
+    flat = []
+    for m in models:
+        values = [p.value for p in visible_points(ev, m)]
+        spread = max(values) - min(values)
+        if spread == 0 or (noise is not None and spread <= NOISE_SIGMAS * noise):
+            flat.append(m)
+    if not flat:
+        return []
+    return [Diagnosis("flat", f"Flat curve{'s' if len(flat) > 1 else ''} ({', '.join(flat)}): the values move less "
+                              "than sampling noise over the released checkpoints, so their ranks are noise and SQ "
+                              "rewards nothing (a constant curve still gets SQ 0.5 by the published formula). More "
+                              "samples shrink the noise; easier or more frequent facts make the curve rise.")]
+
+
+def _falling(ev: Evaluation, models: list[str]) -> list[Diagnosis]:
+    from scipy.stats import spearmanr
+
+    falling = []
+    for m in models:
+        values = [p.value for p in visible_points(ev, m)]
+        if len(values) >= 4 and len(set(values)) > 1:
+            rho = float(spearmanr(np.arange(len(values)), values).statistic)
+            if rho < FALLING_RHO:
+                falling.append(f"{m}, ρ = {rho:.2f}")
+    if not falling:
+        return []
+    return [Diagnosis("falling", f"Getting worse with training ({'; '.join(falling)}: Spearman's ρ of the value "
+                                 "against training order): the task may reward something training removes — an "
+                                 "answer that is longer or made of rarer tokens, a bias in the distractors — rather "
+                                 "than knowledge. Compare acc with acc_norm, and look at what the falling samples "
+                                 "share (e2lmc diagnose).")]
+
+
+def _not_scientific(ev: Evaluation) -> list[Diagnosis]:
+    cs, selection = ev.scientific_compliance, ev.reference.scores.scientific_compliance
+    shared = cs.wins + cs.ties + cs.losses
+    if not shared or cs.score > 0:
+        return []
+    return [Diagnosis("not_scientific", f"The science-mixture model ({selection.science_model}) is not ahead of the "
+                                        f"web-only one ({selection.web_model}): higher at {cs.wins} of {shared} shared "
+                                        "checkpoints, so CS is 0. The task measures what web text teaches as well as "
+                                        "science text (general language, common sense): ask about scientific "
+                                        "knowledge itself.")]

@@ -1,0 +1,309 @@
+"""The detailed results page (`detailed_results.html`): one self-contained HTML file.
+
+Figures are inline PNGs, there is no script and no external resource, so it opens
+offline and inside Codabench's iframe. Text that comes from the submission (task
+name, leakage excerpts) is escaped. Values of hidden checkpoints appear only when
+the reference data sets `show_hidden_values`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from html import escape
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..scoring.advice import diagnose, visible_points  # noqa: E402
+from ..scoring.program import Evaluation  # noqa: E402
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Arial,sans-serif;max-width:980px;margin:24px auto;
+padding:0 16px;color:#222;line-height:1.45}
+h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 10px;text-align:right}
+th{background:#f5f5f5}td.l,th.l{text-align:left}.big{font-size:2em;font-weight:600}
+.bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b;font-weight:600}.note{color:#666;font-size:.9em}
+img{max-width:100%}code,pre{background:#f3f3f3;padding:1px 4px}pre{white-space:pre-wrap}
+"""
+
+CSV_FILE = "released_values.csv"
+SQ_ONLY_NOTE = ("These checkpoints are the released ones only: ranking consistency, scientific compliance and the "
+                "global score need the hidden checkpoints, which only the competition's scoring sees.")
+SIZE_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+
+
+def png_image(fig: plt.Figure, alt: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def token_unit(largest: float) -> tuple[float, str]:
+    """A scale that makes the x axis readable: billions on the real series, thousands or
+    millions on the embedded set (whose models see about a quarter of a million tokens)."""
+    for scale, name in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands")):
+        if largest >= scale:
+            return scale, name
+    return 1.0, ""
+
+
+def curves_figure(ev: Evaluation) -> str:
+    """Metric vs training tokens for every model (released window unless allowed), with
+    the task's chance level; the legend outside the axes."""
+    sizes = list(dict.fromkeys(m.size for m in ev.reference.models))
+    sign = 1 if ev.results.higher_is_better else -1
+    shown = {m.id: visible_points(ev, m.id) for m in ev.reference.models}
+    largest = max((p.checkpoint.tokens for points in shown.values() for p in points), default=0.0)
+    scale, unit = token_unit(largest)
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for model in ev.reference.models:
+        if not shown[model.id]:
+            continue
+        ax.plot(
+            [p.checkpoint.tokens / scale for p in shown[model.id]],
+            [sign * p.value for p in shown[model.id]],
+            marker="o" if model.mixture == "science" else "x",
+            markersize=3,
+            linestyle="-" if model.architecture == "arch1" else "--",
+            color=SIZE_COLORS[sizes.index(model.size) % len(SIZE_COLORS)],
+            label=f"{model.id} ({model.size}, {model.architecture}, {model.mixture})",
+        )
+    chance = ev.results.chance_level
+    if chance is not None:
+        ax.axhline(chance, color="0.35", linestyle=":", linewidth=1.2, label=f"chance level ({chance:.3g})")
+    if ev.reference.show_hidden_values:
+        released = [c.tokens / scale for m in ev.reference.models for c in m.checkpoints if c.role == "released"]
+        if released:
+            ax.axvspan(0, max(released), color="0.92", zorder=0, label="released window")
+    ax.set_xlabel(f"training tokens ({unit})" if unit else "training tokens")
+    ax.set_ylabel(ev.results.task_metric)
+    ax.set_title(f"{ev.results.task_name}: score vs training tokens".replace("$", r"\$"))  # no mathtext
+    ax.grid(alpha=0.3)
+    n_models = sum(1 for points in shown.values() if points)
+    if n_models:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), handlelength=3.5, frameon=False)
+    window = "every checkpoint" if ev.reference.show_hidden_values else "the released checkpoints"
+    alt = (f"Line chart of {ev.results.task_metric} against training tokens for {n_models} models over {window}"
+           + (f"; a dotted line marks the chance level {chance:.3g}" if chance is not None else "")
+           + ". Solid lines are arch1 models, dashed arch2; circles science mixture, crosses web-only.")
+    return png_image(fig, alt)
+
+
+def released_values_csv(ev: Evaluation) -> str:
+    """The values the report plots, one row per checkpoint (the metric as the task reports it)."""
+    sign = 1 if ev.results.higher_is_better else -1
+    rows = [["model", "checkpoint", "iteration", "tokens", "role", ev.results.task_metric]]
+    for model in ev.reference.models:
+        rows += [[model.id, p.checkpoint.name, p.checkpoint.iteration, f"{p.checkpoint.tokens:.0f}", p.checkpoint.role,
+                  repr(sign * p.value)] for p in visible_points(ev, model.id)]
+    return csv_text(rows)
+
+
+def csv_text(rows: list[list[object]]) -> str:
+    """Rows as CSV (a metric key such as acc,none is quoted)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def html_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """An HTML table; the first `left` columns are left-aligned. Cells are pre-escaped."""
+    th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(header))
+    trs = "".join(
+        "<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{th}</tr>{trs}</table>"
+
+
+def _reasons(reasons: tuple[str, ...]) -> str:
+    return escape("; ".join(reasons)) if reasons else ""
+
+
+def render(ev: Evaluation) -> str:
+    """The report as an HTML string."""
+    lb, ref, res = ev.leaderboard, ev.reference, ev.results
+    w = ref.weights
+    parts = [
+        f"<h1>E2LM evaluation report — {escape(res.task_name)}</h1>",
+        f'<p class="note">Phase <b>{escape(ref.phase)}</b> · metric <code>{escape(res.task_metric)}</code> '
+        f"({'higher' if res.higher_is_better else 'lower'} is better) · {res.n_samples} samples</p>",
+    ]
+    if ev.n_missing:
+        parts.append(
+            f'<p class="bad">Partial results: {ev.n_missing} of {ref.n_checkpoints} checkpoints have no value and are '
+            "left out of every score.</p>"
+        )
+    if ref.sq_only:
+        parts += ["<h2>Signal quality only</h2>", f'<p class="big">SQ {lb.signal_quality:.4f}</p>',
+                  f"<p>{escape(SQ_ONLY_NOTE)}</p>"]
+    else:
+        parts += [
+            "<h2>Global score</h2>",
+            f'<p class="big">{lb.score:.4f}</p>',
+            f"<p>score = {w['signal_quality']:g} × SQ {lb.signal_quality:.4f} + {w['ranking_consistency']:g} × RC "
+            f"{lb.ranking_consistency:.4f} + {w['scientific_compliance']:g} × CS {lb.scientific_compliance:.4f}"
+            + ("" if ev.verdict.valid else ' — <span class="bad">set to 0: the submission is invalid</span>')
+            + "</p>",
+        ]
+
+    parts += ["<h2>What to improve</h2>", "<ul>"]
+    parts += [f"<li>{escape(d.sentence)}</li>" for d in diagnose(ev)]
+    parts.append("</ul>")
+
+    # Validation
+    v = res.validation
+    status = '<span class="ok">valid</span>' if ev.verdict.valid else '<span class="bad">invalid</span>'
+    parts += [
+        "<h2>Validation</h2>",
+        f"<p>{status}</p>",
+        html_table(
+            ["check", "value", "rule"],
+            [
+                ["samples", str(res.n_samples), f"{ref.validation.min_samples} – {ref.validation.max_samples}"],
+                [
+                    "longest prompt (tokens)",
+                    "not measured" if v.max_prompt_tokens is None else f"{v.rule_prompt_tokens}"
+                    + ("" if v.longest_prompt_sample is None else f" (sample {v.longest_prompt_sample})")
+                    + v.how_counted(),
+                    f"≤ {ref.validation.max_prompt_tokens} tokens of the real models' tokenizer",
+                ],
+                [
+                    "requests beyond the checkpoints' context",
+                    "not measured" if v.context_tokens is None else f"{v.truncated_requests}"
+                    + (f" (cut by up to {v.max_truncated_tokens} tokens)" if v.truncated_requests else ""),
+                    "none: what does not fit is cut from the left" if v.context_tokens is None
+                    else f"context {v.context_tokens} tokens",
+                ],
+                [
+                    "gold answer leaked into its prompt",
+                    f"{v.leakage_count} samples ({ev.verdict.leakage_fraction:.1%})",
+                    f"≤ {ref.validation.max_leakage_fraction:.1%}",
+                ],
+            ],
+        ),
+    ]
+    parts += [f'<p class="bad">{escape(p)}.</p>' for p in ev.verdict.problems]
+    if v.leakage_examples:
+        parts += [
+            "<p>Samples whose gold answer appears in the prompt:</p>",
+            html_table(
+                ["sample", "answer", "prompt excerpt"],
+                [[str(e.sample), escape(e.answer), escape(e.excerpt)] for e in v.leakage_examples],
+                left=3,
+            ),
+        ]
+
+    parts += alignment_section(ev)
+
+    # Signal quality
+    sel = ref.scores.signal_quality
+    selection_text = f"roles {', '.join(sel.roles)}"
+    if sel.every_iterations:
+        selection_text += f", iterations that are multiples of {sel.every_iterations}"
+    if sel.max_tokens is not None:
+        selection_text += f", at most {sel.max_tokens / 1e9:g}B tokens"
+    parts += [
+        "<h2>Signal quality (SQ)</h2>",
+        curves_figure(ev),
+        f'<p class="note"><a download="{CSV_FILE}" href="data:text/csv;base64,'
+        f'{base64.b64encode(released_values_csv(ev).encode()).decode()}">Download the plotted values</a> '
+        f"({CSV_FILE}: model, checkpoint, iteration, tokens, role, value).</p>",
+        f'<p class="note">Checkpoints used: {escape(selection_text)}. SQ = (monotonicity + autocorrelation) / 2, '
+        "monotonicity from ordinal ranks, autocorrelation = mean |Pearson| over lags 1 … n//4−1.</p>",
+        html_table(
+            ["model", "points", "monotonicity", "autocorrelation", "SQ", "notes"],
+            [
+                [escape(m), str(s.n_points), f"{s.monotonicity:.4f}", f"{s.autocorrelation:.4f}",
+                 f"{s.score:.4f}", _reasons(s.reasons)]
+                for m, s in ev.signal_quality.items()
+            ]
+            + [["<b>mean</b>", "", f"{lb.monotonicity:.4f}", f"{lb.autocorrelation:.4f}",
+                f"<b>{lb.signal_quality:.4f}</b>", ""]],
+        ),
+    ]
+
+    if not ref.sq_only:
+        parts += _hidden_sections(ev)
+    return page(f"E2LM report — {res.task_name}", "\n".join(parts))
+
+
+def alignment_section(ev: Evaluation) -> list[str]:
+    """The judge's verdict on the task's drawn samples; "not checked" with the reason when
+    it was not asked — never a silent pass. Rejected samples are the participant's own data."""
+    result, settings = ev.alignment, ev.reference.alignment
+    parts = ["<h2>Scientific alignment</h2>"]
+    if result is None or result.rate is None:
+        reason = result.problem if result is not None and result.problem else "alignment not checked"
+        return parts + [f'<p class="note">{escape(reason)}.</p>']
+    threshold = "" if settings.threshold is None else f" (at least {settings.threshold:.0%} required)"
+    parts.append(f"<p>The judge (<code>{escape(settings.model)}</code>, {settings.votes} vote"
+                 f"{'s' if settings.votes > 1 else ''} per sample, accepted when every vote accepts) accepted "
+                 f"<b>{result.accepted} of {result.judged}</b> drawn samples as scientific: "
+                 f"<b>{result.rate:.0%}</b>{threshold}.</p>")
+    if result.malformed:
+        parts.append(f'<p class="note">{result.malformed} samples got no usable answer and are left out.</p>')
+    if result.rejected:
+        parts += ["<p>Rejected samples:</p>", html_table(
+            ["task", "sample", "as the judge read it"],
+            [[escape(r.task), str(r.doc_id), escape(r.text[-600:]).replace("\n", "<br>")] for r in result.rejected],
+            left=3)]
+    return parts
+
+
+def _hidden_sections(ev: Evaluation) -> list[str]:
+    """RC and CS: aggregates of hidden checkpoints, never their values."""
+    ref = ev.reference
+    parts = []
+    rc = ev.ranking_consistency
+    parts += [
+        "<h2>Ranking consistency (RC)</h2>",
+        f"<p>RC = <b>{rc.score:.4f}</b>: mean Kendall τ<sub>b</sub> between the ranking of {rc.n_models} models "
+        f"at each of {rc.n_steps} later checkpoints and their ranking at the final checkpoint (clipped at 0).</p>",
+    ]
+    if rc.reasons:
+        parts.append(f'<p class="note">{_reasons(rc.reasons)}</p>')
+
+    # Scientific compliance
+    cs, cs_sel = ev.scientific_compliance, ref.scores.scientific_compliance
+    n_shared = cs.wins + cs.ties + cs.losses
+    parts += [
+        "<h2>Scientific compliance (CS)</h2>",
+        f"<p>The science-mixture model <code>{escape(cs_sel.science_model)}</code> against the web-only model "
+        f"<code>{escape(cs_sel.web_model)}</code> at {n_shared} shared checkpoints:</p>",
+        html_table(
+            ["science model higher", "tie", "web-only model higher", "P (ties ½)", "CS = max(0, 2P − 1)"],
+            [[str(cs.wins), str(cs.ties), str(cs.losses), f"{cs.win_rate:.4f}", f"<b>{cs.score:.4f}</b>"]],
+            left=0,
+        ),
+    ]
+    if cs.reasons:
+        parts.append(f'<p class="note">{_reasons(cs.reasons)}</p>')
+    if not ref.show_hidden_values:
+        parts.append(
+            '<p class="note">Values of hidden checkpoints are not shown; RC and CS are reported as aggregates only.</p>'
+        )
+    return parts
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page: the title is escaped, the body is HTML already."""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+def write_report(ev: Evaluation, path: Path) -> Path:
+    """The report, and beside it the CSV of the values it plots."""
+    path.write_text(render(ev), encoding="utf-8")
+    (path.parent / CSV_FILE).write_text(released_values_csv(ev), encoding="utf-8")
+    return path

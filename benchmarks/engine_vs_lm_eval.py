@@ -26,12 +26,14 @@ import time
 from pathlib import Path
 
 import torch
-
-from e2lmc.engine.engine import Engine, Settings
-from e2lmc.formats.files import CheckpointManifest, ManifestEntry, read_manifest, write_manifest
-from e2lmc.ingestion.program import Limits, ingest, plan_submission
-from e2lmc.embedded.zoo import build
 from measure import matmul_flops, matmul_peak  # benchmarks/measure.py
+
+from e2lmc.embedded.zoo import build
+from e2lmc.engine.engine import Engine
+from e2lmc.formats.manifest import CheckpointManifest, ManifestEntry, read_manifest, write_manifest
+from e2lmc.ingestion.preflight import preflight
+from e2lmc.ingestion.program import ingest
+from e2lmc.limits import EngineSettings, Limits
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = REPO / "starting_kit" / "sample_submissions" / "e2lmc_mmluvar_template"
@@ -63,13 +65,13 @@ def main() -> int:
             args.task = five_shot_task(Path(tmp) / "e2lmc_five_shot", args.five_shot)
         input_data = Path(tmp) / "input_data"
         write_manifest(CheckpointManifest([ManifestEntry(cid, path=str(p)) for cid, p in paths]), input_data)
-        limits = Limits(engine=Settings(devices=(args.device,)))
+        limits = Limits(engine=EngineSettings(devices=(args.device,)))
 
         start = time.perf_counter()
         ours = ingest(args.task, input_data, Path(tmp) / "res", limits)
         ingestion_seconds = time.perf_counter() - start
 
-        _, plan = plan_submission(args.task, Path(tmp) / "plan", limits)
+        plan = preflight(args.task, Path(tmp) / "plan", limits).plan
         requests = [(r.kind, r.arguments) for r in plan.requests]
         engine = Engine(requests, limits.engine)
         start = time.perf_counter()

@@ -3,7 +3,7 @@
     python benchmarks/real_shapes.py [--shape 1b] [--device cuda] [--checkpoints 2] [--samples 1000]
                                      [--prompt-tokens 2040] [--lm-eval-samples 200] [--json FILE]
 
-The real `tiiuae/dense-1b-arch1` shape (DESIGN §3: 32 layers, hidden 1280, MLP 6144, keys
+The real `tiiuae/dense-1b-arch1` shape (its published config: 32 layers, hidden 1280, MLP 6144, keys
 and values 256 wide, vocabulary 65,536, untied embeddings, 2,048 tokens of context:
 1,048,659,200 parameters), shapes of about the 500m and 3b sizes, and `cpu`, a scaled-down
 shape whose matrix products are large enough to be compute-bound on a CPU; random
@@ -34,10 +34,11 @@ import time
 from pathlib import Path
 
 import torch
+from measure import attention_flops, matmul_flops, matmul_peak  # benchmarks/measure.py
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from e2lmc.engine.engine import Engine, Settings
-from measure import attention_flops, matmul_flops, matmul_peak  # benchmarks/measure.py
+from e2lmc.engine.engine import Engine
+from e2lmc.limits import EngineSettings
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = dict(vocab_size=65536, tie_word_embeddings=False, hidden_act="silu", max_position_embeddings=2048,
@@ -60,7 +61,7 @@ def make_checkpoints(root: Path, tokenizer: Path, n: int, shape: str, dtype: tor
     config = LlamaConfig(**SHAPES[shape])
     model = LlamaForCausalLM(config).to(dtype)
     parameters = sum(p.numel() for p in model.parameters())
-    assert shape != "1b" or parameters == 1_048_659_200, parameters  # DESIGN §3's count
+    assert shape != "1b" or parameters == 1_048_659_200, parameters  # the real 1B arch1 model's count
     tok = PreTrainedTokenizerFast.from_pretrained(tokenizer)
     with torch.no_grad():
         for p in model.parameters():
@@ -111,7 +112,7 @@ def five_shot_pairs(tokenizer: PreTrainedTokenizerFast, samples: int, prompt_tok
 
 def run_engine(pairs: list, paths: list, device: str, token_budget: int | None) -> dict:
     requests = [("loglikelihood", json.dumps(list(p), sort_keys=True, ensure_ascii=False)) for p in pairs]
-    engine = Engine(requests, Settings(token_budget=token_budget, devices=(device,)))
+    engine = Engine(requests, EngineSettings(token_budget=token_budget, devices=(device,)))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()

@@ -21,9 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from e2lmc.ingestion.program import Limits, ingest, plan_submission  # noqa: E402
-from e2lmc.sandboxed.sandbox import LEVELS, SandboxSettings, rank, strongest_level  # noqa: E402
 from e2lmc.embedded.world import SCIENCE_TASK  # noqa: E402
+from e2lmc.ingestion.preflight import preflight
+from e2lmc.ingestion.program import ingest
+from e2lmc.limits import (
+    Limits,  # noqa: E402
+    SandboxSettings,
+)
+from e2lmc.sandboxed.sandbox import LEVELS, rank, strongest_level  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +47,7 @@ def main() -> None:
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
-                plan_submission(submission, Path(tmp), limits)
+                preflight(submission, Path(tmp), limits)
                 runs.append(time.perf_counter() - start)
         plan_times[level] = statistics.median(runs)
         print(f"plan stage (one child), level {level:10s}: median {plan_times[level]:.2f} s of {args.repeats} "

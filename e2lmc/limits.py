@@ -1,7 +1,9 @@
-"""What one ingestion run may use: time per child, tokens per pass, devices, CPU threads.
+"""What one run may use: time per child, the sandbox's limits, tokens per pass, devices, CPU threads.
 
-Kept apart from the engine and the ingestion so that the command line can show these
-defaults without importing torch or lm-eval (`e2lmc --help` in a fraction of a second).
+The command line builds a `Limits` from its options and hands it down: the ingestion
+program, the sandbox (`SandboxSettings`) and the engine (`EngineSettings`) each read their
+part. Kept apart from all of them so that the command line shows these defaults without
+importing torch or lm-eval (`e2lmc --help` in a fraction of a second).
 """
 
 from __future__ import annotations
@@ -11,12 +13,29 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sandboxed.sandbox import SandboxSettings
+GiB = 1 << 30
+
+
+def size_text(n: int) -> str:
+    """A limit in bytes as people write it: 8 GiB, 512 MiB."""
+    return f"{n / GiB:g} GiB" if n >= GiB else f"{n / (1 << 20):g} MiB"
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The evaluate stage's settings (`engine.Engine`)."""
+class SandboxSettings:
+    """What the organizer or participant asks for (command-line options)."""
+
+    level: str = "auto"  # auto: the strongest this host allows; or one of LEVELS
+    required: str = "none"  # refuse to run below this level
+    memory_bytes: int = 8 * GiB  # address space of a child
+    cpu_seconds: int = 3600  # CPU time of a child (its wall time has its own limit)
+    file_bytes: int = 4 * GiB  # largest file a child may write
+    open_files: int = 512
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The evaluate stage's settings (`engine.engine.Engine`)."""
 
     token_budget: int | None = None  # tokens per forward pass (None: 4,096 on CPU, 32,768 on GPU)
     devices: tuple[str, ...] | None = None  # None: every visible GPU, else the CPU
@@ -37,7 +56,7 @@ class Settings:
 class Limits:
     plan_seconds: float = 600.0  # building the task and recording its requests
     score_seconds: float = 300.0  # scoring one checkpoint's responses
-    engine: Settings = field(default_factory=Settings)  # token budget and devices of the evaluate stage
+    engine: EngineSettings = field(default_factory=EngineSettings)  # token budget and devices of the evaluate stage
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # isolation and resource limits of the children
 
 

@@ -16,21 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from e2lmc.formats.files import (
+from e2lmc.formats.plan import LeakageExample
+from e2lmc.formats.reference import (
     Checkpoint,
-    CheckpointResult,
     ComplianceSelection,
-    IngestionResults,
-    LeakageExample,
     Model,
     ReferenceData,
     ScoreSelections,
     Selection,
-    Validation,
     write_reference,
-    write_results,
 )
-from e2lmc.scoring.formulas import iterations_to_tokens
+from e2lmc.formats.results import CheckpointResult, IngestionResults, PreflightFindings, write_results
+from e2lmc.formats.series import iterations_to_tokens
 
 SEED = 2025
 RELEASED = range(2000, 56001, 2000)
@@ -96,7 +93,7 @@ def sample_results(reference: ReferenceData) -> IngestionResults:
         task_metric="acc,none",
         higher_is_better=True,
         n_samples=1200,
-        validation=Validation(
+        validation=PreflightFindings(
             max_prompt_tokens=187,
             longest_prompt_sample=1033,
             leakage_count=2,

@@ -11,22 +11,13 @@ writes a full-page screenshot. Not a test: it needs Chromium, which CI does not 
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-EXTERNAL = re.compile(r"<(script|link|iframe|object|embed)\b|url\(|@import", re.IGNORECASE)
-ATTRIBUTE = re.compile(r"\b(src|href)\s*=\s*\"([^\"]*)\"", re.IGNORECASE)
-
-
-def outside_resources(html: str) -> list[str]:
-    """Everything in the page that a browser would fetch from elsewhere."""
-    found = [m.group(0) for m in EXTERNAL.finditer(html)]
-    found += [value[:80] for _, value in ATTRIBUTE.findall(html) if not value.startswith(("data:", "#"))]
-    return found
+from e2lmc.scoring.html import ATTRIBUTE, outside_resources
 
 
 def main() -> int:

@@ -24,9 +24,9 @@ import torch
 
 from e2lmc.embedded import world as world_module
 from e2lmc.embedded import zoo
-from e2lmc.formats.files import read_reference
+from e2lmc.formats.reference import read_reference
 from e2lmc.ingestion.program import ingest
-from e2lmc.scoring.program import evaluate
+from e2lmc.scoring.evaluation import evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
 from heldout_tasks import write_heldout_tasks  # noqa: E402

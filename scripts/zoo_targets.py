@@ -23,16 +23,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from e2lmc.formats.files import (
-    CheckpointResult,
-    IngestionResults,
-    read_manifest,
-    read_reference,
-    write_results,
-)
-from e2lmc.scoring.program import evaluate, format_row
+from e2lmc.formats.manifest import read_manifest
+from e2lmc.formats.reference import read_reference
+from e2lmc.formats.results import CheckpointResult, IngestionResults, write_results
 from e2lmc.sandboxed.submission import open_submission
 from e2lmc.sandboxed.tasks import load_task, run_task
+from e2lmc.scoring.evaluation import evaluate
+from e2lmc.scoring.program import format_row
 
 
 def lm_eval_results(zoo: Path, task_dir: Path, batch_size: int) -> IngestionResults:

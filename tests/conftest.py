@@ -1,4 +1,10 @@
-"""Shared paths and fixtures: tests work on copies, never on the committed samples."""
+"""Shared paths and fixtures: tests work on copies, never on the committed samples.
+
+A test that trains the tiny checkpoint set or evaluates checkpoints is marked `slow`:
+every test using the `tiny_zoo` fixture (directly or through another fixture) is marked
+here, the others that build models of their own carry `@pytest.mark.slow`. `python -m
+pytest -m "not slow"` is the loop of seconds; the README's command runs everything.
+"""
 
 import shutil
 import time
@@ -13,6 +19,15 @@ SAMPLE_RESULTS = REPO / "starting_kit" / "sample_results"
 SAMPLE_REFERENCE = REPO / "reference_data" / "sample"
 PUBLISHED_CURVES = REPO / "starting_kit" / "data" / "e2lm_published_curves.json"
 SAMPLES = REPO / "starting_kit" / "sample_submissions"
+
+
+SLOW_FIXTURES = {"tiny_zoo"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -53,9 +68,10 @@ def hflm_responses(checkpoint: Path, requests: list, batch_size: int = 64) -> li
 
 def engine_responses(checkpoint: Path, requests: list, **settings) -> list:
     """The engine's responses on one checkpoint."""
-    from e2lmc.engine.engine import Engine, Settings
+    from e2lmc.engine.engine import Engine
+    from e2lmc.limits import EngineSettings
 
-    [(_, responses)] = list(Engine(requests, Settings(**settings)).run([("checkpoint", checkpoint)]))
+    [(_, responses)] = list(Engine(requests, EngineSettings(**settings)).run([("checkpoint", checkpoint)]))
     return responses
 
 

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from e2lmc.scoring.advice import diagnose
-from e2lmc.formats.files import read_reference, read_results
+from e2lmc.formats.reference import read_reference
+from e2lmc.formats.results import read_results
+from e2lmc.scoring.advice import advise
+from e2lmc.scoring.evaluation import evaluate
 from e2lmc.scoring.report import render, token_unit
-from e2lmc.scoring.program import evaluate
 
 from .conftest import SAMPLE_REFERENCE, SAMPLE_RESULTS
 
@@ -23,7 +24,7 @@ def _evaluation(value_of, chance=0.25, n_samples=1200):
 
 
 def _kinds(ev):
-    return [d.kind for d in diagnose(ev)]
+    return [d.kind for d in advise(ev)]
 
 
 def rising(model, iteration):
@@ -37,7 +38,7 @@ def test_rising_curves_with_a_science_lead_are_fine():
 def test_curves_at_chance_are_said_to_be_at_chance_and_flat():
     noise = np.random.default_rng(0)
     ev = _evaluation(lambda m, it: 0.25 + float(noise.normal(0, 0.004)))
-    sentences = {d.kind: d.sentence for d in diagnose(ev)}
+    sentences = {d.kind: d.sentence for d in advise(ev)}
     assert "at_chance" in sentences and "Every model stays at chance level (0.25" in sentences["at_chance"]
     assert "flat" in sentences
     # far above chance but just as flat: flat, not at chance
@@ -47,13 +48,13 @@ def test_curves_at_chance_are_said_to_be_at_chance_and_flat():
 
 def test_a_falling_model_is_named():
     ev = _evaluation(lambda m, it: rising(m, it) if m.id != "dense-1b-arch2" else 0.7 - it / 400_000)
-    [falling] = [d for d in diagnose(ev) if d.kind == "falling"]
+    [falling] = [d for d in advise(ev) if d.kind == "falling"]
     assert "dense-1b-arch2, ρ = -1.00" in falling.sentence and "dense-1b-arch1" not in falling.sentence
 
 
 def test_a_science_model_behind_the_web_only_one_is_said():
     ev = _evaluation(lambda m, it: rising(m, it) - (0.1 if m.id == "dense-500m-arch1" else 0.0))
-    [said] = [d for d in diagnose(ev) if d.kind == "not_scientific"]
+    [said] = [d for d in advise(ev) if d.kind == "not_scientific"]
     assert "dense-500m-arch1" in said.sentence and "higher at 0 of 40 shared checkpoints" in said.sentence
 
 

@@ -12,19 +12,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from e2lmc.cli.main import main
+from e2lmc.embedded.zoo import PRESETS, series_for
+from e2lmc.errors import UserError
+from e2lmc.formats.manifest import read_manifest
+from e2lmc.formats.results import read_results
+from e2lmc.formats.series import E2LM_SERIES, read_series, series_reference
 from e2lmc.organizer.bundle import COLUMNS, zip_folder
 from e2lmc.organizer.codabench import bundle_problems
-from e2lmc.cli.main import main
-from e2lmc.errors import UserError
-from e2lmc.formats.files import read_manifest, read_results
 from e2lmc.organizer.phases import PHASE_NAMES, PHASES, phase_reference, shifted
-from e2lmc.scoring.program import Leaderboard
 from e2lmc.organizer.worker import WorkerOptions, run_submission
-from e2lmc.formats.series import E2LM_SERIES, read_series, series_reference
-from e2lmc.embedded.zoo import PRESETS, series_for
+from e2lmc.scoring.evaluation import Leaderboard
 
 from .conftest import SAMPLES, competition_of
-
 
 
 def _ids(reference) -> set[str]:
@@ -82,7 +82,7 @@ def test_zoo_bundle_is_self_contained_and_follows_codabench(zoo_bundle, tiny_zoo
             assert all(f"input_data/{e['path']}/model.safetensors" in names for e in manifest["checkpoints"])
             command = archive.read(f"{phase}/ingestion_program/metadata.yaml").decode()
             assert f"--manifest manifest-{phase}.yaml" in command
-        assert "starting_kit/e2lmc/cli.py" in names and "starting_kit/pyproject.toml" in names
+        assert "starting_kit/e2lmc/cli/main.py" in names and "starting_kit/pyproject.toml" in names
         assert "starting_kit/zoo.md" in names  # the report's "what the embedded models know" points there
         assert {f"starting_kit/sample_submissions/{s.name}/metadata.yaml" for s in SAMPLES.iterdir()} <= names
     zoo, _ = tiny_zoo
@@ -211,9 +211,10 @@ def test_worker_refuses_unknown_phases_and_missing_docker(zoo_bundle, short_scie
 
 
 def test_sample_submissions_in_every_format_plan(tmp_path):
-    from e2lmc.ingestion.program import Limits, plan_submission
+    from e2lmc.ingestion.preflight import preflight
+    from e2lmc.limits import Limits
 
-    plans = {s.name: plan_submission(s, tmp_path / s.name, Limits())[1] for s in sorted(SAMPLES.iterdir())}
+    plans = {s.name: preflight(s, tmp_path / s.name, Limits()).plan for s in sorted(SAMPLES.iterdir())}
     assert set(plans) == {"e2lmc_science_cloze", "e2lmc_everyday_endings", "e2lmc_mmluvar_template",
                           "e2lmc_science_patch"}
     assert all(100 <= p.n_samples <= 15_000 and not p.leakage for p in plans.values())

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from e2lmc.cli.main import main
-from e2lmc.participant.diagnose import Released, analyse, diagnose_submission, samples_csv
-from e2lmc.errors import UserError
-from e2lmc.formats.files import read_reference
-from e2lmc.formats.plan import Plan, PlannedRequest, PlannedSample
-from e2lmc.limits import Limits
 from e2lmc.embedded.world import SCIENCE_TASK
+from e2lmc.errors import UserError
+from e2lmc.formats.plan import Plan, PlannedRequest, PlannedSample
+from e2lmc.formats.reference import read_reference
+from e2lmc.limits import Limits
+from e2lmc.participant.diagnose import Released, analyse, diagnose_submission, samples_csv
 
 
 def _plan(n: int, metric: str = "acc,none") -> Plan:

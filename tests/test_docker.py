@@ -1,6 +1,7 @@
 """The worker image's recipe, checked without a Docker engine (this machine has none)."""
 
 import re
+
 import tomllib
 
 from .conftest import REPO

@@ -13,11 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import e2lmc.engine.engine as engine_module
-from e2lmc.engine.engine import Engine, Settings, trunk_length
-from e2lmc.limits import cpu_threads
-from e2lmc.ingestion.program import Limits, plan_submission
+import e2lmc.engine.runner as engine_module
+from e2lmc.engine.engine import Engine
 from e2lmc.engine.packing import Work, _pack
+from e2lmc.engine.runner import trunk_length
+from e2lmc.ingestion.preflight import preflight
+from e2lmc.limits import EngineSettings, Limits, cpu_threads
 
 from .conftest import engine_responses, hflm_responses
 
@@ -44,9 +45,9 @@ def few_shot_task(folder: Path, n: int = 120, sampler: str = "first_n") -> Path:
 
 def test_shared_prefix_engine_equals_lm_eval_and_computes_each_token_about_once(tiny_zoo, tmp_path):
     zoo, _ = tiny_zoo
-    _, plan = plan_submission(few_shot_task(tmp_path / "task"), tmp_path / "plan", Limits())
+    plan = preflight(few_shot_task(tmp_path / "task"), tmp_path / "plan", Limits()).plan
     requests = [(r.kind, r.arguments) for r in plan.requests]
-    engine = Engine(requests, Settings(token_budget=512))
+    engine = Engine(requests, EngineSettings(token_budget=512))
     checkpoints = [*SAME_MODEL, "dense-small-arch1/iter_0000060"]
     ours, modules = {}, []
     for position, responses in engine.run([(cid, zoo / cid) for cid in checkpoints]):
@@ -73,9 +74,9 @@ def test_causal_trunks_then_tree_masked_branches_give_lm_evals_numbers(tiny_zoo,
     here every batch's trunk, after a shared prefix or none, on a 64-token model."""
     monkeypatch.setattr(engine_module, "TRUNK_MIN", 2)
     checkpoint = tiny_zoo[0] / SAME_MODEL[1]
-    _, plan = plan_submission(few_shot_task(tmp_path / "task", n=100, sampler=sampler), tmp_path / "plan", Limits())
+    plan = preflight(few_shot_task(tmp_path / "task", n=100, sampler=sampler), tmp_path / "plan", Limits()).plan
     requests = [(r.kind, r.arguments) for r in plan.requests]
-    engine = Engine(requests, Settings(token_budget=256))
+    engine = Engine(requests, EngineSettings(token_budget=256))
     [(_, ours)] = engine.run([("c", checkpoint)])
     work = next(iter(engine.runner.works.values()))
     trunks = [trunk_length(b.positions, len(work.prefixes[b.family]) if b.family >= 0 else 0) for b in work.batches]
@@ -94,11 +95,11 @@ def test_the_trunk_is_where_every_row_is_still_one_chain():
 
 def test_two_worker_processes_give_the_single_process_responses(tiny_zoo, tmp_path):
     zoo, _ = tiny_zoo
-    _, plan = plan_submission(few_shot_task(tmp_path / "task", n=100), tmp_path / "plan", Limits())
+    plan = preflight(few_shot_task(tmp_path / "task", n=100), tmp_path / "plan", Limits()).plan
     requests = [(r.kind, r.arguments) for r in plan.requests]
     checkpoints = [(cid, zoo / cid) for cid in (*SAME_MODEL, "dense-small-arch1/iter_0000060")]
-    alone = dict(Engine(requests, Settings(devices=("cpu",))).run(checkpoints))
-    results = list(Engine(requests, Settings(devices=("cpu", "cpu"))).run(checkpoints))
+    alone = dict(Engine(requests, EngineSettings(devices=("cpu",))).run(checkpoints))
+    results = list(Engine(requests, EngineSettings(devices=("cpu", "cpu"))).run(checkpoints))
     assert sorted(p for p, _ in results) == [0, 1, 2]
     for position, responses in results:
         assert max(abs(a[0] - b[0]) for a, b in zip(responses, alone[position], strict=True)) <= 1e-5
@@ -187,9 +188,9 @@ def test_a_15000_sample_five_shot_task_packs_within_the_budget_and_shares_its_pr
 @pytest.mark.parametrize("token_budget", [64, 4096])
 def test_the_budget_changes_batches_not_responses(tiny_zoo, tmp_path, token_budget):
     zoo, _ = tiny_zoo
-    _, plan = plan_submission(few_shot_task(tmp_path / "task", n=100), tmp_path / "plan", Limits())
+    plan = preflight(few_shot_task(tmp_path / "task", n=100), tmp_path / "plan", Limits()).plan
     requests = [(r.kind, r.arguments) for r in plan.requests]
-    [(_, small)] = Engine(requests, Settings(token_budget=token_budget)).run([("c", zoo / SAME_MODEL[1])])
+    [(_, small)] = Engine(requests, EngineSettings(token_budget=token_budget)).run([("c", zoo / SAME_MODEL[1])])
     [(_, default)] = Engine(requests).run([("c", zoo / SAME_MODEL[1])])
     assert max(abs(a[0] - b[0]) for a, b in zip(small, default, strict=True)) <= 1e-5
 
@@ -216,7 +217,7 @@ def test_the_cache_keyword_follows_the_installed_transformers():
     goes in 5.40): the engine passes whichever the model takes, so no deprecation warning."""
     import torch
 
-    from e2lmc.engine.engine import cache_argument
+    from e2lmc.engine.runner import cache_argument
 
     class Old(torch.nn.Module):
         def forward(self, input_ids=None, past_key_values=None, use_cache=None):

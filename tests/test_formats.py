@@ -6,16 +6,8 @@ import pytest
 import yaml
 
 from e2lmc.errors import UserError
-from e2lmc.formats.files import (
-    REFERENCE_FILE,
-    RESULTS_FILE,
-    CheckpointResult,
-    IngestionResults,
-    read_reference,
-    read_results,
-    write_reference,
-    write_results,
-)
+from e2lmc.formats.reference import REFERENCE_FILE, read_reference, write_reference
+from e2lmc.formats.results import RESULTS_FILE, CheckpointResult, IngestionResults, read_results, write_results
 
 from .conftest import SAMPLE_REFERENCE, SAMPLE_RESULTS
 

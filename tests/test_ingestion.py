@@ -4,23 +4,27 @@ evaluate, score in a child process; resuming, failures, security and the rules."
 import contextlib
 import json
 import math
-from dataclasses import replace
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
-import e2lmc.engine.engine as engine
-from e2lmc.engine.checkpoints import resolve
+import e2lmc.engine.runner as engine
 from e2lmc.cli.main import main
-from e2lmc.errors import InvalidSubmission, UserError
-from e2lmc.formats.files import CheckpointManifest, ManifestEntry, read_manifest, read_reference, read_results, write_manifest
-from e2lmc.sandboxed.isolation import HIDDEN_FAILURE
-from e2lmc.ingestion.program import Limits, check_prompts, ingest, plan_submission
 from e2lmc.embedded.world import SCIENCE_TASK
+from e2lmc.engine.checkpoints import resolve
+from e2lmc.errors import InvalidSubmission, UserError
+from e2lmc.formats.manifest import CheckpointManifest, ManifestEntry, read_manifest, write_manifest
+from e2lmc.formats.reference import read_reference
+from e2lmc.formats.results import read_results
+from e2lmc.ingestion.preflight import check_prompts, preflight
+from e2lmc.ingestion.program import ingest
+from e2lmc.limits import Limits
+from e2lmc.sandboxed.isolation import HIDDEN_FAILURE
 
 from .conftest import REPO, engine_responses
 from .test_engine import few_shot_task
@@ -94,7 +98,7 @@ def test_ingest_equals_lm_eval_hf_backend_and_resumes(tiny_zoo, input_data, tmp_
     by_id = {c.id: c.metrics["acc,none"] for c in results.checkpoints}
     assert by_id[CHECKPOINTS[2]] == direct_metric
     with contextlib.chdir(tmp_path):
-        _, plan = plan_submission(science(tiny_zoo), tmp_path / "plan", QUICK)
+        plan = preflight(science(tiny_zoo), tmp_path / "plan", QUICK).plan
     ours = engine_responses(checkpoint, [(r.kind, r.arguments) for r in plan.requests])
     mine = {tuple(json.loads(r.arguments)): ll for r, (ll, _) in zip(plan.requests, ours)}
     assert mine.keys() == direct_lls.keys()
@@ -173,7 +177,7 @@ def test_few_shot_examples_drawn_per_sample_are_lm_evals_draws(tiny_zoo, input_d
 
 def test_a_group_with_fewshot_helpers_and_every_data_format_equals_lm_eval(tiny_zoo, input_data, tmp_path):
     folder = write_group_submission(tmp_path / "group")
-    _, plan = plan_submission(folder, tmp_path / "plan", QUICK)
+    plan = preflight(folder, tmp_path / "plan", QUICK).plan
     contexts = [json.loads(r.arguments)[0] for r in plan.requests if r.task == "numbers_csv"]
     assert all(c.startswith("Answer questions about counting.\n\n") and c.count("Question:") == 3 for c in contexts)
     only_one = tmp_path / "one"
@@ -321,7 +325,7 @@ def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys
 def test_bad_tasks_are_refused_before_any_model(tmp_path, n, extra, message):
     folder = make_task(tmp_path / "s", n, **extra)
     with pytest.raises(UserError, match=message):
-        plan_submission(folder, tmp_path / "work", QUICK)
+        preflight(folder, tmp_path / "work", QUICK)
 
 
 def hub_dataset_task(folder: Path) -> Path:
@@ -348,18 +352,18 @@ def test_hub_datasets_load_from_the_local_cache_offline(tmp_path, monkeypatch):
     for name, value in (("HF_DATASETS_CACHE", str(tmp_path / "datasets")), ("HF_HUB_OFFLINE", "1"),
                         ("HF_DATASETS_OFFLINE", "1")):
         monkeypatch.setenv(name, value)
-    _, plan = plan_submission(folder, tmp_path / "work", QUICK)
+    plan = preflight(folder, tmp_path / "work", QUICK).plan
     assert plan.n_samples == 120
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty"))
     with pytest.raises(UserError, match=r"dataset 'someone/numbers' could not be loaded .* ship the data files"):
-        plan_submission(folder, tmp_path / "work2", QUICK)
+        preflight(folder, tmp_path / "work2", QUICK)
 
 
 def test_prompt_over_2048_tokens_names_the_sample(tiny_zoo, tmp_path):
     words = " ".join(f"w{i}x" for i in range(2100))
     folder = make_task(tmp_path / "s", 120, question=lambda i: words if i == 37 else f"Which number follows {i}?")
-    _, plan = plan_submission(folder, tmp_path / "work", QUICK)
+    plan = preflight(folder, tmp_path / "work", QUICK).plan
     with pytest.raises(UserError, match=r"task 'numbers' sample 37: its prompt has [\d,]+ tokens; the limit is 2,048"):
         check_prompts(plan, tiny_zoo[0] / "tokenizer")
 
@@ -371,7 +375,7 @@ def test_on_the_embedded_set_the_prompt_rule_counts_real_models_tokens(tiny_zoo,
 
     words = " ".join(f"w{i}x" for i in range(700))
     folder = make_task(tmp_path / "s", 120, question=lambda i: words if i == 37 else f"Which number follows {i}?")
-    _, plan = plan_submission(folder, tmp_path / "work", QUICK)
+    plan = preflight(folder, tmp_path / "work", QUICK).plan
     with pytest.raises(UserError, match=r"sample 37: its prompt has [\d,]+ tokens; the limit is 2,048$"):
         check_prompts(plan, tiny_zoo[0] / "tokenizer")  # a real series' tokenizer counts for itself
     scale = read_manifest(tiny_zoo[0]).tokens_per_rule_token
@@ -387,12 +391,12 @@ def test_what_helpers_print_neither_breaks_nor_floods_the_plan(tmp_path):
               "    sys.stdout.write('x' * 5_000_000)\n    sys.stderr.write('y' * 5_000_000)\n    return dataset\n")
     folder = make_task(tmp_path / "s", 120, yaml_extra="process_docs: !function helpers.noisy\n",
                        files={"helpers.py": helper})
-    _, plan = plan_submission(folder, tmp_path / "work", QUICK)
+    plan = preflight(folder, tmp_path / "work", QUICK).plan
     assert plan.n_samples == 120 and len(plan.requests) == 360
 
 
 def test_function_resolution_is_confined_at_run_time_too(tmp_path):
-    from e2lmc.sandboxed.tasks import _submission_function
+    from e2lmc.sandboxed.guards import _submission_function
 
     (tmp_path / "helpers.py").write_text("def f(x):\n    return x\n")
     assert _submission_function(tmp_path, "helpers.f", tmp_path)(3) == 3
@@ -406,7 +410,7 @@ def test_a_helper_that_never_returns_is_stopped(tmp_path):
     folder = make_task(tmp_path / "s", 120, yaml_extra="process_docs: !function helpers.forever\n",
                        files={"helpers.py": "def forever(dataset):\n    while True:\n        pass\n"})
     with pytest.raises(UserError, match=r"did not finish within 20 s, so it was stopped"):
-        plan_submission(folder, tmp_path / "work", Limits(plan_seconds=20))
+        preflight(folder, tmp_path / "work", Limits(plan_seconds=20))
 
 
 @pytest.mark.parametrize("role", ["released", "hidden"])
@@ -478,7 +482,7 @@ def test_requests_beyond_the_context_are_counted_as_lm_eval_truncates_them(tiny_
     v = results.validation
     checkpoint = input_data / CHECKPOINTS[0]
     lm = HFLM(pretrained=str(checkpoint), device="cpu", dtype="float32")
-    _, plan = plan_submission(template, tmp_path / "plan", QUICK)
+    plan = preflight(template, tmp_path / "plan", QUICK).plan
     excess = [len(c) + len(t) - (lm.max_length + 1)
               for c, t in (lm._encode_pair(*json.loads(r.arguments)) for r in plan.requests)]
     assert v.context_tokens == lm.max_length == 64

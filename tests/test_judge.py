@@ -12,10 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from e2lmc.cli.main import main
-from e2lmc.formats.files import read_reference, read_results, write_reference, write_results
-from e2lmc.ingestion.program import Limits, plan_submission
-from e2lmc.scoring.judge import AlignmentSample, AlignmentSettings, judge_samples
+from e2lmc.formats.alignment import AlignmentSample, AlignmentSettings
+from e2lmc.formats.reference import read_reference, write_reference
+from e2lmc.formats.results import read_results, write_results
+from e2lmc.ingestion.preflight import preflight
+from e2lmc.limits import Limits
 from e2lmc.sandboxed.samples import alignment_samples
+from e2lmc.scoring.judge import judge_samples
 
 from .conftest import SAMPLE_REFERENCE, SAMPLES
 
@@ -78,7 +81,7 @@ def drawn(tmp_path_factory) -> dict[str, list[AlignmentSample]]:
     """The samples the pipeline draws from the science and everyday sample tasks."""
     out = {}
     for name in ("e2lmc_science_cloze", "e2lmc_everyday_endings"):
-        _, plan = plan_submission(SAMPLES / name, tmp_path_factory.mktemp("plan"), Limits())
+        plan = preflight(SAMPLES / name, tmp_path_factory.mktemp("plan"), Limits()).plan
         out[name] = alignment_samples(plan)
     return out
 
@@ -96,7 +99,7 @@ def test_the_sample_tasks_get_the_rates_of_their_subjects(server, drawn, tmp_pat
     body = server.requests[0]  # the organizers' request: temperature 0, 300 tokens, the JSON schema
     assert (body["temperature"], body["max_tokens"], body["response_format"]["type"]) == (0.0, 300, "json_schema")
     assert "<<<SAMPLE\nQuestion: " in body["messages"][-1]["content"] and "\nA) " in body["messages"][-1]["content"]
-    _, plan = plan_submission(SAMPLES / "e2lmc_science_cloze", tmp_path, Limits())
+    plan = preflight(SAMPLES / "e2lmc_science_cloze", tmp_path, Limits()).plan
     assert alignment_samples(plan) == drawn["e2lmc_science_cloze"]  # the same submission draws the same samples
 
 

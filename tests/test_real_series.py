@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2lmc.organizer.bundle import DEFAULT_IMAGE, HEADER, default_competition_text, schedule_warnings
 from e2lmc.cli.main import main
+from e2lmc.errors import UserError
+from e2lmc.formats.manifest import read_manifest
+from e2lmc.formats.results import read_results
+from e2lmc.formats.series import E2LM_SERIES, read_series, series_reference
+from e2lmc.organizer.bundle import DEFAULT_IMAGE, HEADER, default_competition_text, schedule_warnings
 from e2lmc.organizer.codabench import bundle_problems
 from e2lmc.organizer.container import Mount, StepSpec
-from e2lmc.errors import UserError
-from e2lmc.formats.files import read_manifest, read_results
 from e2lmc.organizer.pages import PAGES
 from e2lmc.organizer.phases import PHASE_NAMES, PHASES
 from e2lmc.organizer.placement import verify_checkpoint
-from e2lmc.formats.series import E2LM_SERIES, read_series, series_reference
 
 from . import hub_cache
 from .conftest import REPO, competition_of
@@ -355,15 +356,24 @@ def test_the_estimate_sizes_the_real_phases_as_docs_organizers_says():
 def test_estimate_predicts_each_phase_from_the_tokens_the_engine_computes(real_series, placed, short_science,
                                                                           capsys):
     from e2lmc.engine.engine import Engine
-    from e2lmc.organizer.estimate import DEVICES, TaskTokens, Workload, phase_checkpoints, phase_seconds, task_tokens, time_limit
-    from e2lmc.ingestion.program import Limits, check_prompts, plan_submission
+    from e2lmc.ingestion.preflight import check_prompts, preflight
+    from e2lmc.limits import Limits
+    from e2lmc.organizer.estimate import (
+        DEVICES,
+        TaskTokens,
+        Workload,
+        phase_checkpoints,
+        phase_seconds,
+        task_tokens,
+        time_limit,
+    )
     from e2lmc.organizer.placement import verify_placed
 
     series_file, _ = real_series
     assert main(["estimate", str(short_science), "--series", str(series_file), "--data", str(placed),
                  "--device", "h200"]) == 0
     out = capsys.readouterr().out
-    _, plan = plan_submission(short_science, placed.parent / "plan", Limits())
+    plan = preflight(short_science, placed.parent / "plan", Limits()).plan
     requests = [(r.kind, r.arguments) for r in plan.requests]
     first = placed / read_manifest(placed).checkpoints[0].path
     validation, tokenized = check_prompts(plan, first)

@@ -6,8 +6,8 @@ skipped with the reason, never silently; CI installs bubblewrap, so both run the
 """
 
 import json
-import re
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,10 +21,13 @@ import psutil
 import pytest
 
 from e2lmc.errors import InvalidSubmission, UserError
-from e2lmc.formats.files import CheckpointManifest, read_manifest, read_results, write_manifest
-from e2lmc.ingestion.program import Limits, _secret_order, ingest, plan_submission
+from e2lmc.formats.manifest import CheckpointManifest, read_manifest, write_manifest
+from e2lmc.formats.results import read_results
+from e2lmc.ingestion.preflight import preflight
+from e2lmc.ingestion.program import _secret_order, ingest
+from e2lmc.limits import GiB, Limits, SandboxSettings
 from e2lmc.sandboxed.isolation import HIDDEN_FAILURE, Scorer
-from e2lmc.sandboxed.sandbox import GiB, Sandbox, SandboxSettings, filters_work, namespaces_work, private_workdir
+from e2lmc.sandboxed.sandbox import Sandbox, filters_work, namespaces_work, private_workdir
 from e2lmc.sandboxed.submission import open_submission
 
 from .test_ingestion import make_task
@@ -107,7 +110,7 @@ def test_the_child_reaches_no_data_network_process_or_parent(tiny_zoo, tmp_path,
                             "    ROOT = os.path.dirname(os.path.abspath(__file__))\n")
     monkeypatch.setenv("E2LMC_TEST_SECRET", "hunter2")
     folder = helper_task(tmp_path / "s", helper)
-    _, plan = plan_submission(folder, tmp_path / "work", limits(level))
+    plan = preflight(folder, tmp_path / "work", limits(level)).plan
     (context,) = [json.loads(r.arguments)[0] for r in plan.requests if "PROBES" in r.arguments][:1]
     outcomes = json.loads(context[context.index("PROBES") + 6: context.index("END")])
     assert len(outcomes) == 19
@@ -151,7 +154,7 @@ def test_a_child_that_exhausts_a_limit_ends_in_one_sentence_naming_it(tmp_path, 
     settings = {"memory": {"memory_bytes": 3 * GiB}, "cpu": {"cpu_seconds": 10},
                 "file size": {"file_bytes": 1 << 20}}.get(bomb, {})
     with pytest.raises(InvalidSubmission, match=message):
-        plan_submission(folder, tmp_path / "work", limits(level, **settings))
+        preflight(folder, tmp_path / "work", limits(level, **settings))
 
 
 # ---------------------------------------------------------- learning which checkpoint
@@ -245,7 +248,8 @@ def test_nothing_of_a_hidden_checkpoint_leaks_through_errors(tmp_path, level):
     workdir = tmp_path / "work"
     settings = limits(level)
     sandbox = Sandbox(workdir, settings.sandbox)
-    submission, plan = plan_submission(folder, workdir, settings, sandbox)
+    planned = preflight(folder, workdir, settings, sandbox=sandbox)
+    submission, plan = planned.submission, planned.plan
     for style in range(1, 6):
         responses = [[-style - 0.123456, False]] + [[-0.5 - i / 1000, False] for i in range(len(plan.requests) - 1)]
         for hidden in (True, False):
@@ -282,7 +286,7 @@ def test_ten_million_rows_stop_at_the_rule(tmp_path, level):
         f.write("{}\n" * 10_000_000)
     start = time.perf_counter()
     with pytest.raises(InvalidSubmission, match=r"data file 'numbers.jsonl' has more than 15,000 rows"):
-        plan_submission(folder, tmp_path / "work", limits(level))
+        preflight(folder, tmp_path / "work", limits(level))
     assert time.perf_counter() - start < 30  # stopped at 15,001 rows, not after loading 10 million
 
 
@@ -294,7 +298,7 @@ def test_dataset_path_outside_the_submission_is_refused(tmp_path, path, level):
     text = (folder / "numbers.yaml").read_text().replace("dataset_path: json", f"dataset_path: {path}")
     (folder / "numbers.yaml").write_text(text)
     with pytest.raises(InvalidSubmission, match=f"dataset_path '{path}' lies outside the submission"):
-        plan_submission(folder, tmp_path / "work", limits(level))
+        preflight(folder, tmp_path / "work", limits(level))
 
 
 # ------------------------------------------------------------------ no orphan survives
@@ -323,7 +327,7 @@ def test_no_child_survives_its_parent_and_the_next_run_removes_its_folder(tmp_pa
                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     children: list[psutil.Process] = []
-    while not any("e2lmc.sandboxed.isolation" in command_line(c) for c in children) and time.monotonic() < deadline:
+    while not any("e2lmc.sandboxed.child" in command_line(c) for c in children) and time.monotonic() < deadline:
         time.sleep(0.2)
         children = [c for c in psutil.Process(parent.pid).children(recursive=True) if c.is_running()]
     assert children, "the plan child never started"
@@ -403,7 +407,8 @@ def test_a_child_that_stops_reading_cannot_stall_the_parent(tmp_path, level):
     workdir = tmp_path / "work"
     settings = limits(level)
     sandbox = Sandbox(workdir, settings.sandbox)
-    submission, plan = plan_submission(folder, workdir, settings, sandbox)
+    planned = preflight(folder, workdir, settings, sandbox=sandbox)
+    submission, plan = planned.submission, planned.plan
     responses = [[-0.5, False]] * len(plan.requests)
     assert len(json.dumps(responses)) > 1 << 16  # more than a pipe holds
     with Scorer(submission, sandbox, workdir, 5, hidden=True) as scorer:
@@ -422,4 +427,4 @@ def test_the_parent_reads_no_oversized_plan(tmp_path, monkeypatch):
 
     monkeypatch.setattr(e2lmc.sandboxed.isolation, "MAX_PLAN_BYTES", 1 << 10)
     with pytest.raises(InvalidSubmission, match=r"the task's requests take [\d.]+ MiB, more than the [\d.]+ MiB any task within the rules needs"):
-        plan_submission(make_task(tmp_path / "s", 120), tmp_path / "work", limits("landlock"))
+        preflight(make_task(tmp_path / "s", 120), tmp_path / "work", limits("landlock"))

@@ -1,4 +1,4 @@
-"""The score formulas of DESIGN §5: published values, hand-computed cases, properties."""
+"""The score formulas (docs/scoring.md): published values, hand-computed cases, properties."""
 
 import json
 import math
@@ -8,20 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from e2lmc.formats.rules import SubmissionRules
+from e2lmc.formats.series import iterations_to_tokens
 from e2lmc.scoring.curves import read_curves, score_curves
 from e2lmc.scoring.formulas import (
     FLAT_CURVE,
-    ValidationRules,
+    check_rules,
     global_score,
-    iterations_to_tokens,
     ranking_consistency,
     scientific_compliance,
     signal_quality,
-    validate,
 )
 
 from .conftest import PUBLISHED_CURVES
-
 
 # ------------------------------------------------------------ published values
 
@@ -164,7 +163,7 @@ def test_global_score_uses_the_weights():
      (500, 2049, 0, False), (1000, 10, 50, True), (1000, 10, 51, False), (1000, None, 0, True)],
 )
 def test_validation_gates(n, tokens, leaked, valid):
-    verdict = validate(n, tokens, leaked, ValidationRules())
+    verdict = check_rules(n, tokens, leaked, SubmissionRules())
     assert verdict.valid is valid
     assert len(verdict.problems) == (0 if valid else 1)
     assert verdict.leakage_fraction == pytest.approx(leaked / n)

@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from e2lmc.cli.main import main
-from e2lmc.formats.files import read_reference, read_results, write_results
-from e2lmc.scoring.program import evaluate
+from e2lmc.formats.reference import read_reference
+from e2lmc.formats.results import read_results, write_results
+from e2lmc.scoring.evaluation import evaluate
 from e2lmc.scoring.formulas import global_score, signal_quality
 
 from .conftest import REPO, SAMPLE_REFERENCE
@@ -225,9 +226,8 @@ def test_the_prompt_rule_counts_real_tokens_where_the_checkpoints_tokenizer_is_s
 def test_the_report_loads_nothing_from_outside_even_with_a_hostile_task_name(res_dir, tmp_path):
     """The check scripts/render_report.py applies before rendering in Chromium: every src
     and href is a data: URI or an anchor; a task name carrying markup stays text."""
-    import runpy
+    from e2lmc.scoring.html import outside_resources
 
-    outside_resources = runpy.run_path(str(REPO / "scripts" / "render_report.py"))["outside_resources"]
     results = read_results(res_dir)
     results.task_name = '<img src="https://evil.example/x.png"><script>alert(1)</script>'
     write_results(results, res_dir)

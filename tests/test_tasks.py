@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
+from e2lmc.embedded.world import EVERYDAY_TASK, SCIENCE_TASK
 from e2lmc.errors import UserError
 from e2lmc.sandboxed.submission import open_submission
 from e2lmc.sandboxed.tasks import load_task, record_requests, replay
-from e2lmc.embedded.world import EVERYDAY_TASK, SCIENCE_TASK
 
 from .conftest import engine_responses
 
@@ -72,7 +72,7 @@ def test_data_files_are_checked_before_datasets_reads_them(tmp_path):
     (a pretty-printed array), whose rows the sample-count gate counts once loaded."""
     import json
 
-    from e2lmc.sandboxed.tasks import check_data_file
+    from e2lmc.sandboxed.guards import check_data_file
 
     rows = [{"question": f"q{i}", "choices": ["a", "b"], "label": 0} for i in range(3000)]
     (tmp_path / "pretty.json").write_text(json.dumps(rows, indent=2))  # 21,000 lines, 3,000 rows

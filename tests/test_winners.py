@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from transformers import LlamaConfig
 
-from e2lmc.ingestion.program import check_prompts, ingest, plan_submission
-from e2lmc.formats.files import CheckpointManifest, ManifestEntry, write_manifest
 from e2lmc.embedded.world import git_new_file, load_world, science_samples, tokenizer_texts
 from e2lmc.embedded.zoo import PRESETS, train_tokenizer
+from e2lmc.formats.manifest import CheckpointManifest, ManifestEntry, write_manifest
+from e2lmc.ingestion.preflight import check_prompts, preflight
+from e2lmc.ingestion.program import ingest
 
 from .test_ingestion import QUICK, lm_eval_direct
 
@@ -145,7 +146,7 @@ def default_context(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("winner", sorted(WINNERS))
 def test_a_winners_task_fits_the_default_set_and_equals_lm_eval(winner, tiny_zoo, default_context, tmp_path):
     folder = write(tmp_path / winner, WINNERS[winner]())
-    _, plan = plan_submission(folder, tmp_path / "plan", QUICK)
+    plan = preflight(folder, tmp_path / "plan", QUICK).plan
     assert plan.task_name == winner and plan.n_samples >= 100
     validation, _ = check_prompts(plan, default_context, PRESETS["default"].tokens_per_rule_token)
     assert validation.context_tokens == PRESETS["default"].seq_len >= 1024

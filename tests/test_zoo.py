@@ -6,10 +6,11 @@ import time
 import pytest
 import torch
 
-from e2lmc.errors import UserError
-from e2lmc.formats.files import read_manifest, read_reference
 from e2lmc.embedded.world import EVERYDAY_TASK, SCIENCE_TASK, load_world, write_sample_tasks
 from e2lmc.embedded.zoo import PRESETS, build, schedule
+from e2lmc.errors import UserError
+from e2lmc.formats.manifest import read_manifest
+from e2lmc.formats.reference import read_reference
 
 from .conftest import REPO
 

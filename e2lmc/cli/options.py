@@ -1,7 +1,10 @@
-"""The command line's shared options: how a run's limits are given and read.
+"""What the command line's parsers share: how a command is declared, and a run's options.
 
-`run`, `demo`, `diagnose` and `ingest` evaluate models (the sandbox's, the engine's and
-the score child's options); `validate` loads no model (the sandbox's only).
+Every command is declared with `add_command`, its examples beside its options (they end
+its --help). `run`, `demo`, `diagnose` and `ingest` evaluate models: the sandbox's, the
+engine's and the score child's options (`add_run_limits`, read by `run_limits`);
+`validate` and `align` load no model: the sandbox's only (`add_sandbox_options`, read by
+`sandbox_limits`). Nothing here imports torch or lm-eval: `e2lmc --help` stays instant.
 """
 
 from __future__ import annotations
@@ -9,35 +12,44 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..limits import Limits
+from ..embedded.sets import DEFAULT_PRESET, PRESETS, ROOT
+from ..limits import EngineSettings, GiB, Limits, SandboxSettings
 from ..sandboxed.sandbox import CHOICES
 
 
-def limits(args: argparse.Namespace) -> Limits:
-    """The run's limits from its options (validate's: no engine)."""
-    from ..limits import Settings
-    from ..sandboxed.sandbox import GiB, SandboxSettings
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions as usual; keeps the examples' lines as written."""
 
-    sandbox = SandboxSettings(level=args.sandbox, required=args.require_sandbox,
-                              memory_bytes=int(args.memory_limit * GiB))
-    if not hasattr(args, "devices"):  # validate: no model, no engine options
-        return Limits(plan_seconds=args.plan_timeout, sandbox=sandbox)
-    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
-    return Limits(plan_seconds=args.plan_timeout, score_seconds=args.score_timeout,
-                  engine=Settings(token_budget=args.token_budget, devices=devices, threads=args.threads),
-                  sandbox=sandbox)
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, help: str, description: str,  # noqa: A002
+                examples: list[str]) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with `examples` (command lines, a comment after one
+    is kept as written)."""
+    return sub.add_parser(name, help=help, description=description, formatter_class=HelpFormatter,
+                          epilog="examples:\n" + "".join(f"  {line}\n" for line in examples))
+
+
+def add_set_options(p: argparse.ArgumentParser) -> None:
+    """Which embedded checkpoint set, and where it is (or is built)."""
+    p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET,
+                   help="which embedded checkpoint set (default: %(default)s)")
+    p.add_argument("--zoo", type=Path, help=f"where the checkpoint set is or goes (default: {ROOT}/PRESET)")
 
 
 def add_run_options(p: argparse.ArgumentParser, default_output: str) -> None:
-    p.add_argument("--preset", choices=["tiny", "default"], default="default",
-                   help="which embedded checkpoint set (default: %(default)s)")
-    p.add_argument("--zoo", type=Path, help="where the checkpoint set is or goes (default: zoo/PRESET)")
+    """A local run's: the set, the output folder, the run's limits."""
+    add_set_options(p)
     p.add_argument("--output", type=Path, help=f"where to write (default: {default_output})")
-    add_limits(p)
+    add_run_limits(p)
 
 
-def add_limits(p: argparse.ArgumentParser) -> None:
-    """The options of a run: the sandbox's, then the engine's and the score child's."""
+def add_run_limits(p: argparse.ArgumentParser) -> None:
+    """The options of a run that evaluates models: the sandbox's, then the engine's and the score child's."""
     add_sandbox_options(p)
     p.add_argument("--score-timeout", type=float, default=Limits.score_seconds,
                    help="seconds allowed to score one checkpoint's responses (default: %(default)s)")
@@ -52,7 +64,7 @@ def add_limits(p: argparse.ArgumentParser) -> None:
 
 
 def add_sandbox_options(p: argparse.ArgumentParser) -> None:
-    """How the submission's code runs: what `validate` needs too (it loads no model)."""
+    """How the submission's code runs: what `validate` and `align` need too (they load no model)."""
     p.add_argument("--plan-timeout", type=float, default=Limits.plan_seconds,
                    help="seconds allowed to build the task and record its requests (default: %(default)s)")
     p.add_argument("--sandbox", choices=["auto", *CHOICES], default="auto",
@@ -63,3 +75,17 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    help="refuse to run below this isolation level (default: %(default)s)")
     p.add_argument("--memory-limit", type=float, default=8.0,
                    help="GiB of address space each process running submission code may use (default: %(default)s)")
+
+
+def sandbox_limits(args: argparse.Namespace) -> Limits:
+    """The limits of a command that runs the submission's code but no model (`add_sandbox_options`)."""
+    return Limits(plan_seconds=args.plan_timeout, sandbox=SandboxSettings(
+        level=args.sandbox, required=args.require_sandbox, memory_bytes=int(args.memory_limit * GiB)))
+
+
+def run_limits(args: argparse.Namespace) -> Limits:
+    """The limits of a command that evaluates models (`add_run_limits`)."""
+    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
+    return Limits(plan_seconds=args.plan_timeout, score_seconds=args.score_timeout,
+                  engine=EngineSettings(token_budget=args.token_budget, devices=devices, threads=args.threads),
+                  sandbox=sandbox_limits(args).sandbox)

@@ -1,6 +1,8 @@
-"""The organizers' subcommands of `e2lmc`: build the bundle, place the checkpoints, run
-a submission as Codabench's worker would, train the embedded set. `cli.py` adds them to
-the one `e2lmc` command (same exit codes)."""
+"""The organizers' commands: bundle, worker, estimate, checkpoints fetch/verify, zoo build.
+
+Each handler turns its options into a call of the organizer's package (`organizer/`,
+`embedded/`) and prints what comes back.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +11,19 @@ import sys
 import time
 from pathlib import Path
 
+from ..embedded.sets import DEFAULT_PRESET, PRESETS, ROOT, set_folder
 from ..errors import UserError
 from ..sandboxed.sandbox import CHOICES
+from .options import add_command, add_set_options
 
-
-def embedded_set(args: argparse.Namespace) -> tuple[Path, float | None]:
-    """The embedded checkpoint set of `--zoo`/`--preset`, built first if missing (and
-    the seconds that took)."""
-    from ..formats.series import SERIES_FILE
-    from ..embedded.zoo import build
-
-    zoo = args.zoo or Path("zoo") / args.preset
-    if (zoo / SERIES_FILE).is_file():
-        return zoo, None
-    print(f"Building the embedded '{args.preset}' checkpoint set in {zoo} (first use only; resumable) …")
-    start = time.perf_counter()
-    build(args.preset, zoo)
-    return zoo, time.perf_counter() - start
 
 def _bundle(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from ..organizer.bundle import BundleOptions, real_bundle, zoo_bundle
-    from ..formats.files import read_alignment
+    from ..embedded.sets import ensure_built
+    from ..formats.alignment import read_alignment
     from ..formats.series import E2LM_SERIES, read_series
+    from ..organizer.bundle import BundleOptions, real_bundle, zoo_bundle
 
     try:
         start = datetime.fromisoformat(args.start) if args.start else None
@@ -51,7 +42,7 @@ def _bundle(args: argparse.Namespace) -> int:
         if misplaced:
             raise UserError(f"{', '.join(misplaced)}: only for --checkpoints e2lm (the zoo bundle carries the "
                             "embedded set inside)")
-        warnings = zoo_bundle(embedded_set(args)[0], out, options)
+        warnings = zoo_bundle(ensure_built(args.preset, args.zoo)[0], out, options)
     else:
         series = read_series(args.series or E2LM_SERIES, args.web_model)
         warnings = real_bundle(series, out, options, args.data)
@@ -63,8 +54,8 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _checkpoints(args: argparse.Namespace) -> int:
-    from ..organizer.placement import describe, fetch, verify_placed
     from ..formats.series import E2LM_SERIES, read_series
+    from ..organizer.placement import describe, fetch, verify_placed
 
     if args.checkpoints_command == "verify":
         print(f"{args.data}: {describe(verify_placed(args.data))}, all complete")
@@ -97,10 +88,11 @@ def _worker(args: argparse.Namespace) -> int:
     print(f"scores: {scores}\ndetailed results: {scoring.output / 'detailed_results.html'}")
     return 0
 
+
 def _zoo_build(args: argparse.Namespace) -> int:
     from ..embedded.zoo import build, format_summary
 
-    out = args.out or Path("zoo") / args.preset
+    out = set_folder(args.preset, args.out)
     summaries = build(args.preset, out, seed=args.seed)
     print(format_summary(summaries, out))
     print(f"manifest: {out / 'manifest.yaml'}  reference data: {out / 'reference'}  sample tasks: {out / 'tasks'}")
@@ -108,51 +100,11 @@ def _zoo_build(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from ..organizer.estimate import DEVICES, format_estimate, nominal_sizes, phase_checkpoints, task_tokens
-    from ..formats.files import MANIFEST_FILE, read_manifest
-    from ..ingestion.program import check_prompts, plan_submission, truncation_warning
-    from ..limits import Limits
-    from ..organizer.placement import verify_placed
-    from ..sandboxed.sandbox import private_workdir
-    from ..formats.series import E2LM_SERIES, read_series
+    from ..formats.series import E2LM_SERIES
+    from ..organizer.estimate import estimate_submission
 
-    try:
-        series = read_series(args.series or E2LM_SERIES, args.web_model)
-    except UserError:
-        if args.web_model:
-            raise
-        series = read_series(args.series or E2LM_SERIES, "organizers/web-only")  # only its size counts here
-    sizes = verify_placed(args.data) if args.data else nominal_sizes(series)
-    checkpoint, scale, counted = args.tokenizer, 1.0, "the tokenizer of --tokenizer"
-    if checkpoint is None and args.data:
-        checkpoint = args.data / read_manifest(args.data).checkpoints[0].path
-        counted = "the placed checkpoints' tokenizer"
-    if checkpoint is None:
-        embedded = Path("zoo/default")
-        if not (embedded / MANIFEST_FILE).is_file():
-            raise UserError("give --data (the placed checkpoints) or --tokenizer DIR (a checkpoint of the series) to "
-                            "count the task's tokens, or build the embedded set (e2lmc demo) to approximate them")
-        manifest = read_manifest(embedded)
-        checkpoint, scale = embedded / manifest.checkpoints[0].path, manifest.tokens_per_rule_token
-        counted = f"the embedded set's tokenizer, its counts / {scale:g} (an approximation of the series' tokenizer)"
-    with private_workdir("estimate") as tmp:
-        _, plan = plan_submission(args.submission, Path(tmp), Limits())
-    validation, tokenized = check_prompts(plan, checkpoint, scale)  # the prompt rule, as ingestion applies it
-    if not tokenized:
-        raise UserError(f"{checkpoint} holds a tokenizer but no config.json: the estimate needs a checkpoint folder, "
-                        "whose context decides how requests are cut")
-    warning = truncation_warning(validation, len(plan.requests))
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-    [(encoder, requests)] = tokenized.values()
-    tokens = task_tokens(encoder, requests, validation.context_tokens, scale=scale)
-    missing = [c for ids in phase_checkpoints(series).values() for c in ids if c not in sizes]
-    if missing:
-        raise UserError(f"{args.data} lacks {len(missing)} checkpoints of the series (first: {missing[0]})")
-    print(f"task '{plan.task_name}': {plan.n_samples:,} samples; tokens counted with {counted}; "
-          f"{args.device.upper()} throughput (e2lmc/estimate.py)")
-    print(format_estimate(tokens, {phase: [sizes[c] for c in ids] for phase, ids in phase_checkpoints(series).items()},
-                          DEVICES[args.device]))
+    estimate_submission(args.submission, args.series or E2LM_SERIES, args.web_model, args.data, args.tokenizer,
+                        args.device)
     return 0
 
 
@@ -164,20 +116,21 @@ def _add_series_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 
 def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bundle",
+    p = add_command(
+        sub, "bundle",
         help="build the Codabench competition bundle zip (checked against Codabench's rules)",
         description="Lay out competition.yaml, pages, the three phases' programs, manifests and reference data "
         "and the starting kit, zip them and check the zip against every Codabench bundle rule; an invalid "
         "bundle is not written.",
+        examples=["e2lmc bundle --checkpoints zoo --out bundle.zip",
+                  "e2lmc bundle --checkpoints e2lm --data /srv/e2lm-data --queue VHOST --docker-image "
+                  "REGISTRY/e2lmc-worker:TAG"],
     )
     p.add_argument("--checkpoints", choices=["zoo", "e2lm"], default="zoo",
                    help="zoo: ship the embedded checkpoint set inside (self-contained, CPU queue); e2lm: manifests "
                    "naming the real tiiuae/dense-* repos (GPU queue) (default: %(default)s)")
     p.add_argument("--out", type=Path, help="the zip to write (default: dist/e2lmc-bundle-CHECKPOINTS.zip)")
-    p.add_argument("--preset", choices=["tiny", "default"], default="default",
-                   help="zoo: which embedded set (default: %(default)s)")
-    p.add_argument("--zoo", type=Path, help="zoo: where the set is or is built (default: zoo/PRESET)")
+    add_set_options(p)  # zoo: which embedded set, and where
     p.add_argument("--start", help="move the schedule so that the warm-up phase opens at this date (UTC)")
     p.add_argument("--time-limit", type=int,
                    help="seconds per step (default: 600 for zoo, the free queue's cap; for e2lm, estimated per phase "
@@ -204,13 +157,15 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
                         "size each phase's time limit")
     p.set_defaults(func=_bundle)
 
-    p = sub.add_parser(
-        "worker",
+    p = add_command(
+        sub, "worker",
         help="run a submission on one phase of a bundle exactly as Codabench's compute worker would",
         description="Prediction step (the phase's ingestion program) then scoring step, with Codabench's "
         "mounts, metadata.yaml command handling, time limit and metadata file; in the bundle's Docker image, "
         "the container created as Codabench's compute worker creates it (docker SDK), or with --no-container "
         "as plain processes over the same layout.",
+        examples=["e2lmc worker my_task/ --bundle bundle.zip --phase development --no-container",
+                  "e2lmc worker my_task/ --bundle bundle.zip --phase final --data /srv/e2lm-data --gpus"],
     )
     p.add_argument("submission", type=Path, help="the submission, a folder or zip")
     p.add_argument("--bundle", type=Path, required=True, help="the competition bundle zip (or its unpacked folder)")
@@ -226,11 +181,12 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", type=Path, help="an empty folder for the steps' layout (default: a new temp folder)")
     p.set_defaults(func=_worker)
 
-    p = sub.add_parser(
-        "estimate", help="predict a submission's GPU time per phase: tokens after sharing, FLOPs, hours, limits",
+    p = add_command(
+        sub, "estimate", help="predict a submission's GPU time per phase: tokens after sharing, FLOPs, hours, limits",
         description="Plan the submission, count the tokens the engine computes per checkpoint with the series' "
         "tokenizer, and predict each phase's prediction-step time from the throughput measured on GPUs "
         "(docs/engine.md), with the execution_time_limit that would cover it.",
+        examples=["e2lmc estimate my_task/", "e2lmc estimate my_task/ --data /srv/e2lm-data --device h200"],
     )
     p.add_argument("submission", type=Path, help="the submission, a folder or zip")
     _add_series_options(p)
@@ -247,12 +203,15 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
         description="Download a series' checkpoints and lay them out as the bundle's ingestion reads them.",
     )
     checkpoints_sub = checkpoints.add_subparsers(dest="checkpoints_command", required=True, metavar="COMMAND")
-    p = checkpoints_sub.add_parser(
-        "fetch", help="download exactly the series' iter_XXXXXXX subfolders and place them under a data folder",
+    p = add_command(
+        checkpoints_sub, "fetch",
+        help="download exactly the series' iter_XXXXXXX subfolders and place them under a data folder",
         description="Download the series' checkpoints with huggingface_hub (HF_TOKEN from the environment; "
         "resumable; offline, or with HF_HUB_OFFLINE=1, from the Hugging Face cache alone), place each as "
         "DIR/<model id>/iter_XXXXXXX, verify it and write DIR/manifest.yaml. Copy DIR to $HOST_DIRECTORY/data "
         "on every GPU worker.",
+        examples=["e2lmc checkpoints fetch --to /srv/e2lm-data",
+                  "e2lmc checkpoints fetch --to /srv/e2lm-data --offline"],
     )
     _add_series_options(p)
     p.add_argument("--to", type=Path, required=True, help="the data folder to place the checkpoints in")
@@ -260,9 +219,9 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, help="the Hugging Face cache (default: HF_HOME's)")
     p.add_argument("--workers", type=int, default=8, help="files downloaded in parallel (default: %(default)s)")
     p.set_defaults(func=_checkpoints)
-    p = checkpoints_sub.add_parser("verify", help="re-check every checkpoint of a placed data folder",
-                                   description="Config, complete safetensors weights and tokenizer of every "
-                                   "checkpoint the folder's manifest.yaml lists.")
+    p = add_command(checkpoints_sub, "verify", help="re-check every checkpoint of a placed data folder",
+                    description="Config, complete safetensors weights and tokenizer of every checkpoint the "
+                    "folder's manifest.yaml lists.", examples=["e2lmc checkpoints verify /srv/e2lm-data"])
     p.add_argument("data", type=Path, help="the data folder (e.g. $HOST_DIRECTORY/data)")
     p.set_defaults(func=_checkpoints)
 
@@ -271,13 +230,14 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
         description="Build the embedded checkpoint set.",
     )
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="COMMAND")
-    p = zoo_sub.add_parser(
-        "build", help="train the checkpoint set (resumable: finished models are skipped)",
+    p = add_command(
+        zoo_sub, "build", help="train the checkpoint set (resumable: finished models are skipped)",
         description="Train seven small Llama models (3 sizes x 2 architectures on the science mixture, the "
         "smallest arch1 on web-only text) and write their checkpoints, the checkpoint manifest, the reference "
         "data and the two sample tasks. 'tiny' takes seconds (tests); 'default' a few minutes.",
+        examples=["e2lmc zoo build", "e2lmc zoo build --preset tiny --out /tmp/tiny"],
     )
-    p.add_argument("--preset", choices=["tiny", "default"], default="default", help="(default: %(default)s)")
-    p.add_argument("--out", type=Path, help="output directory (default: zoo/PRESET)")
+    p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help="(default: %(default)s)")
+    p.add_argument("--out", type=Path, help=f"output directory (default: {ROOT}/PRESET)")
     p.add_argument("--seed", type=int, default=0, help="world, data and initialisation seed (default: %(default)s)")
     p.set_defaults(func=_zoo_build)

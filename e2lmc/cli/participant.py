@@ -1,163 +1,196 @@
-"""The participant's commands after a run: curves they measured, per-sample signal, and
-the scientific-alignment judge (`e2lmc score-curves`, `e2lmc diagnose`, `e2lmc align`)."""
+"""The participant's commands: demo, run, validate, diagnose, align, score-curves.
+
+Each handler turns its options into a call of the participant's package (`participant/`,
+`scoring.curves`) and prints what comes back.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ..cli.options import add_run_options, add_sandbox_options, limits
-from ..errors import UserError
-from ..cli.organizer import embedded_set
+from ..formats.alignment import AlignmentSettings
+from ..participant.run import CHECKPOINT_SETS, DEMO_OUTPUT, EMBEDDED, RUN_OUTPUT
+from ..scoring.judge import default_cache
+from .options import add_command, add_run_options, add_sandbox_options, run_limits, sandbox_limits
 
 
-def _score_curves(args: argparse.Namespace) -> int:
-    import json
+def _demo(args: argparse.Namespace) -> int:
+    from ..participant.run import demo
 
-    from ..scoring.curves import format_table, is_results_file, read_curves, score_curves
-    from ..formats.files import read_reference
+    return demo(run_limits(args), args.preset, args.zoo, args.output or DEMO_OUTPUT)
 
-    results_file = is_results_file(args.file)
-    if args.reference and not results_file:
-        raise UserError(f"--reference applies to an ingestion_results.json, and {args.file} is not one")
-    reference = read_reference(args.reference) if args.reference else None
-    every, max_tokens = args.every, args.max_tokens
-    if reference is not None or (results_file and every is None):
-        every, max_tokens = 0, 0  # the reference's own selection, or every checkpoint of the results
-        print(f"checkpoints: {'the SQ selection of ' + str(args.reference) if reference else 'all evaluated ones'} "
-              "(values oriented higher-is-better)", file=sys.stderr)
-    scores = score_curves(
-        read_curves(args.file, reference),
-        benchmarks=args.metric,
-        every_iterations=4000 if every is None else every or None,
-        max_tokens=None if max_tokens <= 0 else max_tokens,
-        lower_is_better=args.lower_is_better,
-    )
-    if args.json:
-        rows = [
-            {"benchmark": s.benchmark, "model": s.model, "points": s.sq.n_points, "monotonicity": s.sq.monotonicity,
-             "autocorrelation": s.sq.autocorrelation, "signal_quality": s.sq.score, "notes": list(s.sq.reasons)}
-            for s in scores
-        ]
-        print(json.dumps(rows, indent=1))
-    else:
-        print(format_table(scores))
-    return 0
+
+def _run(args: argparse.Namespace) -> int:
+    from ..participant.run import run
+
+    return run(args.submission, run_limits(args), args.checkpoints, args.preset, args.zoo, args.output, args.series,
+               args.offline, args.cache_dir)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from ..participant.validate import validate
+
+    return validate(args.submission, sandbox_limits(args), args.checkpoint, args.allow_truncation)
 
 
 def _diagnose(args: argparse.Namespace) -> int:
     """Per-sample signal of a submission on the released checkpoints of the embedded set."""
+    from ..embedded.sets import ensure_built
     from ..participant.diagnose import diagnose_submission, summary, write_outputs
 
-    zoo, _ = embedded_set(args)
-    output = args.output or Path("run_output") / args.submission.stem / "diagnosis"
+    zoo, _ = ensure_built(args.preset, args.zoo)
+    output = args.output or RUN_OUTPUT / args.submission.stem / "diagnosis"
     print(f"Diagnosis: {args.submission} on the released checkpoints in {zoo} …")
-    plan, diagnosis, n_checkpoints = diagnose_submission(args.submission, zoo, limits(args))
-    print(summary(diagnosis, plan.task_metric, n_checkpoints))
-    written = write_outputs(diagnosis, plan, n_checkpoints, output)
+    plan, signal, n_checkpoints = diagnose_submission(args.submission, zoo, run_limits(args))
+    print(summary(signal, plan.task_metric, n_checkpoints))
+    written = write_outputs(signal, plan, n_checkpoints, output)
     print("wrote " + " and ".join(str(p) for p in written))
     return 0
 
 
 def _align(args: argparse.Namespace) -> int:
-    """The judge on the samples the pipeline would draw: their acceptance rate, the rejected ones."""
-    from ..ingestion.program import plan_submission
-    from ..scoring.judge import AlignmentSettings, judge_samples, read_prompt
-    from ..sandboxed.samples import alignment_samples
-    from ..sandboxed.sandbox import private_workdir
+    from ..participant.align import align
 
     settings = AlignmentSettings(enabled=True, endpoint=args.endpoint, model=args.model, samples=args.samples,
                                  votes=args.votes, threshold=args.threshold, timeout_seconds=args.timeout,
                                  max_retries=args.retries, requests_per_second=args.rate)
-    settings.check("e2lmc align", key="")
-    prompt = read_prompt(args.prompt) if args.prompt else read_prompt()
-    with private_workdir("align") as tmp:
-        _, plan = plan_submission(args.submission, Path(tmp), limits(args))
-    result = judge_samples(alignment_samples(plan), settings, prompt, cache=None if args.no_cache else args.cache,
-                           progress=True)
-    if result.rate is None:
-        print(result.problem, file=sys.stderr)
-        return 2
-    print(f"alignment: {result.accepted} of {result.judged} samples accepted as scientific = {result.rate:.0%} "
-          f"({args.model}, {args.votes} vote{'s' if args.votes > 1 else ''} each; {result.requests} requests, the "
-          "rest from the cache)" + (f"; {result.malformed} unusable answers left out" if result.malformed else ""))
-    for sample in result.rejected:
-        lines = sample.text.splitlines() or [""]
-        question = next((line for line in reversed(lines) if line.startswith("Question:")), lines[0])  # the last
-        print(f"  rejected: task '{sample.task}' sample {sample.doc_id}: {question[:150]}")
-    below = args.threshold is not None and result.rate < args.threshold
-    if below:
-        print(f"below the threshold of {args.threshold:.0%}: the submission would be invalid")
-    return 1 if below else 0
+    return align(args.submission, settings, sandbox_limits(args), args.prompt, None if args.no_cache else args.cache)
 
 
-def _cache_file() -> Path:
-    import os
+def _score_curves(args: argparse.Namespace) -> int:
+    from ..scoring.curves import format_table, score_file, scores_json
 
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "e2lmc" / "judge_verdicts.json"
+    scores = score_file(args.file, args.metric, args.every, args.max_tokens, args.reference, args.lower_is_better)
+    print(scores_json(scores) if args.json else format_table(scores))
+    return 0
 
 
 def add_participant_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "score-curves",
+    p = add_command(
+        sub, "demo",
+        help="the main job on the embedded default: the science sample submission through ingestion and scoring",
+        description="Build the embedded checkpoint set if missing, run the science sample submission through "
+        "ingestion and scoring, print the leaderboard row and write the HTML report.",
+        examples=["e2lmc demo", "e2lmc demo --preset tiny"],
+    )
+    add_run_options(p, default_output=str(DEMO_OUTPUT))
+    p.set_defaults(func=_demo)
+
+    p = add_command(
+        sub, "run",
+        help="run a submission locally on the embedded checkpoint set (or the real released checkpoints): "
+        "ingestion, scoring, the report",
+        description="The participants' one command: build the embedded checkpoint set on first use, run the "
+        "submission on every checkpoint, score it, print the leaderboard row and write the HTML report. With "
+        "--checkpoints e2lm-released: the real series' released checkpoints instead, signal quality only.",
+        examples=["e2lmc run starting_kit/sample_submissions/e2lmc_science_cloze",
+                  "e2lmc run my_task.zip --output /tmp/my_run",
+                  "e2lmc run my_task/ --preset tiny            # seconds: a smoke test on the tiny set",
+                  "e2lmc run my_task/ --checkpoints e2lm-released   # the real released checkpoints (GB of "
+                  "downloads; a GPU helps)"],
+    )
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    add_run_options(p, default_output=f"{RUN_OUTPUT}/SUBMISSION")
+    p.add_argument("--checkpoints", choices=CHECKPOINT_SETS, default=EMBEDDED,
+                   help="embedded: the embedded set of --preset; e2lm-released: the real series' released "
+                        "checkpoints (tiiuae/dense-*, the ones SQ uses) through the Hugging Face cache, on a GPU "
+                        "when there is one; SQ only (default: %(default)s)")
+    p.add_argument("--series", type=Path,
+                   help="with e2lm-released: the series file (default: the real competition's)")
+    p.add_argument("--cache-dir", type=Path, help="with e2lm-released: the Hugging Face cache (default: HF_HOME's)")
+    p.add_argument("--offline", action="store_true",
+                   help="with e2lm-released: read the Hugging Face cache only, download nothing")
+    p.set_defaults(func=_run)
+
+    p = add_command(
+        sub, "validate",
+        help="check a submission without any model: format, keys, data, sample count, prompt lengths, leakage",
+        description="What participants run before uploading: builds the task as ingestion would and applies "
+        "the competition's rules. Exit code 0 when valid.",
+        examples=["e2lmc validate my_task/",
+                  "e2lmc validate my_task.zip --tokenizer zoo/default/tokenizer",
+                  "e2lmc validate my_task/ --checkpoint /data/dense-500m-arch1/iter_0002000  # a real checkpoint's"],
+    )
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    p.add_argument("--checkpoint", "--tokenizer", dest="checkpoint", type=Path,
+                   help="a checkpoint folder: its tokenizer counts prompt lengths, its context decides which requests "
+                        "would be truncated (a tokenizer folder counts lengths only) (default: the first checkpoint "
+                        "of the embedded default set, when built)")
+    p.add_argument("--allow-truncation", action="store_true",
+                   help="accept a task some of whose requests exceed the checkpoints' context (cut from the left)")
+    add_sandbox_options(p)
+    p.set_defaults(func=_validate)
+
+    p = add_command(
+        sub, "diagnose",
+        help="which samples of a submission carry signal, on the released checkpoints of the embedded set",
+        description="Evaluate the submission on the released checkpoints only and, per sample, the slope of its "
+        "confidence margin (log p(right answer) - best log p(wrong answer)) on each model: how many models "
+        "learn it, which samples add noise, and the SQ the task would get without them. Multiple-choice and "
+        "log-likelihood tasks; writes samples.csv and diagnosis.html.",
+        examples=["e2lmc diagnose my_task/",
+                  "e2lmc diagnose starting_kit/sample_submissions/e2lmc_science_cloze --output /tmp/diagnosis"],
+    )
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    add_run_options(p, default_output=f"{RUN_OUTPUT}/SUBMISSION/diagnosis")
+    p.set_defaults(func=_diagnose)
+
+    p = add_command(
+        sub, "align",
+        help="ask an LLM judge whether a submission's questions are scientific (any OpenAI-compatible server)",
+        description="Draw the samples the pipeline would judge (seeded by the task), format them as question-answer "
+        "pairs and ask the judge, through the openai client, whether each is about science; print the "
+        "acceptance rate and the rejected samples. The key comes from OPENAI_API_KEY (a local server needs "
+        "none); verdicts are cached. Exit code 0, 1 below --threshold, 2 when the judge could not be asked.",
+        examples=["e2lmc align my_task/                        # OpenAI's gpt-4o as the organizers "
+                  "(OPENAI_API_KEY set)",
+                  "e2lmc align my_task/ --endpoint http://gpu-worker:8000/v1 --model Qwen/Qwen2.5-72B-Instruct "
+                  "--votes 5"],
+    )
+    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
+    p.add_argument("--endpoint", help="an OpenAI-compatible base URL, e.g. http://localhost:8000/v1 "
+                                      "(default: OPENAI_BASE_URL, else OpenAI's)")
+    p.add_argument("--model", default=AlignmentSettings.model, help="the judge model (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=AlignmentSettings.samples,
+                   help="samples judged (default: %(default)s)")
+    p.add_argument("--votes", type=int, default=1,
+                   help="asks per sample; accepted when every one accepts (default: %(default)s)")
+    p.add_argument("--threshold", type=float, help="exit 1 when the acceptance rate is below this")
+    p.add_argument("--prompt", type=Path, help="the judge's instructions (default: e2lmc/data/judge_prompt.yaml)")
+    p.add_argument("--cache", type=Path, default=default_cache(), help="verdicts already given (default: %(default)s)")
+    p.add_argument("--no-cache", action="store_true", help="ask again, and keep nothing")
+    p.add_argument("--rate", type=float, default=AlignmentSettings.requests_per_second,
+                   help="requests per second at most (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=AlignmentSettings.timeout_seconds,
+                   help="seconds per request (default: %(default)s)")
+    p.add_argument("--retries", type=int, default=AlignmentSettings.max_retries,
+                   help="retries of a request on connection errors, 429 and 5xx (default: %(default)s)")
+    add_sandbox_options(p)
+    p.set_defaults(func=_align)
+
+    p = add_command(
+        sub, "score-curves",
         help="signal quality of benchmark curves you measured yourself",
         description="Compute the organizers' signal quality (SQ) per model and its mean for each benchmark "
         "in a curves file (the published JSON layout, a JSON list of records, or a CSV with columns "
         "model, iteration and/or tokens, and one column per benchmark).",
+        examples=["e2lmc score-curves starting_kit/data/e2lm_published_curves.json --metric mmluvar",
+                  "e2lmc score-curves my_curves.csv --every 0",
+                  "e2lmc score-curves run_output/my_task/res/ingestion_results.json --reference "
+                  "zoo/default/reference"],
     )
     p.add_argument("file", type=Path, help="curves file (.json or .csv) or an ingestion_results.json")
     p.add_argument("--metric", action="append", help="benchmark column to score (repeatable; default: all)")
-    p.add_argument(
-        "--every", type=int, default=None,
-        help="keep iterations that are multiples of this; 0 keeps all (default: 4000; every checkpoint of an "
-        "ingestion_results.json)",
-    )
-    p.add_argument(
-        "--max-tokens", type=float, default=206e9,
-        help="keep checkpoints with at most this many training tokens; 0 for no limit (default: %(default)g)",
-    )
+    p.add_argument("--every", type=int, default=None,
+                   help="keep iterations that are multiples of this; 0 keeps all (default: 4000; every checkpoint of "
+                        "an ingestion_results.json)")
+    p.add_argument("--max-tokens", type=float, default=206e9,
+                   help="keep checkpoints with at most this many training tokens; 0 for no limit "
+                        "(default: %(default)g)")
     p.add_argument("--reference", type=Path,
                    help="with an ingestion_results.json: the reference data folder of the set it was evaluated on "
                         "(e.g. zoo/default/reference); its SQ selection picks the checkpoints, as the scorer does")
     p.add_argument("--lower-is-better", action="store_true", help="the benchmarks are lower-is-better (negated)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_score_curves)
-
-    p = sub.add_parser(
-        "diagnose",
-        help="which samples of a submission carry signal, on the released checkpoints of the embedded set",
-        description="Evaluate the submission on the released checkpoints only and, per sample, the slope of its "
-        "confidence margin (log p(right answer) - best log p(wrong answer)) on each model: how many models "
-        "learn it, which samples add noise, and the SQ the task would get without them. Multiple-choice and "
-        "log-likelihood tasks; writes samples.csv and diagnosis.html.",
-    )
-    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
-    add_run_options(p, default_output="run_output/SUBMISSION/diagnosis")
-    p.set_defaults(func=_diagnose)
-
-    p = sub.add_parser(
-        "align",
-        help="ask an LLM judge whether a submission's questions are scientific (any OpenAI-compatible server)",
-        description="Draw the samples the pipeline would judge (seeded by the task), format them as question-answer "
-        "pairs and ask the judge, through the openai client, whether each is about science; print the "
-        "acceptance rate and the rejected samples. The key comes from OPENAI_API_KEY (a local server needs "
-        "none); verdicts are cached. Exit code 0, 1 below --threshold, 2 when the judge could not be asked.",
-    )
-    p.add_argument("submission", type=Path, help="the submission, a folder or zip")
-    p.add_argument("--endpoint", help="an OpenAI-compatible base URL, e.g. http://localhost:8000/v1 "
-                                      "(default: OPENAI_BASE_URL, else OpenAI's)")
-    p.add_argument("--model", default="gpt-4o-2024-08-06", help="the judge model (default: %(default)s)")
-    p.add_argument("--samples", type=int, default=50, help="samples judged (default: %(default)s)")
-    p.add_argument("--votes", type=int, default=1,
-                   help="asks per sample; accepted when every one accepts (default: %(default)s)")
-    p.add_argument("--threshold", type=float, help="exit 1 when the acceptance rate is below this")
-    p.add_argument("--prompt", type=Path, help="the judge's instructions (default: e2lmc/data/judge_prompt.yaml)")
-    p.add_argument("--cache", type=Path, default=_cache_file(), help="verdicts already given (default: %(default)s)")
-    p.add_argument("--no-cache", action="store_true", help="ask again, and keep nothing")
-    p.add_argument("--rate", type=float, default=5.0, help="requests per second at most (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
-    p.add_argument("--retries", type=int, default=4,
-                   help="retries of a request on connection errors, 429 and 5xx (default: %(default)s)")
-    add_sandbox_options(p)
-    p.set_defaults(func=_align)

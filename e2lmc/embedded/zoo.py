@@ -6,7 +6,7 @@ the same parameter count) trained on the science mixture, plus the smallest arch
 web-only text. Checkpoints are ordinary Hugging Face model directories in the real
 repos' layout, `<model>/iter_XXXXXXX/`; the first ~20% of training is *released*, the
 rest *hidden*, the last step *final*. The build also writes the set's series file (it is
-described as the real competition's is, `series.py`), the checkpoint manifest, the
+described as the real competition's is, `formats/series.py`), the checkpoint manifest, the
 reference data and the two sample tasks.
 
 The training loop is deliberately plain (nanoGPT-style): AdamW, linear warm-up then
@@ -31,10 +31,20 @@ from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ..errors import UserError
-from ..formats.files import write_manifest, write_reference
-from ..formats.series import SERIES_FILE, Iterations, Series, SeriesModel, Tokens, checkpoint_name, placed_manifest, \
-    series_reference, write_series
-from ..embedded.world import Mixture, documents, load_world, tokenizer_texts, write_sample_tasks
+from ..formats.manifest import write_manifest
+from ..formats.reference import write_reference
+from ..formats.series import (
+    SERIES_FILE,
+    Iterations,
+    Series,
+    SeriesModel,
+    Tokens,
+    checkpoint_name,
+    placed_manifest,
+    series_reference,
+    write_series,
+)
+from .world import Mixture, documents, load_world, tokenizer_texts, write_sample_tasks
 
 RELEASED_SHARE = 0.2  # the first 20% of training is released, like 200B of 1T tokens
 # Tiny models initialised at HF's default std 0.02 learn facts only after a long
@@ -105,7 +115,8 @@ def _models(dims: dict[tuple[str, str], tuple[int, int, int, int]]) -> tuple[Mod
 
 PRESETS = {
     "tiny": Preset(
-        "tiny", vocab_size=384, seq_len=64, batch_size=8, short_seq_len=64, long_every=1, steps=60, lr=3e-3, warmup_steps=4,
+        "tiny", vocab_size=384, seq_len=64, batch_size=8, short_seq_len=64, long_every=1, steps=60, lr=3e-3,
+        warmup_steps=4,
         n_released=8, n_hidden=3, tokenizer_documents=300, tokens_per_rule_token=3.75,
         # (size, arch): (hidden, layers, intermediate, heads)
         models=_models({

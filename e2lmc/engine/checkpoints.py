@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError, first_line
-from ..formats.files import ManifestEntry
+from ..formats.manifest import ManifestEntry
 
 
 def resolve(entry: ManifestEntry, manifest_dir: Path, cache_dir: Path | None = None) -> Path:

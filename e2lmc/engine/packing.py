@@ -1,6 +1,6 @@
 """From recorded requests to token work, built once per tokenizer and context length.
 
-Model-free and reused for every checkpoint (DESIGN §8):
+Model-free and reused for every checkpoint (docs/engine.md):
 - tokenization exactly as lm-eval's Hugging Face backend does it (`Encoder`);
 - every log-likelihood request becomes *sequences*: the tokens HFLM would feed the
   model and the continuation tokens its last positions score (a rolling request gives
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..sandboxed.tasks import RequestKey
+from ..formats.requests import GENERATE, LOGLIKELIHOOD, ROLLING, RequestKey, unknown_kind
 
 ROW_MIN = 128  # rows shorter than this take further sequences (short samples share a row)
 MIN_PREFIX_SAVING = 64  # tokens a family must save to be worth a forward pass of its own
@@ -106,9 +106,10 @@ class Tokenized:
 
 
 def tokenize(requests: list[RequestKey], encoder: Encoder) -> Tokenized:
-    by_kind: dict[str, list[tuple[int, list]]] = {
-        "loglikelihood": [], "loglikelihood_rolling": [], "generate_until": []}
+    by_kind: dict[str, list[tuple[int, list]]] = {LOGLIKELIHOOD: [], ROLLING: [], GENERATE: []}
     for i, (kind, arguments) in enumerate(requests):
+        if kind not in by_kind:
+            raise unknown_kind(kind)
         by_kind[kind].append((i, json.loads(arguments)))
 
     def encoded(kind: str, encode: Any, text: Any) -> dict:
@@ -117,10 +118,10 @@ def tokenize(requests: list[RequestKey], encoder: Encoder) -> Tokenized:
         return dict(zip([i for i, _ in items], encode([text(a) for _, a in items]), strict=True))
 
     return Tokenized(
-        pairs=encoded("loglikelihood", encoder.pairs, lambda a: (a[0], a[1])),
-        rolling=encoded("loglikelihood_rolling", encoder.encode, lambda a: a[0]),
-        contexts=encoded("generate_until", encoder.encode_contexts, lambda a: a[0]),
-        gen_kwargs={i: a[1] for i, a in by_kind["generate_until"]},
+        pairs=encoded(LOGLIKELIHOOD, encoder.pairs, lambda a: (a[0], a[1])),
+        rolling=encoded(ROLLING, encoder.encode, lambda a: a[0]),
+        contexts=encoded(GENERATE, encoder.encode_contexts, lambda a: a[0]),
+        gen_kwargs={i: a[1] for i, a in by_kind[GENERATE]},
     )
 
 
@@ -186,7 +187,7 @@ class Work:
     tokens_one_by_one: int = 0  # what a backend computing each request on its own feeds the model
 
 
-def plan_work(tokenized: Tokenized, encoder: Encoder, max_length: int, token_budget: int) -> Work:
+def build_work(tokenized: Tokenized, encoder: Encoder, max_length: int, token_budget: int) -> Work:
     """The work for a model of context `max_length`, in batches of at most `token_budget` tokens."""
     sequences: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
     sequences_of: dict[int, list[int]] = {}

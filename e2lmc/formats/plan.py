@@ -1,7 +1,11 @@
-"""`plan.json`: ingestion's private hand-over from the plan stage (a child process running
-the submission's code) to the evaluate and score stages, and to what is derived from the
-task's samples (`samples.py`: the chance level, the alignment judge's samples; `diagnose.py`).
-It never reaches the output; docs/formats.md documents it.
+"""`plan.json`: ingestion's private hand-over from the plan stage to the others.
+
+The plan stage (a sandboxed child running the submission's code) writes it; the trusted
+parent reads it (bounded, every key checked) for the evaluate stage's requests and the
+gates, and the score children read it back for the requests' order. What is derived from
+the task's samples — the chance level, the alignment judge's samples
+(`sandboxed/samples.py`), the per-sample signal (`participant/diagnose.py`) — comes from
+it too. It never reaches the output; docs/formats.md documents it.
 """
 
 from __future__ import annotations
@@ -10,20 +14,30 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from ..errors import UserError
-from ..formats.files import LeakageExample, read_format, write_format
+from .files import read_format, write_format
+from .requests import RequestKey, RequestKind
 
 PLAN_FILE = "plan.json"
 PLAN_KIND = "e2lmc.plan"
 
 
 @dataclass
+class LeakageExample:
+    """A sample whose gold answer text appears in its own prompt."""
+
+    sample: int  # the document's index in its task
+    answer: str
+    excerpt: str
+    task: str | None = None  # the (sub)task, for groups
+
+
+@dataclass
 class PlannedRequest:
     """One distinct request to a model, in lm-eval's terms, and the first sample asking it."""
 
-    kind: Literal["loglikelihood", "loglikelihood_rolling", "generate_until"]
+    kind: RequestKind
     arguments: str  # lm-eval's request arguments as canonical JSON
     task: str
     doc_id: int
@@ -61,6 +75,11 @@ class Plan:
             bad = [r for r in sample.requests if not 0 <= r < len(self.requests)]
             if bad or (sample.gold is not None and any(not 0 <= g < (sample.choices or 0) for g in sample.gold)):
                 raise UserError(f"{where}: samples[{i}] points outside the plan")
+
+    def request_keys(self) -> list[RequestKey]:
+        """Every request's identity, in plan order: what the engine computes and the score
+        child replays."""
+        return [(r.kind, r.arguments) for r in self.requests]
 
     def digest(self) -> str:
         """A fingerprint of the task's requests and metric (what results depend on)."""

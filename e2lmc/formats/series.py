@@ -16,20 +16,56 @@ under a data folder, as `e2lmc checkpoints fetch` lays them out).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from ..errors import UserError
-from ..formats.files import Checkpoint, CheckpointManifest, ComplianceSelection, ManifestEntry, Model, ReferenceData, \
-    ScoreSelections, Selection, read_format, write_format
-from ..scoring.formulas import iterations_to_tokens
+from .files import read_format, write_format
+from .manifest import CheckpointManifest, ManifestEntry
+from .reference import Checkpoint, ComplianceSelection, Model, ReferenceData, ScoreSelections, Selection
 
 SERIES_KIND = "e2lmc.series"
 SERIES_FILE = "series.yaml"
 E2LM_SERIES = Path(__file__).resolve().parents[1] / "data" / "series" / "e2lm.yaml"
 REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+
+# The organizers' Megatron batch ramp-up: global batch 1024 reached from 256 in
+# steps of 256 over 4,882,812 samples, with 4096-token sequences.
+GLOBAL_BATCH = 1024
+RAMPUP_BATCH = (256, 256, 4_882_812)  # start batch, increment, ramp-up samples
+SEQUENCE_LENGTH = 4096
+
+
+def iterations_to_tokens(
+    iterations: float | Sequence[float] | np.ndarray,
+    global_batch: int = GLOBAL_BATCH,
+    rampup: Sequence[int] = RAMPUP_BATCH,
+    sequence_length: int = SEQUENCE_LENGTH,
+) -> np.ndarray:
+    """Training tokens seen after `iterations` optimizer steps.
+
+    During the ramp-up the batch grows from `rampup[0]` by `rampup[1]`, each size
+    lasting rampup[2] / number-of-increments samples (a fractional number of
+    iterations, as in the organizers' `gtokens` field); after it, `global_batch`.
+    """
+    start, increment, ramp_samples = rampup
+    n_increments = (global_batch - start) // increment
+    samples_per_stage = ramp_samples / n_increments
+    its = np.asarray(iterations, dtype=float)
+    samples = np.zeros_like(its)
+    stage_start = 0.0  # iteration at which the current stage begins
+    for stage in range(n_increments):
+        batch = start + stage * increment
+        stage_len = samples_per_stage / batch
+        samples += batch * np.clip(its - stage_start, 0.0, stage_len)
+        stage_start += stage_len
+    samples += global_batch * np.clip(its - stage_start, 0.0, None)
+    return samples * sequence_length
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -51,7 +87,7 @@ class SeriesModel:
 @dataclass
 class Tokens:
     """Training tokens after n iterations: n x per_iteration, or the real models' batch
-    ramp-up (DESIGN §3: global_batch, rampup [start, increment, samples], sequence_length)."""
+    ramp-up (`iterations_to_tokens`: global_batch, rampup [start, increment, samples], sequence_length)."""
 
     per_iteration: int | None = None
     global_batch: int | None = None

@@ -1,9 +1,9 @@
 """The ingestion program: run a submitted lm-eval task on every checkpoint of a manifest.
 
-Three stages (DESIGN §7):
-1. plan — a time-limited child process builds the task from the submission's files and
-   records every request it would make to a model; the gates below refuse a task that
-   breaks the rules before any model is loaded;
+Three stages (docs/architecture.md):
+1. plan — the preflight (`preflight.py`): a time-limited child process builds the task
+   from the submission's files and records every request it would make to a model; the
+   rules refuse a task that breaks them before any model is loaded;
 2. evaluate — this trusted process (or one per GPU) loads each checkpoint once and
    computes every distinct request (the engine);
 3. score — a time-limited child process feeds those responses back through lm-eval, so
@@ -11,7 +11,7 @@ Three stages (DESIGN §7):
    from a secret of this run (released checkpoints first, then a fresh child for the
    hidden ones), never which checkpoint they came from.
 
-Both children run in the sandbox of `sandbox.py`; the level is logged and recorded.
+Both children run in the sandbox (`sandboxed/sandbox.py`); the level is logged and recorded.
 
 Results are written after every checkpoint and a rerun of the same task resumes.
 """
@@ -19,7 +19,6 @@ Results are written after every checkpoint and a rerun of the same task resumes.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import sys
 import threading
@@ -29,93 +28,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..engine.checkpoints import resolve
-from ..errors import InvalidSubmission, UserError, first_line, output_folder
-from ..formats.files import (
-    MANIFEST_FILE,
-    CheckpointResult,
-    IngestionResults,
-    ManifestEntry,
-    Validation,
-    read_manifest,
-    read_results,
-    write_results,
-)
-from ..sandboxed.isolation import Scorer, plan_task
+from ..errors import InvalidSubmission, UserError, output_folder
+from ..formats.manifest import MANIFEST_FILE, ManifestEntry, read_manifest
+from ..formats.results import RESULTS_FILE, CheckpointResult, IngestionResults, read_results, write_results
 from ..limits import Limits
-from ..formats.plan import Plan
-from ..sandboxed.sandbox import Sandbox, choose_level, private_workdir
+from ..sandboxed.isolation import Scorer
 from ..sandboxed.samples import alignment_samples, chance_level
-from ..scoring.formulas import ValidationRules
-from ..sandboxed.submission import Submission, open_submission
-
-LEAKAGE_EXAMPLES_KEPT = 10
-
-
-def plan_submission(source: Path, workdir: Path, limits: Limits,
-                    sandbox: Sandbox | None = None) -> tuple[Submission, Plan]:
-    """Open the submission and plan it in a sandboxed child process (which also applies
-    the sample-count gate, before recording any request)."""
-    sandbox = sandbox or Sandbox(workdir, limits.sandbox)
-    submission = open_submission(source, workdir)
-    return submission, plan_task(submission, sandbox, workdir, limits.plan_seconds)
-
-
-def check_prompts(plan: Plan, checkpoint: Path, tokens_per_rule_token: float = 1.0) -> tuple[Validation, dict]:
-    """The prompt-length gate (naming the longest sample), the requests that exceed the
-    checkpoint's context (when `checkpoint` is a model folder, not only a tokenizer) and
-    the leakage statistics. Prompts are counted with the checkpoint's tokenizer; the rule
-    sees that count divided by `tokens_per_rule_token` (the manifest's). Also returns the
-    requests tokenized for the context check, by tokenizer key, for the engine to reuse."""
-    from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
-    from transformers import AutoConfig, AutoTokenizer
-
-    from ..engine.engine import tokenizer_key
-    from ..engine.packing import Encoder, overflow, tokenize
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True)
-    except (OSError, ValueError) as exc:  # HFValidationError is a ValueError: a path that is no folder
-        raise UserError(f"cannot load the tokenizer of {checkpoint}: {first_line(exc, 200)}") from None
-    texts = []
-    for request in plan.requests:
-        arguments = json.loads(request.arguments)
-        texts.append("".join(a for a in arguments if isinstance(a, str)) if request.kind == "loglikelihood"
-                     else str(arguments[0]))
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [0]
-    longest = max(range(len(lengths)), key=lengths.__getitem__)
-    request = plan.requests[longest] if plan.requests else None
-    validation = Validation(
-        max_prompt_tokens=lengths[longest],
-        longest_prompt_sample=request.doc_id if request else None,
-        tokens_per_rule_token=tokens_per_rule_token,
-        leakage_count=len(plan.leakage),
-        leakage_examples=plan.leakage[:LEAKAGE_EXAMPLES_KEPT],
-    )
-    problem = ValidationRules().prompt_length_problem(validation.rule_prompt_tokens)
-    if problem and request is not None:
-        raise InvalidSubmission(f"task '{request.task}' sample {request.doc_id}: its prompt {problem}"
-                                + validation.how_counted())
-    tokenized = {}
-    if (checkpoint / "config.json").is_file():
-        context = resolve_max_length(AutoConfig.from_pretrained(str(checkpoint)), tokenizer,
-                                     default=DEFAULT_MAX_LENGTH)
-        encoder = Encoder(tokenizer)
-        tokens = tokenize([(r.kind, r.arguments) for r in plan.requests], encoder)
-        cut = overflow(tokens, context)
-        validation.context_tokens = context
-        validation.truncated_requests, validation.max_truncated_tokens = cut.requests, cut.max_excess
-        tokenized[tokenizer_key(checkpoint)] = encoder, tokens
-    return validation, tokenized
-
-
-def truncation_warning(validation: Validation, n_requests: int) -> str | None:
-    """One sentence when some requests do not fit the checkpoints' context."""
-    if not validation.truncated_requests:
-        return None
-    return (f"{validation.truncated_requests:,} of {n_requests:,} requests exceed the checkpoints' context of "
-            f"{validation.context_tokens:,} tokens, by up to {validation.max_truncated_tokens:,} tokens: their "
-            "prompts are cut from the left (as lm-eval's Hugging Face backend does), so what is scored is not the "
-            "whole prompt")
+from ..sandboxed.sandbox import Sandbox, choose_level, private_workdir
+from .preflight import preflight
 
 
 def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits(),
@@ -140,8 +60,10 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         workdir = Path(tmp)
         sandbox = Sandbox(workdir, limits.sandbox)
         print(f"the submission's code runs in the sandbox at level '{sandbox.level}'", file=sys.stderr)
-        submission, plan = plan_submission(source, workdir, limits, sandbox)
-        from ..engine.engine import CheckpointError, Engine  # torch: loaded by the thread above meanwhile
+        planned = preflight(source, workdir, limits, sandbox=sandbox)
+        submission, plan = planned.submission, planned.plan
+        from ..engine.engine import Engine  # torch: loaded by the thread above meanwhile
+        from ..engine.runner import CheckpointError
 
         digest = plan.digest()
         results = _resumed(output, digest)
@@ -156,20 +78,16 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                 return stack.enter_context(Scorer(submission, sandbox, workdir, limits.score_seconds, hidden))
 
             upcoming = {groups[0]: start_scorer(groups[0])} if groups else {}
-            validation, tokenized = check_prompts(plan, resolve(manifest.checkpoints[0], root, cache_dir),
-                                                  manifest.tokens_per_rule_token)
-            warning = truncation_warning(validation, len(plan.requests))
-            if warning:
-                print(f"warning: {warning}", file=sys.stderr)
+            findings = planned.check_prompts(resolve(manifest.checkpoints[0], root, cache_dir),
+                                             manifest.tokens_per_rule_token)
             results = results or IngestionResults(
-                plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, validation, plan_digest=digest,
+                plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, findings, plan_digest=digest,
             )
             results.sandbox, results.chance_level = sandbox.level, chance_level(plan)
             results.alignment_samples = alignment_samples(plan)
             results.checkpoints = [c for c in results.checkpoints if c.error is None]
             print(f"task '{plan.task_name}': {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests; "
                   f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
-            requests = [(r.kind, r.arguments) for r in plan.requests]
             _write_sorted(results, output, order)
             checkpoints = [(e.id, _resolved(e, root, cache_dir, results, output)) for e in todo]
             scorer: Scorer | None = None
@@ -187,7 +105,7 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
             start = time.perf_counter()
             try:
                 # a checkpoint is scored in the child while the engine computes the next one
-                engine = Engine(requests, limits.engine, tokenized)
+                engine = Engine(plan.request_keys(), limits.engine, planned.tokenized)
                 for position, responses in tqdm(engine.run(checkpoints), total=len(todo), desc="checkpoints",
                                                 unit="ckpt", file=sys.stderr):
                     if scoring:
@@ -222,7 +140,7 @@ def _import_model_libraries() -> None:
         import transformers
         from lm_eval.models import utils, utils_hf  # noqa: F401
 
-        from ..engine import engine  # noqa: F401 - torch
+        from ..engine import runner  # noqa: F401 - torch
 
         for name in ("AutoConfig", "AutoTokenizer", "AutoModelForCausalLM", "LlamaForCausalLM", "DynamicCache"):
             getattr(transformers, name)
@@ -249,7 +167,7 @@ def _write_sorted(results: IngestionResults, output: Path, order: dict[str, int]
     try:
         write_results(results, output)
     except OSError as exc:
-        raise UserError(f"cannot write {output / 'ingestion_results.json'}: {exc.strerror}") from None
+        raise UserError(f"cannot write {output / RESULTS_FILE}: {exc.strerror}") from None
 
 
 def _resumed(output: Path, digest: str) -> IngestionResults | None:
@@ -274,4 +192,4 @@ def _resolved(entry: ManifestEntry, root: Path, cache_dir: Path | None, results:
 
 def _kept(results: IngestionResults, output: Path) -> str:
     return (f"stopped after {len(results.checkpoints)} checkpoints, whose results are kept in "
-            f"{output / 'ingestion_results.json'} (a rerun resumes from there)")
+            f"{output / RESULTS_FILE} (a rerun resumes from there)")

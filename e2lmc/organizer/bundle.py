@@ -1,12 +1,12 @@
 """The Codabench competition bundle: what organizers upload.
 
-Two kinds, from one checkpoint series each (`series.py`): `zoo_bundle` carries the
+Two kinds, from one checkpoint series each (`formats/series.py`): `zoo_bundle` carries the
 embedded set inside (Codabench's free CPU queue); `real_bundle` names the real
 checkpoints, placed beforehand on the organizers' GPU workers at /app/data, and refuses
 what would make every submission fail there (no queue, an image no worker can pull, no
 time limit sized for the phase). Both lay the bundle out in a folder, write
-`competition.yaml`, zip it and check the zip against every Codabench rule of DESIGN §2
-(`bundle_problems`); an invalid bundle is never written. Layout of the zip:
+`competition.yaml`, zip it and check the zip against every Codabench rule
+(`codabench.bundle_problems`); an invalid bundle is never written. Layout of the zip:
 
     competition.yaml  logo.png  terms.md  pages/*.md
     scoring_program/                  score.py, metadata.yaml, a copy of e2lmc
@@ -35,14 +35,15 @@ import yaml
 
 from .. import __version__
 from ..errors import UserError
-from ..organizer.estimate import phase_checkpoints, phase_seconds, time_limit
-from ..formats.files import MANIFEST_FILE, write_manifest, write_reference
-from ..scoring.judge import AlignmentSettings
-from ..organizer.pages import DATE_FORMAT, PAGES, write_pages
-from ..organizer.phases import PHASES, PhaseSpec, phase_manifest, phase_reference, shifted
-from ..organizer.placement import CheckpointSize, verify_placed
-from ..organizer.codabench import COMPETITION_FILE, FREE_QUEUE_SECONDS, bundle_problems
+from ..formats.alignment import AlignmentSettings
+from ..formats.manifest import MANIFEST_FILE, write_manifest
+from ..formats.reference import write_reference
 from ..formats.series import SERIES_FILE, Series, placed_manifest, read_series, series_reference
+from .codabench import COMPETITION_FILE, FREE_QUEUE_SECONDS, bundle_problems
+from .estimate import phase_checkpoints, phase_seconds, time_limit
+from .pages import DATE_FORMAT, PAGES, write_pages
+from .phases import PHASES, PhaseSpec, phase_manifest, phase_reference, shifted
+from .placement import CheckpointSize, verify_placed
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ class BundleOptions:
     time_limit: int | None = None  # seconds per step; None: 600 (zoo), estimated per phase (real)
     start: datetime | None = None  # move the whole schedule so that warm-up starts here
     queue: str | None = None  # the vhost (a UUID) of a Codabench queue of GPU workers
-    require_sandbox: str = "landlock"  # the weakest isolation of submission code the phases accept (sandbox.py)
+    require_sandbox: str = "landlock"  # the weakest isolation of submission code the phases accept (docs/security.md)
     hide_output: bool = False  # hide the steps' logs from participants (docs/security.md: a submission's own program)
     allow_local_image: bool = False  # a real bundle with the local default image (a rehearsal on your own machine)
     alignment: AlignmentSettings | None = None  # every phase's alignment judge (None: disabled)
@@ -116,7 +117,7 @@ def max_submissions(spec: PhaseSpec) -> int:
 
 def competition_yaml(phases: tuple[PhaseSpec, ...], pages: list[dict], options: BundleOptions,
                      time_limits: dict[str, int]) -> dict:
-    """The competition.yaml of DESIGN §2 (Codabench v2)."""
+    """The competition.yaml (Codabench v2; docs/bundle.md)."""
     tasks, phase_entries = [], []
     for index, spec in enumerate(phases):
         tasks.append({

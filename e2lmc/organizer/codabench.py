@@ -1,4 +1,4 @@
-"""Codabench's rules for a competition bundle, as checks (DESIGN §2, read from Codabench's
+"""Codabench's rules for a competition bundle, as checks (docs/bundle.md, read from Codabench's
 own code): what its upload refuses, and what it accepts but then runs into the ground
 (a program without a command, overlapping phases, leaderboard columns scores.json does
 not hold). `bundle_problems` gives one sentence per broken rule; the builder writes no
@@ -16,16 +16,17 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
-from ..scoring.program import Leaderboard
+from ..scoring.evaluation import Leaderboard
 
 COMPETITION_FILE = "competition.yaml"
+PROGRAM_ENTRY = "e2lmc/cli/main.py"  # what ingest.py and score.py import from the package copied beside them
 FREE_QUEUE_SECONDS = 600  # Codabench's default queue stops a step after this
 SUBMISSION_RULES = ("Add", "Add_And_Delete", "Add_And_Delete_Multiple", "Force_Last", "Force_Latest_Multiple",
                     "Force_Best")
 
 
 def bundle_problems(bundle: Path) -> list[str]:
-    """Every Codabench rule (DESIGN §2) the zip breaks, one sentence each; [] when valid."""
+    """Every Codabench rule (docs/bundle.md) the zip breaks, one sentence each; [] when valid."""
     with zipfile.ZipFile(bundle) as archive:
         names = set(archive.namelist())
         if COMPETITION_FILE not in names:
@@ -98,7 +99,7 @@ def _program_rules(label: str, folder: str, names: set[str], archive: zipfile.Zi
     for word in shlex.split(command):
         if word.startswith("/app/program/") and f"{folder}/{word.removeprefix('/app/program/')}" not in names:
             problems.append(f"{label}: its command runs {word}, which is not in the program folder")
-    if f"{folder}/e2lmc/__init__.py" not in names:
+    if not {f"{folder}/e2lmc/__init__.py", f"{folder}/{PROGRAM_ENTRY}"} <= names:
         problems.append(f"{label}: the e2lmc package is not copied into the program folder")
     if f"{folder}/metadata" in names:
         problems.append(f"{label}: a file named 'metadata' is the worker's own")

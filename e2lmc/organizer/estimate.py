@@ -2,7 +2,7 @@
 
 Codabench stops a step at its phase's `execution_time_limit`: too short fails every
 submission, too long lets a stuck one hold a GPU for hours. A submission costs reading
-every checkpoint of the phase plus the forward passes over its tokens (DESIGN §8), so the
+every checkpoint of the phase plus the forward passes over its tokens (docs/engine.md), so the
 estimate is, summed over the phase's checkpoints,
 
     seconds_per_gigabyte x weight bytes  +  seconds_per_token_parameter x tokens x parameters
@@ -10,7 +10,7 @@ estimate is, summed over the phase's checkpoints,
 plus a fixed start-up (planning the task, the sandbox, CUDA, scoring). The bundle builder
 sizes each phase's limit for the largest task the rules allow (15,000 samples of about 600
 tokens: `Workload`), times a margin; `e2lmc estimate` predicts one submission's time from
-the tokens its plan computes after sharing (`task_tokens`).
+the tokens its plan computes after sharing (`task_tokens`, `estimate_submission`).
 
 Throughput measured with `benchmarks/real_shapes.py` on one NVIDIA H200 (bf16, random
 weights, docs/engine.md): the real 1B arch1 shape, 1,000 five-shot samples of 2,046 tokens,
@@ -26,11 +26,18 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..embedded.sets import first_checkpoint
 from ..errors import UserError
-from ..organizer.placement import CheckpointSize
-from ..formats.series import Series, series_reference
+from ..formats.manifest import read_manifest
+from ..formats.series import Series, read_series, series_reference
+from ..ingestion.preflight import preflight
+from ..limits import Limits
+from ..sandboxed.sandbox import private_workdir
+from .phases import PHASES, phase_reference
+from .placement import CheckpointSize, verify_placed
 
 if TYPE_CHECKING:  # packing loads lm-eval: only where tokens are counted
     from ..engine.packing import Encoder, Tokenized
@@ -80,8 +87,6 @@ def time_limit(seconds: float, margin: float = 1.5, step: int = 900) -> int:
 
 def phase_checkpoints(series: Series) -> dict[str, list[str]]:
     """The checkpoint ids each phase's prediction step evaluates."""
-    from ..organizer.phases import PHASES, phase_reference
-
     full = series_reference(series)
     return {spec.name: [m.checkpoint_id(c) for m in phase_reference(full, spec.name).models for c in m.checkpoints]
             for spec in PHASES}
@@ -108,9 +113,9 @@ def task_tokens(encoder: Encoder, tokenized: Tokenized, max_length: int, token_b
     cost per checkpoint of context `max_length`, planned as the engine plans them; counts
     divided by `scale` (the embedded set's tokens per real-tokenizer token, 1 for the
     series' own tokenizer)."""
-    from ..engine.packing import plan_work
+    from ..engine.packing import build_work
 
-    work = plan_work(tokenized, encoder, max_length, token_budget)
+    work = build_work(tokenized, encoder, max_length, token_budget)
     requests = len(tokenized.pairs) + len(tokenized.rolling) + len(tokenized.contexts)
     generated = sum(len(batch.requests) * batch.max_gen_toks for batch in work.generation)
     context = sum(len(c) for batch in work.generation for c in batch.contexts)
@@ -137,3 +142,46 @@ def format_estimate(tokens: TaskTokens, phases: dict[str, list[CheckpointSize]],
 
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
+def estimate_submission(submission: Path, series_file: Path, web_model: str | None = None, data: Path | None = None,
+                        tokenizer: Path | None = None, device: str = "h100") -> None:
+    """Print a submission's tokens per checkpoint and each phase's predicted time: the
+    tokens counted with `tokenizer` (a checkpoint folder of the series), else with the
+    first checkpoint placed in `data`, else with the embedded set's, scaled to real tokens;
+    the checkpoints' sizes from `data`, else from the series' size labels."""
+    try:
+        series = read_series(series_file, web_model)
+    except UserError:
+        if web_model:
+            raise
+        series = read_series(series_file, "organizers/web-only")  # only its size counts here
+    sizes = verify_placed(data) if data else nominal_sizes(series)
+    checkpoint, scale, counted = tokenizer, 1.0, "the tokenizer of --tokenizer"
+    if checkpoint is None and data:
+        checkpoint = data / read_manifest(data).checkpoints[0].path
+        counted = "the placed checkpoints' tokenizer"
+    if checkpoint is None:
+        embedded = first_checkpoint()
+        if embedded is None:
+            raise UserError("give --data (the placed checkpoints) or --tokenizer DIR (a checkpoint of the series) to "
+                            "count the task's tokens, or build the embedded set (e2lmc demo) to approximate them")
+        checkpoint, scale = embedded
+        counted = f"the embedded set's tokenizer, its counts / {scale:g} (an approximation of the series' tokenizer)"
+    with private_workdir("estimate") as tmp:
+        planned = preflight(submission, Path(tmp), Limits())
+    planned.check_prompts(checkpoint, scale)  # the prompt rule, as ingestion applies it
+    if not planned.tokenized:
+        raise UserError(f"{checkpoint} holds a tokenizer but no config.json: the estimate needs a checkpoint folder, "
+                        "whose context decides how requests are cut")
+    [(encoder, requests)] = planned.tokenized.values()
+    assert planned.findings is not None and planned.findings.context_tokens is not None
+    tokens = task_tokens(encoder, requests, planned.findings.context_tokens, scale=scale)
+    missing = [c for ids in phase_checkpoints(series).values() for c in ids if c not in sizes]
+    if missing:
+        raise UserError(f"{data} lacks {len(missing)} checkpoints of the series (first: {missing[0]})")
+    plan = planned.plan
+    print(f"task '{plan.task_name}': {plan.n_samples:,} samples; tokens counted with {counted}; "
+          f"{device.upper()} throughput (e2lmc/organizer/estimate.py)")
+    print(format_estimate(tokens, {phase: [sizes[c] for c in ids] for phase, ids in phase_checkpoints(series).items()},
+                          DEVICES[device]))

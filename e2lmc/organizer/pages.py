@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..formats.files import ReferenceData
-from ..organizer.phases import PhaseSpec, phase_reference
+from ..formats.reference import ReferenceData
+from .phases import PhaseSpec, phase_reference
 
 PAGES = (  # (title, file under competition/pages), in the order participants see them
     ("Overview", "overview.md"),

@@ -1,13 +1,13 @@
 """The competition's three phases and which checkpoints each one evaluates.
 
-Every phase scores the same way (DESIGN §5); they differ in the checkpoints:
+Every phase scores the same way (docs/scoring.md); they differ in the checkpoints:
 - warm-up: a reduced set for quick feedback — the largest size is left out, and so are
   the hidden checkpoints held out for the final phase;
 - development: every model, the same held-out checkpoints still left out;
 - final: everything, so every other hidden checkpoint is one no earlier submission
   was ever run on.
 
-A checkpoint set is described once, in full, by its series file (`series.py`: the
+A checkpoint set is described once, in full, by its series file (`formats/series.py`: the
 embedded set's, or the real competition's `tiiuae/dense-*` repos); `phase_reference`
 and `phase_manifest` cut its reference data and manifest down per phase.
 """
@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ..errors import UserError
-from ..formats.files import CheckpointManifest, ReferenceData, Selection
+from ..formats.manifest import CheckpointManifest
+from ..formats.reference import ReferenceData, Selection
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class PhaseSpec:
     max_submissions: int | None = None  # per participant over the whole phase
 
 
-# The site's schedule (seeds/competition_site_home.md). Codabench refuses phases that
+# The original competition's schedule (competition/pages/timeline.md). Codabench refuses phases that
 # overlap or touch, so each one hands over at noon (UTC) on the site's date.
 PHASES = (
     PhaseSpec("warm-up", datetime(2025, 7, 7, 12), datetime(2025, 8, 11, 11, 59),

@@ -24,8 +24,16 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import UserError, first_line
-from ..formats.files import MANIFEST_FILE, read_manifest, write_manifest
-from ..formats.series import SERIES_FILE, Series, SeriesModel, checkpoint_name, placed_manifest, placed_path, write_series
+from ..formats.manifest import MANIFEST_FILE, read_manifest, write_manifest
+from ..formats.series import (
+    SERIES_FILE,
+    Series,
+    SeriesModel,
+    checkpoint_name,
+    placed_manifest,
+    placed_path,
+    write_series,
+)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt")

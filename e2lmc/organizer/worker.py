@@ -30,9 +30,9 @@ from pathlib import Path
 
 import yaml
 
-from ..organizer.codabench import FREE_QUEUE_SECONDS, read_competition
-from ..organizer.container import Mount, StepSpec, run_container, run_process
 from ..errors import UserError, output_folder
+from .codabench import FREE_QUEUE_SECONDS, read_competition
+from .container import Mount, StepSpec, run_container, run_process
 
 WORKER_METADATA = "metadata"  # the worker's own file; a program must never write it
 

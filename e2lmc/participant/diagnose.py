@@ -25,10 +25,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..formats.files import ReferenceData
+from ..formats.manifest import MANIFEST_FILE, read_manifest
 from ..formats.plan import Plan, PlannedSample
+from ..formats.reference import ReferenceData, read_reference
+from ..formats.requests import GENERATE
+from ..ingestion.preflight import preflight
 from ..limits import Limits
+from ..sandboxed.sandbox import private_workdir
 from ..scoring.formulas import signal_quality
+from ..scoring.html import csv_text, html_table, page, png_image
 
 SAMPLES_FILE = "samples.csv"
 PAGE_FILE = "diagnosis.html"
@@ -58,7 +63,7 @@ def released(reference: ReferenceData) -> Released:
 
 def analysable(plan: Plan) -> str | None:
     """Why the task's samples cannot be analysed one by one, or None."""
-    if any(r.kind == "generate_until" for r in plan.requests):
+    if any(r.kind == GENERATE for r in plan.requests):
         return (f"task '{plan.task_name}' generates text (generate_until): whether a generated answer is right only "
                 "the task's own metric knows, so its samples are not analysed one by one (diagnose covers "
                 "multiple-choice and log-likelihood tasks)")
@@ -107,7 +112,7 @@ def choice_lengths(plan: Plan) -> dict[int, float]:
 
 
 @dataclass(frozen=True)
-class Diagnosis:
+class SampleSignal:
     """Per-sample signal over the released checkpoints of each model."""
 
     samples: list[PlannedSample]
@@ -123,7 +128,7 @@ class Diagnosis:
         return (self.slopes > 0).sum(axis=0)
 
 
-def analyse(plan: Plan, scores: dict[str, np.ndarray], checkpoints: Released) -> Diagnosis:
+def analyse(plan: Plan, scores: dict[str, np.ndarray], checkpoints: Released) -> SampleSignal:
     """`scores`: checkpoint id -> sample_scores on it."""
     multiple_choice = all(s.choices is not None and s.gold for s in plan.samples)
     slopes, right, per_model = [], [], []
@@ -142,69 +147,65 @@ def analyse(plan: Plan, scores: dict[str, np.ndarray], checkpoints: Released) ->
         return float(np.mean([signal_quality(v[picked]).score for v, (_, picked) in zip(values, per_model)]))
 
     everything = np.ones(len(plan.samples), dtype=bool)
-    return Diagnosis(plan.samples, checkpoints.models, slopes_array,
+    return SampleSignal(plan.samples, checkpoints.models, slopes_array,
                      np.stack(right, axis=1) if multiple_choice else None, noisy, sq(everything),
                      sq(~noisy) if (~noisy).any() else None)
 
 
-def samples_csv(diagnosis: Diagnosis) -> str:
+def samples_csv(signal: SampleSignal) -> str:
     """One row per sample: where it is, how many models learn it, its mean slope, the
     fraction of models right at the first and last released checkpoint, noisy or not,
     then its slope on each model."""
-    from ..scoring.report import csv_text
-
     header = ["task", "doc_id", "models_learning", "mean_slope", "right_first", "right_last", "noisy"]
-    rows: list[list[object]] = [header + [f"slope_{m}" for m in diagnosis.models]]
-    for j, sample in enumerate(diagnosis.samples):
+    rows: list[list[object]] = [header + [f"slope_{m}" for m in signal.models]]
+    for j, sample in enumerate(signal.samples):
         first = last = ""
-        if diagnosis.right is not None:
-            first, last = (f"{diagnosis.right[k, :, j].mean():.3f}" for k in (0, 1))
-        rows.append([sample.task, sample.doc_id, int(diagnosis.learners[j]), f"{diagnosis.slopes[:, j].mean():.4g}",
-                     first, last, bool(diagnosis.noisy[j])] + [f"{v:.4g}" for v in diagnosis.slopes[:, j]])
+        if signal.right is not None:
+            first, last = (f"{signal.right[k, :, j].mean():.3f}" for k in (0, 1))
+        rows.append([sample.task, sample.doc_id, int(signal.learners[j]), f"{signal.slopes[:, j].mean():.4g}",
+                     first, last, bool(signal.noisy[j])] + [f"{v:.4g}" for v in signal.slopes[:, j]])
     return csv_text(rows)
 
 
-def summary(diagnosis: Diagnosis, task_metric: str, n_checkpoints: int) -> str:
+def summary(signal: SampleSignal, task_metric: str, n_checkpoints: int) -> str:
     """The terminal's account: counts, the SQ with and without the noisy samples, the
     noisiest and the best samples."""
-    n, noisy = len(diagnosis.samples), int(diagnosis.noisy.sum())
-    what = ("accuracy from the margins" if diagnosis.right is not None
+    n, noisy = len(signal.samples), int(signal.noisy.sum())
+    what = ("accuracy from the margins" if signal.right is not None
             else "mean log-likelihood per sample, a stand-in for the task's metric")
-    lines = [f"{n:,} samples on {n_checkpoints} released checkpoints of {len(diagnosis.models)} models "
-             f"(score per sample: {'margin of the right answer' if diagnosis.right is not None else 'log-likelihood'})",
+    lines = [f"{n:,} samples on {n_checkpoints} released checkpoints of {len(signal.models)} models "
+             f"(score per sample: {'margin of the right answer' if signal.right is not None else 'log-likelihood'})",
              f"signal: {n - noisy:,} samples rise on most models; noise: {noisy:,} do not",
-             f"SQ ({what}, {task_metric}'s selection of checkpoints): every sample {diagnosis.sq_all:.4f}"
-             + (f", without the noisy ones {diagnosis.sq_kept:.4f} (chosen on these same checkpoints: expect less "
-                "on others)" if diagnosis.sq_kept is not None else " (every sample is noisy)")]
-    order = np.argsort(diagnosis.slopes.mean(axis=0), kind="stable")
+             f"SQ ({what}, {task_metric}'s selection of checkpoints): every sample {signal.sq_all:.4f}"
+             + (f", without the noisy ones {signal.sq_kept:.4f} (chosen on these same checkpoints: expect less "
+                "on others)" if signal.sq_kept is not None else " (every sample is noisy)")]
+    order = np.argsort(signal.slopes.mean(axis=0), kind="stable")
     for title, picked in (("noisiest", order[:10]), ("clearest", order[::-1][:10])):
-        lines.append(f"{title} samples (task, doc id: models learning of {len(diagnosis.models)}, mean slope):")
-        lines += [f"  {diagnosis.samples[j].task}, {diagnosis.samples[j].doc_id}: {int(diagnosis.learners[j])}, "
-                  f"{diagnosis.slopes[:, j].mean():+.3g}" for j in picked]
+        lines.append(f"{title} samples (task, doc id: models learning of {len(signal.models)}, mean slope):")
+        lines += [f"  {signal.samples[j].task}, {signal.samples[j].doc_id}: {int(signal.learners[j])}, "
+                  f"{signal.slopes[:, j].mean():+.3g}" for j in picked]
     return "\n".join(lines)
 
 
-def section(diagnosis: Diagnosis, text: str) -> str:
+def section(signal: SampleSignal, text: str) -> str:
     """The report's section on per-sample signal: the slopes' histogram, the summary, the
     samples that add noise."""
     import matplotlib.pyplot as plt
 
-    from ..scoring.report import html_table, png_image
-
-    mean_slopes = diagnosis.slopes.mean(axis=0)
+    mean_slopes = signal.slopes.mean(axis=0)
     fig, ax = plt.subplots(figsize=(7, 3))
-    ax.hist([mean_slopes[~diagnosis.noisy], mean_slopes[diagnosis.noisy]], bins=40, stacked=True,
+    ax.hist([mean_slopes[~signal.noisy], mean_slopes[signal.noisy]], bins=40, stacked=True,
             color=["tab:green", "tab:red"], label=["signal (rises on most models)", "noise"])
     ax.axvline(0, color="0.3", linewidth=1)
     ax.set_xlabel("mean slope of the sample's score over the released window")
     ax.set_ylabel("samples")
     ax.legend(fontsize=8, frameon=False)
-    alt = (f"Histogram of the {len(mean_slopes)} samples' mean slopes: {int((~diagnosis.noisy).sum())} signal "
-           f"samples in green, {int(diagnosis.noisy.sum())} noisy ones in red.")
+    alt = (f"Histogram of the {len(mean_slopes)} samples' mean slopes: {int((~signal.noisy).sum())} signal "
+           f"samples in green, {int(signal.noisy.sum())} noisy ones in red.")
     order = np.argsort(mean_slopes, kind="stable")[:25]
-    rows = [[escape(diagnosis.samples[j].task), str(diagnosis.samples[j].doc_id),
-             f"{int(diagnosis.learners[j])} of {len(diagnosis.models)}", f"{mean_slopes[j]:+.3g}"]
-            for j in order if diagnosis.noisy[j]]
+    rows = [[escape(signal.samples[j].task), str(signal.samples[j].doc_id),
+             f"{int(signal.learners[j])} of {len(signal.models)}", f"{mean_slopes[j]:+.3g}"]
+            for j in order if signal.noisy[j]]
     return "\n".join([
         "<h2>Per-sample signal (released checkpoints)</h2>",
         f"<pre>{escape(text)}</pre>",
@@ -214,28 +215,23 @@ def section(diagnosis: Diagnosis, text: str) -> str:
     ])
 
 
-def write_outputs(diagnosis: Diagnosis, plan: Plan, n_checkpoints: int, output: Path) -> list[Path]:
-    """samples.csv and diagnosis.html (a report page with the per-sample section)."""
-    from ..scoring.report import page
-
+def write_outputs(signal: SampleSignal, plan: Plan, n_checkpoints: int, output: Path) -> list[Path]:
+    """samples.csv and diagnosis.html (a page with the per-sample section)."""
     output.mkdir(parents=True, exist_ok=True)
     csv_path, page_path = output / SAMPLES_FILE, output / PAGE_FILE
-    csv_path.write_text(samples_csv(diagnosis), encoding="utf-8")
-    text = summary(diagnosis, plan.task_metric, n_checkpoints)
-    page_path.write_text(page(f"Per-sample signal — {plan.task_name}", section(diagnosis, text)), encoding="utf-8")
+    csv_path.write_text(samples_csv(signal), encoding="utf-8")
+    text = summary(signal, plan.task_metric, n_checkpoints)
+    page_path.write_text(page(f"Per-sample signal — {plan.task_name}", section(signal, text)), encoding="utf-8")
     return [csv_path, page_path]
 
 
-def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> tuple[Plan, Diagnosis, int]:
+def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> tuple[Plan, SampleSignal, int]:
     """Plan the submission as ingestion does, evaluate it on the released checkpoints of
     the set in `zoo` (never a hidden one) and analyse every sample."""
     from tqdm import tqdm
 
     from ..engine.checkpoints import resolve
     from ..engine.engine import Engine
-    from ..formats.files import read_manifest, read_reference
-    from ..ingestion.program import check_prompts, plan_submission, truncation_warning
-    from ..sandboxed.sandbox import private_workdir
 
     manifest, reference = read_manifest(zoo), read_reference(zoo / "reference")
     checkpoints = released(reference)
@@ -243,16 +239,15 @@ def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> tuple[Plan, 
     ids = [c for m in checkpoints.models for c in checkpoints.checkpoints[m]]
     missing = [c for c in ids if c not in entries]
     if missing:
-        raise UserError(f"{zoo / 'manifest.yaml'} lists no checkpoint {missing[0]} of the reference data")
+        raise UserError(f"{zoo / MANIFEST_FILE} lists no checkpoint {missing[0]} of the reference data")
     with private_workdir("diagnose") as tmp:
-        _, plan = plan_submission(source, Path(tmp), limits)
+        planned = preflight(source, Path(tmp), limits)
+    plan = planned.plan
     if reason := analysable(plan):
         raise UserError(reason)
     paths = [(c, resolve(entries[c], zoo)) for c in ids]
-    validation, tokenized = check_prompts(plan, paths[0][1], manifest.tokens_per_rule_token)
-    if warning := truncation_warning(validation, len(plan.requests)):
-        print(f"warning: {warning}", file=sys.stderr)
-    engine = Engine([(r.kind, r.arguments) for r in plan.requests], limits.engine, tokenized)
+    planned.check_prompts(paths[0][1], manifest.tokens_per_rule_token)
+    engine = Engine(plan.request_keys(), limits.engine, planned.tokenized)
     scores, lengths = {}, choice_lengths(plan)
     for position, responses in tqdm(engine.run(paths), total=len(paths), desc="released checkpoints", unit="ckpt",
                                     file=sys.stderr):

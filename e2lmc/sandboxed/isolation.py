@@ -1,42 +1,40 @@
 """Running the submission's code in separate, sandboxed, time-limited processes.
 
 The plan and score stages execute the submission's templates and helpers. Each runs in
-a child process (`python -m e2lmc.sandboxed.sandbox … e2lmc.sandboxed.isolation`, confined by `sandbox.py`)
+a child process (`child.py`, started confined by `sandbox.py` and `confine.py`)
 that never holds a model, never sees the checkpoint manifest, and receives responses
 without knowing which checkpoint they came from. The parent bounds the child's time,
 keeps only the tail of its output and trusts nothing it sends: every message is checked,
 and a scoring child that has seen hidden checkpoints is answered for with one fixed
 sentence whatever it says or does (its message, its exit code, the limit it hit).
 
-The two sides talk in JSON lines: the parent writes to the child's stdin; the child
-answers on its original stdout, while everything the submission's code prints goes to
-stderr, which the parent drains into a bounded buffer and never forwards.
+This is the trusted parent's side. The two talk in JSON lines: the parent writes to the
+child's stdin; the child answers on its original stdout, while everything the submission's
+code prints goes to stderr, which the parent drains into a bounded buffer and never forwards.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import json
 import math
 import os
 import selectors
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidSubmission, UserError, first_line
-from ..formats.plan import PLAN_FILE, Plan, PlannedRequest, read_plan, write_plan
-from ..sandboxed.sandbox import Sandbox, size_text
-from ..scoring.formulas import ValidationRules
-from ..sandboxed.submission import Submission, find_task_files
+from ..errors import InvalidSubmission, UserError
+from ..formats.plan import PLAN_FILE, Plan, read_plan
+from ..limits import size_text
+from .confine import FORBIDDEN
+from .sandbox import Sandbox
+from .submission import Submission
 
 STDERR_TAIL_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 20
@@ -46,7 +44,6 @@ HIDDEN_FAILURE = (
     "any detail (message, error type, exit code) could carry those values — run the submission on the released "
     "checkpoints (e2lmc run) to see the error"
 )
-SANDBOX_HINT = "the sandbox allows no new processes, no network and no files outside the submission"
 
 
 class ChildFailed(Exception):
@@ -62,7 +59,7 @@ class TaskProcess:
         read = [submission.root] + ([plan_dir] if mode == "score" else [])
         _copy_cached_datasets(submission.hub_datasets, scratch / "datasets")
         self.process = sandbox.start(
-            "e2lmc.sandboxed.isolation", [mode, str(submission.root), submission.task_name, submission.task_metric,
+            "e2lmc.sandboxed.child", [mode, str(submission.root), submission.task_name, submission.task_metric,
                                 str(plan_dir)], read=read, scratch=scratch,
         )
         self.stderr_tail: collections.deque[bytes] = collections.deque()
@@ -133,7 +130,7 @@ class TaskProcess:
             return {
                 "SIGXCPU": f"it used more than its {confinement.cpu_seconds} s of CPU time",
                 "SIGXFSZ": f"it wrote a file larger than the {size_text(confinement.file_bytes)} limit",
-                "SIGSYS": f"it made a system call the sandbox forbids ({SANDBOX_HINT})",
+                "SIGSYS": f"it made a system call the sandbox forbids ({FORBIDDEN})",
                 "SIGKILL": f"it was killed, most likely for memory (a child may use "
                            f"{size_text(confinement.memory_bytes)})",
             }.get(name, f"it crashed with {name}; native code that runs out of the "
@@ -230,76 +227,3 @@ class Scorer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# ------------------------------------------------------------------ the child side
-
-
-def describe_error(exc: BaseException, root: Path) -> str:
-    """One sentence for an exception raised while running the submission's task."""
-    from jinja2.exceptions import SecurityError
-
-    from ..sandboxed import sandbox
-
-    if isinstance(exc, UserError):
-        return str(exc)
-    if isinstance(exc, SecurityError):
-        return f"a prompt template of the submission tried to reach Python internals, which is not allowed ({exc})"
-    limits = sandbox.ACTIVE
-    if isinstance(exc, MemoryError) and limits:
-        return (f"the submission's task ran out of memory: a sandboxed process may use "
-                f"{size_text(limits.memory_bytes)} of address space (--memory-limit)")
-    if isinstance(exc, OSError) and exc.errno == errno.EFBIG and limits:
-        return f"the submission's code wrote a file larger than the {size_text(limits.file_bytes)} limit"
-    if isinstance(exc, OSError) and exc.errno == errno.EMFILE and limits:
-        return f"the submission's code opened more than {limits.open_files} files at once (the open-files limit)"
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve().is_relative_to(root)]
-    message = f": {first_line(exc, 300)}" if first_line(exc) else ""
-    hint = f" ({SANDBOX_HINT})" if isinstance(exc, PermissionError) else ""
-    if frames:
-        where = f"{Path(frames[-1].filename).resolve().relative_to(root)}, line {frames[-1].lineno}"
-        return f"the submission's code raised {type(exc).__name__} in {where}{message}{hint}"
-    return f"lm-eval could not run the task: {type(exc).__name__}{message}{hint}"
-
-
-def _child_main(mode: str, root: str, task_name: str, task_metric: str, plan_dir: str) -> int:
-    from ..sandboxed.samples import leaked_samples, planned_samples
-    from ..sandboxed.tasks import higher_is_better, keep_built_requests, load_task, record_requests, replay
-
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # the submission's prints go to stderr
-
-    def send(message: dict) -> None:
-        protocol.write(json.dumps(message) + "\n")
-
-    submission = Submission(Path(root), task_name, task_metric, find_task_files(Path(root)))
-    try:
-        task_dict = load_task(submission)
-        if mode == "plan":
-            n_samples = sum(len(task.eval_docs) for task in task_dict["tasks"].values())
-            if problem := ValidationRules().sample_count_problem(n_samples):
-                raise UserError(f"task '{task_name}' {problem}")
-            leaks = leaked_samples(task_dict)
-            lm, _ = record_requests(submission, task_dict)
-            planned = [PlannedRequest(kind, args, task, doc) for (kind, args), (task, doc) in lm.requests.items()]
-            samples = planned_samples(task_dict, lm, {key: i for i, key in enumerate(lm.requests)})
-            write_plan(Plan(task_name, task_metric, higher_is_better(task_dict, task_metric), n_samples, planned,
-                            leaks, samples), plan_dir)
-            send({"done": True})
-            return 0
-        keys = [(r.kind, r.arguments) for r in read_plan(plan_dir).requests]
-        send({"ready": True})
-        for n, line in enumerate(sys.stdin):
-            values = json.loads(line)["responses"]
-            responses = {key: tuple(v) if isinstance(v, list) else v for key, v in zip(keys, values, strict=True)}
-            send({"value": replay(submission, task_dict, responses)})
-            if n == 0:  # the requests are built: later checkpoints only reset their responses
-                keep_built_requests(task_dict)
-        return 0
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence for the parent
-        send({"error": describe_error(exc, Path(root).resolve())})
-        return 3
-
-
-if __name__ == "__main__":
-    sys.exit(_child_main(*sys.argv[1:]))

@@ -1,10 +1,11 @@
 """What the plan stage learns about each sample of a task, besides its requests.
 
-Runs in the plan child (it renders the submission's templates): which requests each
-sample makes, in lm-eval's order (a multiple-choice sample's choices first), its gold
-answer(s), and whether the gold answer shows in its own prompt (leakage). The parent
-derives from these the task's chance level (the report's reference line) and the
-per-sample signal of `e2lmc diagnose`, without running the task's code again.
+`planned_samples` and `leaked_samples` run in the plan child (they render the
+submission's templates): which requests each sample makes, in lm-eval's order (a
+multiple-choice sample's choices first), its gold answer(s), and whether the gold answer
+shows in its own prompt (leakage). The trusted parent derives from the plan alone, without
+running the task's code again, the task's chance level (the report's reference line), the
+samples the alignment judge reads, and the per-sample signal of `e2lmc diagnose`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import random
 import re
 from typing import Any
 
-from ..formats.files import LeakageExample
-from ..scoring.judge import ALIGNMENT_DRAWN, AlignmentSample
-from ..formats.plan import Plan, PlannedSample
-from ..sandboxed.tasks import RecordingLM, RequestKey
+from ..formats.alignment import ALIGNMENT_DRAWN, AlignmentSample
+from ..formats.plan import LeakageExample, Plan, PlannedSample
+from ..formats.requests import GENERATE, LOGLIKELIHOOD, ROLLING, RequestKey, unknown_kind
+from .tasks import RecordingLM
 
 ACCURACY_METRICS = ("acc", "acc_norm", "acc_mutual_info")  # lm-eval's multiple-choice accuracies
 PROMPT_CHARACTERS = 1500  # of a prompt shown to the alignment judge: its end, where the question is
@@ -86,16 +87,18 @@ def qa_text(plan: Plan, sample: PlannedSample) -> str:
     question = re.sub(r"\s*Answer\s*:\s*$", "", context.strip())[-PROMPT_CHARACTERS:]
     if not question.lower().startswith("question"):
         question = f"Question: {question}"
-    kind = requests[0].kind if requests else "generate_until"
+    kind = requests[0].kind if requests else GENERATE
     if sample.choices and sample.gold and sample.choices <= len(LETTERS):
         choices = [str(a[1])[1:] if str(a[1]).startswith(" ") else str(a[1]) for a in arguments[:sample.choices]]
         lines = [question] + [f"{LETTERS[i]}) {c}" for i, c in enumerate(choices)]
         return "\n".join(lines + [f"Answer: {', '.join(LETTERS[g] for g in sorted(set(sample.gold)))}"])
-    if kind == "loglikelihood":
+    if kind == LOGLIKELIHOOD:
         return f"{question}\nAnswer: {str(arguments[0][1]).strip()}"
-    if kind == "loglikelihood_rolling":
+    if kind == ROLLING:
         return f"Text: {context.strip()[-PROMPT_CHARACTERS:]}"
-    return question
+    if kind == GENERATE:
+        return question
+    raise unknown_kind(kind)
 
 
 def leaked_samples(task_dict: dict) -> list[LeakageExample]:

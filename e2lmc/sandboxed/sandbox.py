@@ -1,9 +1,10 @@
-"""The operating-system sandbox every piece of submission code runs in (DESIGN §9).
+"""The operating-system sandbox every piece of submission code runs in: the parent's side.
 
 A submission is written by an adversary who reads this source. Its templates, helpers
 and metrics run in child processes (`isolation.py`); this module decides what such a
-child can see and do, and the child confines itself before it imports anything of the
-submission. Levels, strongest first:
+child can see and do and starts it, and the child confines itself (`confine.py`) before
+it imports anything of the submission. docs/security.md has the threat model and the
+test that attacks each wall. Levels, strongest first:
 
 - `namespaces` — bubblewrap (`bwrap`): new user, PID, IPC, UTS, cgroup and network
   namespaces (no network at all), dies with its parent, and a private filesystem view in
@@ -23,67 +24,28 @@ child's environment holds only what it needs (no variable of the parent's).
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import fcntl
 import functools
 import json
 import os
-import resource
 import shutil
-import signal
 import site
-import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import UserError
+from ..limits import SandboxSettings
+from .confine import SYSTEM_DIRS, SYSTEM_FILES, Confinement
 
 LEVELS = ("none", "landlock", "namespaces")  # weakest first
-ALIASES = {"uid": "landlock"}  # the fallback's name in issue 13; see docs/security.md
+ALIASES = {"uid": "landlock"}  # the fallback's earlier name, still accepted (docs/security.md)
 CHOICES = ("namespaces", "landlock", "uid", "none")  # what the command line accepts, strongest first
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
-SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
-PROC_FILES = ("/proc/cpuinfo", "/proc/meminfo")  # what numeric libraries read to size themselves
 SANDBOX_UID = 65534  # "nobody" inside the user namespace
 PRIVATE_TMP_BYTES = 64 << 20  # the namespaces' /tmp lives in memory
-PR_SET_PDEATHSIG = 1
-GiB = 1 << 30
-
-
-@dataclass(frozen=True)
-class SandboxSettings:
-    """What the organizer or participant asks for (command-line options)."""
-
-    level: str = "auto"  # auto: the strongest this host allows; or one of LEVELS
-    required: str = "none"  # refuse to run below this level
-    memory_bytes: int = 8 * GiB  # address space of a child
-    cpu_seconds: int = 3600  # CPU time of a child (its wall time has its own limit)
-    file_bytes: int = 4 * GiB  # largest file a child may write
-    open_files: int = 512
-
-
-@dataclass(frozen=True)
-class Confinement:
-    """What one child may do: written by the parent, applied by the child to itself."""
-
-    level: str
-    read: list[str]  # readable (and executable) paths
-    write: list[str]  # writable paths
-    memory_bytes: int
-    cpu_seconds: int
-    file_bytes: int
-    open_files: int
-    parent_pid: int | None  # outside namespaces: the child exits if this parent is gone
-
-
-def size_text(n: int) -> str:
-    """A limit in bytes as people write it: 8 GiB, 512 MiB."""
-    return f"{n / GiB:g} GiB" if n >= GiB else f"{n / (1 << 20):g} MiB"
 
 
 def rank(level: str) -> int:
@@ -200,7 +162,7 @@ class Sandbox:
             s.open_files,
             None if self.level == "namespaces" else os.getpid(),
         )
-        argv = [sys.executable, "-s", "-m", "e2lmc.sandboxed.sandbox", json.dumps(asdict(confinement)), module, *args]
+        argv = [sys.executable, "-s", "-m", "e2lmc.sandboxed.confine", json.dumps(asdict(confinement)), module, *args]
         if self.level == "namespaces":
             argv = _bwrap_view(read, [scratch], scratch) + argv
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(scratch), "TMPDIR": str(scratch / "tmp"),
@@ -237,102 +199,3 @@ def private_workdir(kind: str) -> tempfile.TemporaryDirectory:
     fcntl.flock(lock, fcntl.LOCK_EX)
     _HELD_LOCKS.append(lock)
     return workdir
-
-
-# ------------------------------------------------------------------ the child side
-
-
-def confine(c: Confinement) -> None:
-    """Applied by the child to itself before it imports anything of the submission."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if c.parent_pid is not None and hasattr(libc, "prctl"):  # Linux: die with the parent
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != c.parent_pid:  # the parent died before the line above
-            os._exit(1)
-    for limit, value in ((resource.RLIMIT_AS, c.memory_bytes), (resource.RLIMIT_CPU, c.cpu_seconds),
-                         (resource.RLIMIT_FSIZE, c.file_bytes), (resource.RLIMIT_NOFILE, c.open_files),
-                         (resource.RLIMIT_CORE, 0)):
-        hard = resource.getrlimit(limit)[1]
-        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        try:
-            resource.setrlimit(limit, (value, value + 5 if limit == resource.RLIMIT_CPU else value))
-        except (ValueError, OSError):  # macOS refuses some (level none only: Landlock needs Linux)
-            if c.level != "none":
-                raise
-    if c.level == "none":
-        return
-    import pyseccomp  # before Landlock: finding libseccomp reads the loader cache
-
-    if c.level == "landlock":
-        _landlock(c)
-    _drop_capabilities(libc)
-    _seccomp(pyseccomp)
-
-
-def _landlock(c: Confinement) -> None:
-    import landlock
-
-    ruleset = landlock.Ruleset()
-    readable = landlock.FSAccess.READ_FILE | landlock.FSAccess.READ_DIR | landlock.FSAccess.EXECUTE
-    for path in [*c.read, *SYSTEM_DIRS, "/sys/devices/system/cpu"]:
-        if os.path.isdir(path):
-            ruleset.allow(path, rules=readable)
-    for path in [*SYSTEM_FILES, *PROC_FILES, *(p for p in c.read if os.path.isfile(p))]:
-        if os.path.isfile(path):
-            ruleset.allow(path, rules=landlock.FSAccess.READ_FILE)
-    for path in ("/dev/null", "/dev/zero", "/dev/urandom"):
-        if os.path.exists(path):
-            ruleset.allow(path, rules=landlock.FSAccess.READ_FILE | landlock.FSAccess.WRITE_FILE)
-    ruleset.allow(*c.write, rules=landlock.FSAccess.all())
-    ruleset.apply()
-
-
-def _drop_capabilities(libc: ctypes.CDLL) -> None:
-    """Give up every capability (a root child in a container keeps some otherwise)."""
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-    libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)())
-
-
-def _seccomp(pyseccomp) -> None:  # noqa: ANN001 - the module
-    rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-    deny, pid = pyseccomp.ERRNO(errno.EPERM), os.getpid()
-    clone_thread = 0x00010000
-    for name in ("fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
-                 "tkill", "pidfd_open", "pidfd_send_signal", "pidfd_getfd", "setns", "unshare", "mount", "umount2",
-                 "pivot_root", "chroot", "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key",
-                 "request_key", "open_by_handle_at", "name_to_handle_at", "init_module", "finit_module",
-                 "delete_module", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "iopl", "ioperm",
-                 "syslog", "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "capset"):
-        rules.add_rule(deny, name)
-    rules.add_rule(deny, "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, clone_thread, 0))  # a process, not a thread
-    rules.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")  # its flags are out of reach: libc falls back to clone
-    rules.add_rule(deny, "socket", pyseccomp.Arg(0, pyseccomp.NE, socket.AF_UNIX))
-    for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
-        rules.add_rule(deny, name, pyseccomp.Arg(0, pyseccomp.NE, pid))
-    rules.add_rule(deny, "prctl", pyseccomp.Arg(0, pyseccomp.EQ, PR_SET_PDEATHSIG))
-    rules.load()
-
-
-def main(argv: list[str]) -> None:
-    """`python -m e2lmc.sandboxed.sandbox CONFINEMENT MODULE ARGS…`: confine, then run MODULE."""
-    import runpy
-
-    from e2lmc.sandboxed import sandbox  # this file runs as __main__: the importable module is another object
-
-    confinement = Confinement(**json.loads(argv[0]))
-    confine(confinement)
-    sandbox.ACTIVE = confinement
-    sys.argv = [argv[1], *argv[2:]]
-    runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-
-
-ACTIVE: Confinement | None = None  # in a child: what it was confined to (for its error sentences)
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

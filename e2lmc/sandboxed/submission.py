@@ -104,7 +104,8 @@ def _check_references(path: Path, node: object, root: Path) -> None:
         for include in includes if isinstance(includes, list) else [includes] if includes else []:
             target = (path.parent / str(include)).resolve()
             if not target.is_relative_to(root.resolve()) or not target.is_file():
-                raise InvalidSubmission(f"{path.relative_to(root)}: include '{include}' is not a file of the submission")
+                raise InvalidSubmission(f"{path.relative_to(root)}: include '{include}' is not a file of the "
+                                        "submission")
         for value in node.values():
             _check_references(path, value, root)
     elif isinstance(node, list):
@@ -135,7 +136,8 @@ def load_task_yaml(path: Path) -> dict:
     """Parse one task YAML file (with lm-eval's `!function` tags)."""
     data = parse_yaml(path, _TaskLoader)
     if not isinstance(data, dict):
-        raise InvalidSubmission(f"{path.name} must be a mapping of task keys (task:, dataset_path:, …), not {type(data).__name__}")
+        raise InvalidSubmission(f"{path.name} must be a mapping of task keys (task:, dataset_path:, …), "
+                                f"not {type(data).__name__}")
     return data
 
 
@@ -152,7 +154,8 @@ def open_submission(source: Path, workdir: Path) -> Submission:
         try:
             _extract(source, root)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as exc:
-            raise InvalidSubmission(f"{source.name} is a damaged zip file ({first_line(exc, 200) or type(exc).__name__})"
+            problem = first_line(exc, 200) or type(exc).__name__
+            raise InvalidSubmission(f"{source.name} is a damaged zip file ({problem})"
                                     f"; zip the folder again") from None
     elif source.exists():
         raise InvalidSubmission(f"{source} is neither a folder nor a zip file")
@@ -190,7 +193,8 @@ def read_metadata(path: Path) -> tuple[str, str]:
         raise InvalidSubmission(f"{METADATA} must be a mapping with task_name and task_metric")
     if "command" in data:
         # Codabench would run it as a program of its own, next to the ingestion program.
-        raise InvalidSubmission(f"{METADATA} has a 'command': a submission is task files only, not a program; remove it")
+        raise InvalidSubmission(f"{METADATA} has a 'command': a submission is task files only, not a program; "
+                                "remove it")
     missing = [k for k in ("task_name", "task_metric") if not isinstance(data.get(k), str) or not data[k].strip()]
     if missing:
         found = ", ".join(map(str, data)) or "none"
@@ -214,7 +218,8 @@ def _extract(source: Path, root: Path) -> None:
         if not any(not m.is_dir() for m in members):
             raise InvalidSubmission(f"{source.name} is an empty zip file")
         if len(members) > MAX_FILES or sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
-            raise InvalidSubmission(f"{source.name} unpacks to more than {MAX_FILES} files or {MAX_UNZIPPED_BYTES >> 30} GiB")
+            raise InvalidSubmission(f"{source.name} unpacks to more than {MAX_FILES} files or "
+                                    f"{MAX_UNZIPPED_BYTES >> 30} GiB")
         for member in members:
             name = PurePosixPath(member.filename)
             if name.is_absolute() or ".." in name.parts or stat.S_ISLNK(member.external_attr >> 16):
@@ -273,7 +278,8 @@ def _new_files(diff: str) -> list[tuple[PurePosixPath, str]]:
             )
         path = PurePosixPath((new or first.split()[-1]).removeprefix("b/"))
         if path.parts[:2] != PATCH_PREFIX.parts or ".." in path.parts or len(path.parts) < 3:
-            raise InvalidSubmission(f"{PATCH} adds {path}, outside {PATCH_PREFIX}/; only a task folder there is accepted")
+            raise InvalidSubmission(f"{PATCH} adds {path}, outside {PATCH_PREFIX}/; only a task folder there is "
+                                    "accepted")
         if any(l.startswith(("GIT binary patch", "Binary files")) for l in lines):
             raise InvalidSubmission(f"{PATCH} adds the binary file {path}; ship it as a file in the zip instead")
         files.append((path, _added_text(lines)))

@@ -1,6 +1,6 @@
 """What a participant should read after a low score: one sentence per problem found.
 
-A score of 0.297 says nothing about what to change. These diagnoses look at what the
+A score of 0.297 says nothing about what to change. These checks look at what the
 report already shows — the released checkpoints' curves, the task's chance level, and
 today's aggregates (the scientific-compliance tally) — and say in words what is wrong:
 curves at chance, flat curves, a model that gets worse as it trains, a science model no
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..scoring.program import Evaluation, Point
+from .evaluation import Evaluation, Point
 
 NOISE_SIGMAS = 2.0  # a difference within this many standard errors of one checkpoint's accuracy is noise
 FALLING_RHO = -0.5  # Spearman's rho of value against training order below this: the curve falls
@@ -23,7 +23,9 @@ EMBEDDED_PHASE = "embedded"
 
 
 @dataclass(frozen=True)
-class Diagnosis:
+class Advice:
+    """One problem the report names, and what to do about it."""
+
     kind: str  # at_chance, flat, falling, not_scientific, fine
     sentence: str
 
@@ -45,23 +47,24 @@ def sampling_noise(ev: Evaluation) -> float | None:
     return math.sqrt(chance * (1 - chance) / n)
 
 
-def diagnose(ev: Evaluation) -> list[Diagnosis]:
+def advise(ev: Evaluation) -> list[Advice]:
     """Every problem found, most basic first; one 'fine' sentence when there is none."""
     models = [m.id for m in ev.reference.models if len(visible_points(ev, m.id)) >= 2]
     found = _at_chance(ev, models) + _flat(ev, models) + _falling(ev, models) + _not_scientific(ev)
     if not found:
-        found = [Diagnosis("fine", "No curve is at chance, flat or falling, and the science model is ahead of the "
-                                   "web-only one: to raise SQ further, remove the samples that add noise "
-                                   "(e2lmc diagnose lists them).")]
+        found = [Advice("fine", "No curve is at chance, flat or falling, and the science model is ahead of the "
+                                "web-only one: to raise SQ further, remove the samples that add noise "
+                                "(e2lmc diagnose lists them).")]
     if ev.reference.phase == EMBEDDED_PHASE and any(d.kind in ("at_chance", "flat") for d in found):
-        found.append(Diagnosis("embedded", "The embedded models know only the synthetic science world they were "
-                                           "trained on (zoo.md in the starting kit, docs/zoo.md in the repository: "
-                                           "its facts, their phrasings, the two sample tasks): a question about anything else stays at chance "
-                                           "on them, whatever it does on the real models."))
+        found.append(Advice("embedded", "The embedded models know only the synthetic science world they were "
+                                        "trained on (zoo.md in the starting kit, docs/zoo.md in the repository: "
+                                        "its facts, their phrasings, the two sample tasks): a question about "
+                                        "anything else stays at chance on them, whatever it does on the real "
+                                        "models."))
     return found
 
 
-def _at_chance(ev: Evaluation, models: list[str]) -> list[Diagnosis]:
+def _at_chance(ev: Evaluation, models: list[str]) -> list[Advice]:
     chance, noise = ev.results.chance_level, sampling_noise(ev)
     if chance is None or noise is None or not models:
         return []
@@ -71,15 +74,15 @@ def _at_chance(ev: Evaluation, models: list[str]) -> list[Diagnosis]:
         return []
     who = ("Every model stays" if len(near) == len(models)
            else f"{len(near)} of {len(models)} models ({', '.join(near)}) stay")
-    return [Diagnosis("at_chance", f"{who} at chance level ({chance:.3g}, what guessing among the choices gets; "
-                                   f"±{NOISE_SIGMAS * noise:.2g} is sampling noise with {ev.results.n_samples} "
-                                   "samples) on average over the released checkpoints: these models do not answer "
-                                   "better than guessing yet, so SQ measures noise. Questions the models can learn "
-                                   "early — shorter, about frequent facts, with clearly wrong distractors — give a "
-                                   "signal sooner.")]
+    return [Advice("at_chance", f"{who} at chance level ({chance:.3g}, what guessing among the choices gets; "
+                                f"±{NOISE_SIGMAS * noise:.2g} is sampling noise with {ev.results.n_samples} "
+                                "samples) on average over the released checkpoints: these models do not answer "
+                                "better than guessing yet, so SQ measures noise. Questions the models can learn "
+                                "early — shorter, about frequent facts, with clearly wrong distractors — give a "
+                                "signal sooner.")]
 
 
-def _flat(ev: Evaluation, models: list[str]) -> list[Diagnosis]:
+def _flat(ev: Evaluation, models: list[str]) -> list[Advice]:
     noise = sampling_noise(ev)
     flat = []
     for m in models:
@@ -89,13 +92,13 @@ def _flat(ev: Evaluation, models: list[str]) -> list[Diagnosis]:
             flat.append(m)
     if not flat:
         return []
-    return [Diagnosis("flat", f"Flat curve{'s' if len(flat) > 1 else ''} ({', '.join(flat)}): the values move less "
-                              "than sampling noise over the released checkpoints, so their ranks are noise and SQ "
-                              "rewards nothing (a constant curve still gets SQ 0.5 by the published formula). More "
-                              "samples shrink the noise; easier or more frequent facts make the curve rise.")]
+    return [Advice("flat", f"Flat curve{'s' if len(flat) > 1 else ''} ({', '.join(flat)}): the values move less "
+                           "than sampling noise over the released checkpoints, so their ranks are noise and SQ "
+                           "rewards nothing (a constant curve still gets SQ 0.5 by the published formula). More "
+                           "samples shrink the noise; easier or more frequent facts make the curve rise.")]
 
 
-def _falling(ev: Evaluation, models: list[str]) -> list[Diagnosis]:
+def _falling(ev: Evaluation, models: list[str]) -> list[Advice]:
     from scipy.stats import spearmanr
 
     falling = []
@@ -107,20 +110,20 @@ def _falling(ev: Evaluation, models: list[str]) -> list[Diagnosis]:
                 falling.append(f"{m}, ρ = {rho:.2f}")
     if not falling:
         return []
-    return [Diagnosis("falling", f"Getting worse with training ({'; '.join(falling)}: Spearman's ρ of the value "
-                                 "against training order): the task may reward something training removes — an "
-                                 "answer that is longer or made of rarer tokens, a bias in the distractors — rather "
-                                 "than knowledge. Compare acc with acc_norm, and look at what the falling samples "
-                                 "share (e2lmc diagnose).")]
+    return [Advice("falling", f"Getting worse with training ({'; '.join(falling)}: Spearman's ρ of the value "
+                              "against training order): the task may reward something training removes — an "
+                              "answer that is longer or made of rarer tokens, a bias in the distractors — rather "
+                              "than knowledge. Compare acc with acc_norm, and look at what the falling samples "
+                              "share (e2lmc diagnose).")]
 
 
-def _not_scientific(ev: Evaluation) -> list[Diagnosis]:
+def _not_scientific(ev: Evaluation) -> list[Advice]:
     cs, selection = ev.scientific_compliance, ev.reference.scores.scientific_compliance
     shared = cs.wins + cs.ties + cs.losses
     if not shared or cs.score > 0:
         return []
-    return [Diagnosis("not_scientific", f"The science-mixture model ({selection.science_model}) is not ahead of the "
-                                        f"web-only one ({selection.web_model}): higher at {cs.wins} of {shared} shared "
-                                        "checkpoints, so CS is 0. The task measures what web text teaches as well as "
-                                        "science text (general language, common sense): ask about scientific "
-                                        "knowledge itself.")]
+    return [Advice("not_scientific", f"The science-mixture model ({selection.science_model}) is not ahead of the "
+                                     f"web-only one ({selection.web_model}): higher at {cs.wins} of {shared} shared "
+                                     "checkpoints, so CS is 0. The task measures what web text teaches as well as "
+                                     "science text (general language, common sense): ask about scientific "
+                                     "knowledge itself.")]

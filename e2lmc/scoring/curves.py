@@ -14,14 +14,17 @@ import csv
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from ..formats.files import RESULTS_KIND, ReferenceData
-from ..scoring.formulas import SignalQuality, iterations_to_tokens, signal_quality
+from ..formats.reference import ReferenceData, read_reference
+from ..formats.results import RESULTS_KIND
+from ..formats.series import iterations_to_tokens
+from .formulas import SignalQuality, signal_quality
 
 DEFAULT_EVERY_ITERATIONS = 4000
 DEFAULT_MAX_TOKENS = 206e9
@@ -200,6 +203,38 @@ def score_curves(
         for b in wanted
         for model, points in curves[b].items()
     ]
+
+
+def score_file(path: Path, benchmarks: list[str] | None = None, every_iterations: int | None = None,
+               max_tokens: float = DEFAULT_MAX_TOKENS, reference: Path | None = None,
+               lower_is_better: bool = False) -> list[CurveScore]:
+    """`e2lmc score-curves`: SQ of every curve of a file. An `ingestion_results.json` keeps
+    every evaluated checkpoint unless `every_iterations` is given, or, with the `reference`
+    data folder of its set, the checkpoints that reference's SQ selection picks; other files
+    keep the organizers' selection by default. 0 for either limit keeps everything."""
+    results_file = is_results_file(path)
+    if reference and not results_file:
+        raise UserError(f"--reference applies to an ingestion_results.json, and {path} is not one")
+    reference_data = read_reference(reference) if reference else None
+    if reference_data is not None or (results_file and every_iterations is None):
+        every_iterations, max_tokens = 0, 0  # the reference's own selection, or every checkpoint of the results
+        print(f"checkpoints: {'the SQ selection of ' + str(reference) if reference else 'all evaluated ones'} "
+              "(values oriented higher-is-better)", file=sys.stderr)
+    return score_curves(
+        read_curves(path, reference_data),
+        benchmarks=benchmarks,
+        every_iterations=DEFAULT_EVERY_ITERATIONS if every_iterations is None else every_iterations or None,
+        max_tokens=None if max_tokens <= 0 else max_tokens,
+        lower_is_better=lower_is_better,
+    )
+
+
+def scores_json(scores: list[CurveScore]) -> str:
+    """The scores as JSON records, one per curve (`--json`)."""
+    return json.dumps([
+        {"benchmark": s.benchmark, "model": s.model, "points": s.sq.n_points, "monotonicity": s.sq.monotonicity,
+         "autocorrelation": s.sq.autocorrelation, "signal_quality": s.sq.score, "notes": list(s.sq.reasons)}
+        for s in scores], indent=1)
 
 
 def format_table(scores: list[CurveScore]) -> str:

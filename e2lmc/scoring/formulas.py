@@ -1,5 +1,7 @@
-"""The E2LM score formulas (DESIGN §5), pure numpy/scipy.
+"""The E2LM score formulas, pure numpy/scipy: SQ, RC, CS, the global score and the rules' verdict.
 
+docs/scoring.md gives each formula and where it comes from (SQ is the organizers'
+published one, reproduced to their table; RC and CS are ours, since theirs are private).
 Every function here returns finite numbers in [0, 1] for any input: degenerate
 cases (constant curves, too few checkpoints, missing values) give a defined value
 and a human-readable reason, never NaN.
@@ -12,39 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-# The organizers' Megatron batch ramp-up: global batch 1024 reached from 256 in
-# steps of 256 over 4,882,812 samples, with 4096-token sequences.
-GLOBAL_BATCH = 1024
-RAMPUP_BATCH = (256, 256, 4_882_812)  # start batch, increment, ramp-up samples
-SEQUENCE_LENGTH = 4096
-
-
-def iterations_to_tokens(
-    iterations: float | Sequence[float] | np.ndarray,
-    global_batch: int = GLOBAL_BATCH,
-    rampup: Sequence[int] = RAMPUP_BATCH,
-    sequence_length: int = SEQUENCE_LENGTH,
-) -> np.ndarray:
-    """Training tokens seen after `iterations` optimizer steps.
-
-    During the ramp-up the batch grows from `rampup[0]` by `rampup[1]`, each size
-    lasting rampup[2] / number-of-increments samples (a fractional number of
-    iterations, as in the organizers' `gtokens` field); after it, `global_batch`.
-    """
-    start, increment, ramp_samples = rampup
-    n_increments = (global_batch - start) // increment
-    samples_per_stage = ramp_samples / n_increments
-    its = np.asarray(iterations, dtype=float)
-    samples = np.zeros_like(its)
-    stage_start = 0.0  # iteration at which the current stage begins
-    for stage in range(n_increments):
-        batch = start + stage * increment
-        stage_len = samples_per_stage / batch
-        samples += batch * np.clip(its - stage_start, 0.0, stage_len)
-        stage_start += stage_len
-    samples += global_batch * np.clip(its - stage_start, 0.0, None)
-    return samples * sequence_length
-
+from ..formats.rules import SubmissionRules
 
 # --------------------------------------------------------------------------- SQ
 
@@ -228,46 +198,26 @@ def scientific_compliance(
 
 
 def global_score(components: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    """Weighted sum of the components named in `weights` (DESIGN: 0.5·SQ + 0.1·RC + 0.4·CS)."""
+    """Weighted sum of the components named in `weights` (the competition's: 0.5·SQ + 0.1·RC + 0.4·CS)."""
     return float(sum(w * components[name] for name, w in weights.items()))
 
 
-# -------------------------------------------------------------------- validation
+# ------------------------------------------------------------------------- rules
 
 
 @dataclass(frozen=True)
-class ValidationRules:
-    """The competition's submission rules, from the phase's reference data."""
+class RulesVerdict:
+    """Whether the submission keeps the rules; each broken rule is one sentence in `problems`."""
 
-    min_samples: int = 100
-    max_samples: int = 15_000
-    max_prompt_tokens: int = 2048
-    max_leakage_fraction: float = 0.05
-
-    def sample_count_problem(self, n_samples: int) -> str | None:
-        """What is wrong with the sample count (to follow the task's name), if anything."""
-        if self.min_samples <= n_samples <= self.max_samples:
-            return None
-        return f"has {n_samples:,} samples; the rules allow {self.min_samples:,} to {self.max_samples:,}"
-
-    def prompt_length_problem(self, tokens: int) -> str | None:
-        """What is wrong with a prompt's length (to follow the prompt's name), if anything."""
-        if tokens <= self.max_prompt_tokens:
-            return None
-        return f"has {tokens:,} tokens; the limit is {self.max_prompt_tokens:,}"
-
-
-@dataclass(frozen=True)
-class ValidationVerdict:
     valid: bool
     leakage_fraction: float
     problems: tuple[str, ...] = field(default_factory=tuple)
 
 
-def validate(
-    n_samples: int, max_prompt_tokens: int | None, leakage_count: int, rules: ValidationRules,
+def check_rules(
+    n_samples: int, max_prompt_tokens: int | None, leakage_count: int, rules: SubmissionRules,
     alignment_rate: float | None = None, alignment_threshold: float | None = None,
-) -> ValidationVerdict:
+) -> RulesVerdict:
     """Apply the submission rules; each broken rule is one sentence in `problems`. The
     alignment rule applies only where the judge was asked and the phase sets a threshold."""
     problems = []
@@ -284,4 +234,4 @@ def validate(
             f"{leakage_count} of {n_samples} samples ({leakage_fraction:.1%}) contain their gold "
             f"answer in the prompt; at most {rules.max_leakage_fraction:.1%} is allowed"
         )
-    return ValidationVerdict(not problems, leakage_fraction, tuple(problems))
+    return RulesVerdict(not problems, leakage_fraction, tuple(problems))

@@ -6,8 +6,8 @@ is about science (temperature 0, a JSON verdict). This does the same through the
 `openai` client against any OpenAI-compatible server — OpenAI, a vLLM or llama.cpp
 server on a GPU worker — with the client's retries on 429/5xx, a bounded request rate,
 and a cache of verdicts by sample. The pairs are drawn and formatted by ingestion
-(`samples.alignment_samples`, seeded by the task's plan); the judge's instructions live
-in `data/judge_prompt.yaml`, which organizers may edit.
+(`sandboxed.samples.alignment_samples`, seeded by the task's plan); the judge's
+instructions live in `data/judge_prompt.yaml`, which organizers may edit.
 
 A judge that cannot be reached, or answers nothing usable, gives "not checked" with the
 reason — never a pass, and never a failed scoring step.
@@ -22,11 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ..errors import UserError
+from ..formats.alignment import AlignmentSample, AlignmentSettings
+from ..formats.files import read_format
 
-ALIGNMENT_DRAWN = 200  # samples ingestion draws for the judge; a phase judges the first `samples`
 PROMPT_FILE = Path(__file__).parents[1] / "data" / "judge_prompt.yaml"
 PROMPT_KIND = "e2lmc.judge_prompt"
 VERDICTS = ("Accept", "Reject")
@@ -40,48 +39,18 @@ TEMPERATURE, MAX_TOKENS = 0.0, 300
 NO_KEY = "no-key"  # a self-hosted server usually needs none; the client insists on a string
 
 
-@dataclass
-class AlignmentSample:
-    """One question-answer pair as the alignment judge reads it: the participant's own data,
-    formatted by ingestion (`samples.alignment_samples`)."""
-
-    task: str
-    doc_id: int
-    text: str
-
-
-@dataclass
-class AlignmentSettings:
-    """Whether and how the scoring step asks an LLM judge if the task's questions are
-    scientific (docs/organizers.md). The reference data is private to the
-    organizers, so it may hold the key; `api_key_env` names an environment variable instead."""
-
-    enabled: bool = False
-    endpoint: str | None = None  # an OpenAI-compatible base URL (…/v1); None: OPENAI_BASE_URL, else OpenAI's
-    model: str = "gpt-4o-2024-08-06"
-    samples: int = 50  # the first this many of the drawn samples are judged
-    votes: int = 1  # a sample is accepted when every vote accepts it
-    threshold: float | None = None  # an acceptance rate below this makes the submission invalid
-    api_key_env: str = "OPENAI_API_KEY"
-    api_key: str | None = None
-    timeout_seconds: float = 60.0
-    max_retries: int = 4  # the client's own, with back-off, on connection errors, 429 and 5xx
-    requests_per_second: float = 5.0
-
-    def check(self, where: str, key: str = "alignment.") -> None:
-        if not 1 <= self.samples <= ALIGNMENT_DRAWN:
-            raise UserError(f"{where}: {key}samples must lie in 1 … {ALIGNMENT_DRAWN}")
-        if self.votes < 1 or self.max_retries < 0 or self.timeout_seconds <= 0 or self.requests_per_second <= 0:
-            raise UserError(f"{where}: {key}votes must be at least 1, {key}max_retries at least 0, "
-                            f"{key}timeout_seconds and {key}requests_per_second above 0")
-        if self.threshold is not None and not 0 <= self.threshold <= 1:
-            raise UserError(f"{where}: {key}threshold must lie in [0, 1]")
-
-
 @dataclass(frozen=True)
 class JudgePrompt:
+    """`data/judge_prompt.yaml`: the judge's system message, and its user message with {sample}."""
+
     system: str
-    user: str  # with {sample}
+    user: str
+
+    def check(self, where: str) -> None:
+        if not (self.system.strip() and self.user.strip()):
+            raise UserError(f"{where}: 'system' and 'user' must be non-empty texts")
+        if "{sample}" not in self.user:
+            raise UserError(f"{where}: 'user' must contain {{sample}}, where each question-answer pair goes")
 
     def messages(self, sample: str) -> list[dict[str, str]]:
         """The sample cannot close the prompt's markers (`<<<`, `>>>`) to speak as the prompt."""
@@ -92,17 +61,7 @@ class JudgePrompt:
 
 def read_prompt(path: Path = PROMPT_FILE) -> JudgePrompt:
     """The judge's instructions, one sentence naming the file when they are unusable."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read the judge's prompt {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict) or data.get("format") != PROMPT_KIND:
-        raise UserError(f"{path} is not a judge prompt file (format: {PROMPT_KIND})")
-    if not all(isinstance(data.get(k), str) and data[k].strip() for k in ("system", "user")):
-        raise UserError(f"{path}: 'system' and 'user' must be non-empty texts")
-    if "{sample}" not in data["user"]:
-        raise UserError(f"{path}: 'user' must contain {{sample}}, where each question-answer pair goes")
-    return JudgePrompt(data["system"], data["user"])
+    return read_format(JudgePrompt, path, PROMPT_KIND)
 
 
 @dataclass
@@ -239,6 +198,11 @@ def judge_samples(samples: list[AlignmentSample], settings: AlignmentSettings, p
                                problem=f"alignment not checked: none of the judge's {result.malformed} answers was "
                                        'a {"verdict": "Accept" | "Reject"} object')
     return result
+
+
+def default_cache() -> Path:
+    """Where `e2lmc align` keeps verdicts between runs: the user's cache folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "e2lmc" / "judge_verdicts.json"
 
 
 def _read_cache(path: Path | None) -> dict[str, str]:

@@ -9,40 +9,19 @@ the reference data sets `show_hidden_values`.
 from __future__ import annotations
 
 import base64
-import csv
-import io
 from html import escape
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..scoring.advice import diagnose, visible_points  # noqa: E402
-from ..scoring.program import Evaluation  # noqa: E402
-
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Arial,sans-serif;max-width:980px;margin:24px auto;
-padding:0 16px;color:#222;line-height:1.45}
-h1{font-size:1.5em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 10px;text-align:right}
-th{background:#f5f5f5}td.l,th.l{text-align:left}.big{font-size:2em;font-weight:600}
-.bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b;font-weight:600}.note{color:#666;font-size:.9em}
-img{max-width:100%}code,pre{background:#f3f3f3;padding:1px 4px}pre{white-space:pre-wrap}
-"""
+from .advice import advise, visible_points
+from .evaluation import Evaluation
+from .html import csv_text, html_table, page, png_image
 
 CSV_FILE = "released_values.csv"
 SQ_ONLY_NOTE = ("These checkpoints are the released ones only: ranking consistency, scientific compliance and the "
                 "global score need the hidden checkpoints, which only the competition's scoring sees.")
 SIZE_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
-
-
-def png_image(fig: plt.Figure, alt: str) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
 def token_unit(largest: float) -> tuple[float, str]:
@@ -106,23 +85,6 @@ def released_values_csv(ev: Evaluation) -> str:
     return csv_text(rows)
 
 
-def csv_text(rows: list[list[object]]) -> str:
-    """Rows as CSV (a metric key such as acc,none is quoted)."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
-
-
-def html_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
-    """An HTML table; the first `left` columns are left-aligned. Cells are pre-escaped."""
-    th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(header))
-    trs = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{th}</tr>{trs}</table>"
-
-
 def _reasons(reasons: tuple[str, ...]) -> str:
     return escape("; ".join(reasons)) if reasons else ""
 
@@ -155,7 +117,7 @@ def render(ev: Evaluation) -> str:
         ]
 
     parts += ["<h2>What to improve</h2>", "<ul>"]
-    parts += [f"<li>{escape(d.sentence)}</li>" for d in diagnose(ev)]
+    parts += [f"<li>{escape(d.sentence)}</li>" for d in advise(ev)]
     parts.append("</ul>")
 
     # Validation
@@ -291,15 +253,6 @@ def _hidden_sections(ev: Evaluation) -> list[str]:
             '<p class="note">Values of hidden checkpoints are not shown; RC and CS are reported as aggregates only.</p>'
         )
     return parts
-
-
-def page(title: str, body: str) -> str:
-    """A self-contained HTML page: the title is escaped, the body is HTML already."""
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
-        f"<body>\n{body}\n</body></html>\n"
-    )
 
 
 def write_report(ev: Evaluation, path: Path) -> Path:

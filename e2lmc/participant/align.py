@@ -1,0 +1,46 @@
+"""`e2lmc align`: the alignment judge on the samples the pipeline would draw, before uploading.
+
+The submission is planned as ingestion plans it, the same samples are drawn (seeded by
+the task's plan) and formatted as question-answer pairs, and the judge — any
+OpenAI-compatible endpoint, through `scoring.judge` — says of each whether it is about
+science. Verdicts are cached, so a second run asks only about what changed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..formats.alignment import AlignmentSettings
+from ..ingestion.preflight import preflight
+from ..limits import Limits
+from ..sandboxed.samples import alignment_samples
+from ..sandboxed.sandbox import private_workdir
+from ..scoring.judge import judge_samples, read_prompt
+
+
+def align(submission: Path, settings: AlignmentSettings, limits: Limits, prompt_file: Path | None = None,
+          cache: Path | None = None) -> int:
+    """Print the acceptance rate and the rejected samples: 0, 1 below the threshold, 2 when
+    the judge could not be asked (the reason on stderr). `prompt_file`: the judge's
+    instructions (default: the organizers', data/judge_prompt.yaml); `cache`: None keeps nothing."""
+    settings.check("e2lmc align", key="")
+    prompt = read_prompt(prompt_file) if prompt_file else read_prompt()
+    with private_workdir("align") as tmp:
+        plan = preflight(submission, Path(tmp), limits).plan
+    result = judge_samples(alignment_samples(plan), settings, prompt, cache=cache, progress=True)
+    if result.rate is None:
+        print(result.problem, file=sys.stderr)
+        return 2
+    votes = f"{settings.votes} vote{'s' if settings.votes > 1 else ''} each"
+    print(f"alignment: {result.accepted} of {result.judged} samples accepted as scientific = {result.rate:.0%} "
+          f"({settings.model}, {votes}; {result.requests} requests, the rest from the cache)"
+          + (f"; {result.malformed} unusable answers left out" if result.malformed else ""))
+    for sample in result.rejected:
+        lines = sample.text.splitlines() or [""]
+        question = next((line for line in reversed(lines) if line.startswith("Question:")), lines[0])  # the last
+        print(f"  rejected: task '{sample.task}' sample {sample.doc_id}: {question[:150]}")
+    below = settings.threshold is not None and result.rate < settings.threshold
+    if below:
+        print(f"below the threshold of {settings.threshold:.0%}: the submission would be invalid")
+    return 1 if below else 0

@@ -1,0 +1,79 @@
+"""`e2lmc run` and `e2lmc demo`: a submission through ingestion and scoring on this machine.
+
+The participant's one command, doing what Codabench's two steps do: the ingestion
+program on every checkpoint of a set, then the scoring program, the leaderboard row and
+the report. The set is the embedded one of a preset (built on first use), or the real
+series' released checkpoints, placed from the Hugging Face cache, for signal quality
+alone (ranking consistency and compliance need the hidden checkpoints).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..embedded.sets import ensure_built, set_folder
+from ..formats.reference import write_reference
+from ..formats.series import E2LM_SERIES, read_series, released_reference
+from ..limits import Limits
+from ..scoring.program import REPORT_FILE, run_scoring, summary
+
+EMBEDDED, RELEASED = "embedded", "e2lm-released"  # what --checkpoints names
+CHECKPOINT_SETS = (EMBEDDED, RELEASED)
+RUN_OUTPUT = Path("run_output")
+DEMO_OUTPUT = Path("demo_output")
+WEB_PLACEHOLDER = "e2lm-organizers/web-only-model-not-public"  # the web-only model has no released checkpoint
+
+
+def run(submission: Path, limits: Limits, checkpoints: str = EMBEDDED, preset: str = "default",
+        zoo: Path | None = None, output: Path | None = None, series: Path | None = None, offline: bool = False,
+        cache_dir: Path | None = None) -> int:
+    """Ingestion then scoring of `submission` on the embedded set of `preset` (in `zoo`) or
+    on the released checkpoints (`checkpoints=RELEASED`, placed in `zoo`); `output`
+    defaults to run_output/<submission's name>."""
+    from ..ingestion.program import ingest  # lm-eval: not for the command line's --help, which reads this module
+    if checkpoints == RELEASED:
+        start = time.perf_counter()
+        zoo = place_released(series or E2LM_SERIES, zoo or set_folder(RELEASED), offline, cache_dir)
+        timings = [("place the released checkpoints", time.perf_counter() - start)]
+    else:
+        zoo, build_seconds = ensure_built(preset, zoo)
+        timings = [] if build_seconds is None else [("build the checkpoint set", build_seconds)]
+    output = output or RUN_OUTPUT / (submission.stem + ("-" + RELEASED if checkpoints == RELEASED else ""))
+    print(f"Ingestion: running {submission} on every checkpoint in {zoo} …")
+    start = time.perf_counter()
+    ingest(submission, zoo, output / "res", limits)
+    timings.append(("ingestion", time.perf_counter() - start))
+    print("Scoring:")
+    start = time.perf_counter()
+    print("\n".join(summary(run_scoring(output / "res", zoo / "reference", output), output)))
+    timings.append(("scoring", time.perf_counter() - start))
+    print("time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings))
+    print(f"Open {(output / REPORT_FILE).resolve()} in a browser for the detailed report.")
+    return 0
+
+
+def demo(limits: Limits, preset: str = "default", zoo: Path | None = None, output: Path = DEMO_OUTPUT) -> int:
+    """`run` on the science sample submission, which the set's build writes beside its checkpoints."""
+    from ..embedded.world import SCIENCE_TASK
+
+    zoo = set_folder(preset, zoo)
+    print(f"Demo: the sample submission {SCIENCE_TASK} through ingestion and scoring.")
+    return run(zoo / "tasks" / SCIENCE_TASK, limits, preset=preset, zoo=zoo, output=output)
+
+
+def place_released(series_file: Path, folder: Path, offline: bool, cache_dir: Path | None) -> Path:
+    """The real series' released checkpoints that SQ uses, placed from the Hugging Face
+    cache (downloaded when online and missing) in `folder`, with their reference data."""
+    from ..organizer.placement import describe, fetch
+
+    series = read_series(series_file, web_repo=WEB_PLACEHOLDER)
+    reference = released_reference(series)
+    wanted = {m.checkpoint_id(c) for m in reference.models for c in m.checkpoints}
+    print(f"Placing the {len(wanted)} released checkpoints signal quality uses in {folder} (from the Hugging Face "
+          "cache; downloaded where missing and online) …")
+    sizes = fetch(series, Path(series_file).parent, folder, offline=True if offline else None,
+                  cache_dir=cache_dir, keep=wanted.__contains__)
+    write_reference(reference, folder / "reference")
+    print(f"placed {describe(sizes)}")
+    return folder

@@ -1,0 +1,71 @@
+"""`e2lmc validate`: what a participant runs before uploading — the preflight without any model.
+
+The submission is opened and planned as the ingestion program would (same sandbox, same
+rules), then its prompts are counted with a checkpoint's tokenizer — `--checkpoint`, or
+the embedded default set's first checkpoint when it is built — in the rule's tokens, and
+the requests that exceed its context are counted too. One line per finding, then the
+verdict; exit status 0 only when the task is valid and nothing would be truncated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..embedded.sets import first_checkpoint
+from ..errors import UserError
+from ..formats.rules import SubmissionRules
+from ..ingestion.preflight import Preflight, preflight, rule_scale
+from ..limits import Limits
+from ..sandboxed.sandbox import private_workdir
+
+
+def validate(submission: Path, limits: Limits, checkpoint: Path | None = None,
+             allow_truncation: bool = False) -> int:
+    """Print what the preflight finds; 0 when valid, 1 when not."""
+    scale = 1.0
+    if checkpoint is not None:
+        _check_tokenizer_folder(checkpoint)
+        scale = rule_scale(checkpoint)
+    elif default := first_checkpoint():
+        checkpoint, scale = default
+    with private_workdir("validate") as tmp:
+        planned = preflight(submission, Path(tmp), limits)
+    plan = planned.plan
+    kinds = sorted({r.kind for r in plan.requests})
+    print(f"task '{plan.task_name}', metric {plan.task_metric} ({'higher' if plan.higher_is_better else 'lower'} "
+          f"is better): {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests ({', '.join(kinds)})")
+    truncated = checkpoint is not None and _prompts(planned, checkpoint, scale, allow_truncation)
+    if checkpoint is None:
+        print("prompt lengths not checked: pass --checkpoint DIR (or build the default checkpoint set first)")
+    fraction = len(plan.leakage) / plan.n_samples
+    limit = SubmissionRules().max_leakage_fraction
+    print(f"leakage: {len(plan.leakage)} samples ({fraction:.1%}) show their gold answer in their own prompt"
+          + (f" — above the {limit:.0%} allowed: the submission would be invalid" if fraction > limit else ""))
+    for leak in plan.leakage[:5]:
+        print(f"  task '{leak.task}' sample {leak.sample}: '{leak.answer}' in …{leak.excerpt}…")
+    valid = fraction <= limit and not truncated
+    print(("valid" + ("" if checkpoint else " (prompt lengths not checked)")) if valid
+          else "invalid" if fraction > limit else "truncated: not what the task was designed to be")
+    return 0 if valid else 1
+
+
+def _check_tokenizer_folder(checkpoint: Path) -> None:
+    """Refused before planning: a --checkpoint that holds no tokenizer."""
+    if not (checkpoint / "tokenizer_config.json").is_file() and not (checkpoint / "tokenizer.json").is_file():
+        raise UserError(f"--checkpoint {checkpoint} is not a checkpoint or tokenizer folder (no tokenizer files "
+                        f"there{'' if checkpoint.is_dir() else ': it does not exist'}; relative paths start in "
+                        f"{Path.cwd()})")
+
+
+def _prompts(planned: Preflight, checkpoint: Path, scale: float, allow_truncation: bool) -> bool:
+    """The prompt lengths and the truncation, printed; whether truncation makes the task invalid."""
+    findings = planned.check_prompts(checkpoint, scale, warn=False)
+    print(f"longest prompt: {findings.rule_prompt_tokens:,} tokens (sample {findings.longest_prompt_sample}, "
+          f"tokenizer of {checkpoint}){findings.how_counted()}")
+    if findings.context_tokens is None:
+        print(f"truncation not checked: {checkpoint} is a tokenizer, not a model folder with a context length")
+        return False
+    warning = planned.truncation_warning()
+    print(warning + ("" if allow_truncation else " (--allow-truncation accepts it)") if warning else
+          f"every request fits the checkpoints' context of {findings.context_tokens:,} tokens")
+    return warning is not None and not allow_truncation

@@ -1,0 +1,280 @@
+"""The doors lm-eval leaves open to a task's files, closed while a submission's task is built.
+
+lm-eval trusts its tasks: a template renders in an unsandboxed Jinja environment (where
+`{{ cycler.__init__.__globals__.os… }}` reaches the OS), `!function` imports any module
+(`os.system`), an unknown metric name is fetched with `evaluate.load`, relative
+`data_files` resolve against the working directory. `sandbox_templates` and `confined`
+close each of these for the submission's task, checking its data files before datasets
+reads them (`check_data_file`), and name the task, key and sample when a template or a
+dataset fails. They run in the sandboxed child (`child.py`), behind the OS sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import glob
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError, first_line
+from ..formats.rules import SubmissionRules
+from .submission import HUB_NAME, LOCAL_LOADERS, Submission, function_file
+
+TEMPLATE_KEYS = ("doc_to_text", "doc_to_target", "doc_to_choice")  # a task's Jinja templates, rendered per sample
+
+
+def sandbox_templates() -> None:
+    """Render prompt templates in Jinja's sandbox: lm-eval's own environment lets a
+    template reach Python internals (`cycler.__init__.__globals__.os`). Each template is
+    compiled once: lm-eval compiles it again for every document, which made scoring a
+    checkpoint cost more than computing it."""
+    import lm_eval.utils
+    from jinja2 import BaseLoader, StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class CompilingOnce(ImmutableSandboxedEnvironment):
+        compiled: dict[str, Any] = {}
+
+        def from_string(self, source: Any, globals: Any = None, template_class: Any = None) -> Any:  # noqa: A002
+            if globals is not None or template_class is not None or not isinstance(source, str):
+                return super().from_string(source, globals, template_class)
+            if source not in self.compiled:
+                self.compiled[source] = super().from_string(source)
+            return self.compiled[source]
+
+    if not isinstance(lm_eval.utils.env, ImmutableSandboxedEnvironment):
+        env = CompilingOnce(loader=BaseLoader, undefined=StrictUndefined, keep_trailing_newline=True)
+        env.filters["regex_replace"] = lm_eval.utils.regex_replace
+        lm_eval.utils.env = env
+
+
+@contextlib.contextmanager
+def confined(submission: Submission) -> Iterator[None]:
+    """Close, while building the task, the doors lm-eval leaves open to a task's files:
+    `!function` resolves only to the submission's own .py files; metric names only to
+    lm-eval's built-ins (never `evaluate.load`); data files resolve next to their YAML
+    and must lie inside the submission; a dataset that cannot be loaded is named.
+    lm-eval is restored afterwards (tests build other tasks in the same process)."""
+    import lm_eval.api.task as task_module
+    import lm_eval.tasks._factory as factory
+    import lm_eval.tasks._yaml_loader as yaml_loader
+
+    root = submission.root
+    load_config, download = factory.TaskFactory._load_full_config, task_module.ConfigurableTask.download
+    patches = [
+        (yaml_loader, "_import_func_in_yml", functools.partial(_submission_function, root)),
+        (task_module, "get_metric", _builtin_metric),
+        (factory.TaskFactory, "_load_full_config", lambda self, entry, overrides=None: _with_local_data(
+            load_config(self, entry, overrides), entry.yaml_path, root)),
+        (task_module.ConfigurableTask, "download",
+         lambda self, *args, **kwargs: _named_download(download, self, args, kwargs)),
+        *[(task_module.ConfigurableTask, key, _named_template(getattr(task_module.ConfigurableTask, key), key))
+          for key in TEMPLATE_KEYS],
+        (sys.modules, "evaluate", None),  # `import evaluate` fails meanwhile
+    ]
+    saved = [(target, name, _get(target, name)) for target, name, _ in patches]
+    for target, name, value in patches:
+        _set(target, name, value)
+    try:
+        yield
+    finally:
+        for target, name, value in reversed(saved):
+            _set(target, name, value)
+
+
+_ABSENT = object()
+
+
+def _get(target: Any, name: str) -> Any:
+    return target.get(name, _ABSENT) if isinstance(target, dict) else getattr(target, name)
+
+
+def _set(target: Any, name: str, value: Any) -> None:
+    if not isinstance(target, dict):
+        setattr(target, name, value)
+    elif value is _ABSENT:
+        target.pop(name, None)
+    else:
+        target[name] = value
+
+
+def _submission_function(root: Path, target: str, yaml_dir: Path) -> Any:
+    """lm-eval's `!function` resolver, limited to the submission's files."""
+    import lm_eval.tasks._yaml_loader as yaml_loader
+
+    path = function_file(target, Path(yaml_dir), root)
+    if path is None:
+        raise UserError(f"!function {target} does not name a function in a .py file of the submission")
+    module = yaml_loader._load_module_with_cache(path)
+    name = target.rpartition(".")[2]
+    if not callable(getattr(module, name, None)):
+        raise UserError(f"!function {target}: {path.relative_to(root.resolve())} has no function '{name}'")
+    return getattr(module, name)
+
+
+def _builtin_metric(name: str, hf_evaluate_metric: bool = False) -> Any:
+    """lm-eval's metric lookup without its fallback to `evaluate.load(name)`."""
+    import lm_eval.api.metrics  # noqa: F401  (fills the registry)
+    from lm_eval.api.registry import metric_registry
+
+    if hf_evaluate_metric or name not in metric_registry:
+        raise UserError(
+            f"metric '{name}' is not one of lm-eval's built-in metrics; use a built-in one or a "
+            f"!function from the submission (Hugging Face evaluate metrics are not loaded)"
+        )
+    return metric_registry.get(name)
+
+
+def _with_local_data(config: dict, yaml_path: Any, root: Path) -> dict:
+    """Confine the task's data to the submission: `data_files` resolve against the task's
+    YAML folder (lm-eval uses the working directory, the submission root, which is tried
+    second) and must lie inside it, like a local `dataset_path` or `data_dir` (a hub
+    dataset name still resolves through the datasets cache); every data file is checked
+    before datasets reads it (UTF-8, not empty, not more rows than the rules allow)."""
+    kwargs = config.get("dataset_kwargs") or {}
+    where = f"task '{config.get('task', '?')}'"
+    yaml_dir = Path(yaml_path).parent if yaml_path else root
+    local_paths = (("dataset_path", config.get("dataset_path")), ("dataset_kwargs.data_dir", kwargs.get("data_dir")))
+    for key, value in local_paths:
+        if isinstance(value, str) and value not in LOCAL_LOADERS:
+            _check_local_path(value, key, where, (yaml_dir, root), root)
+    files = kwargs.get("data_files")
+    if not files:
+        return config
+
+    def resolve(name: Any, split: str) -> str:
+        for base in (yaml_dir, root):
+            candidate = (base / str(name)).resolve()
+            if matches := sorted(glob.glob(str(candidate))):
+                if not candidate.is_relative_to(root.resolve()):
+                    raise UserError(f"{where}: data file '{name}' lies outside the submission")
+                for match in matches:
+                    check_data_file(Path(match), root, where, split, evaluated)
+                return str(candidate)
+        raise UserError(f"{where}: data file '{name}' is not in the submission (looked next to "
+                        f"{Path(yaml_path).name if yaml_path else 'the task'} and at the submission root)")
+
+    evaluated = config.get("test_split") or config.get("validation_split")
+    if isinstance(files, dict):
+        resolved: Any = {split: [resolve(f, split) for f in v] if isinstance(v, list) else resolve(v, split)
+                         for split, v in files.items()}
+    elif isinstance(files, list):
+        resolved = [resolve(f, "train") for f in files]
+    else:
+        resolved = resolve(files, "train")
+    return {**config, "dataset_kwargs": {**kwargs, "data_files": resolved}}
+
+
+TEXT_DATA = {".jsonl", ".json", ".csv", ".tsv", ".txt"}
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+OTHER_SPLIT_MAX_ROWS = 100_000  # few-shot or training splits may be larger than the evaluated one
+
+
+def _check_local_path(value: str, key: str, where: str, bases: tuple[Path, ...], root: Path) -> None:
+    """A path on disk must lie inside the submission; anything else must be a hub name."""
+    local = Path(value).expanduser()
+    candidates = [local] if local.is_absolute() else [(base / local) for base in bases]
+    for candidate in candidates:
+        if candidate.exists() or local.is_absolute() or ".." in local.parts:
+            if not candidate.resolve().is_relative_to(root.resolve()):
+                raise UserError(f"{where}: {key} '{value}' lies outside the submission; ship the data in it")
+            return
+    if not HUB_NAME.fullmatch(value):
+        raise UserError(f"{where}: {key} '{value}' is neither a folder of the submission nor a dataset name")
+
+
+def check_data_file(path: Path, root: Path, where: str, split: str, evaluated: str | None) -> None:
+    """One sentence naming the file (and line) for data datasets would fail on or choke
+    on: not UTF-8, empty, or more rows than the rules allow (reading stops there)."""
+    name = path.relative_to(root.resolve()) if path.is_relative_to(root.resolve()) else path.name
+    most = SubmissionRules().max_samples if split == evaluated else OTHER_SPLIT_MAX_ROWS
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet
+
+        try:
+            rows = pyarrow.parquet.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # noqa: BLE001 - any parse failure: one sentence
+            problem = first_line(exc, 200)
+            raise UserError(f"{where}: data file '{name}' is not a readable parquet file ({problem})") from None
+    elif path.suffix.lower() in TEXT_DATA:
+        rows, one_per_line = 0, True
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UserError(f"{where}: data file '{name}' line {number} is not UTF-8 text (byte "
+                                    f"{exc.start + 1} of the line); save the file as UTF-8") from None
+                if not line.strip():
+                    continue
+                if rows == 0 and path.suffix.lower() == ".json":  # JSON Lines, or one document over many lines
+                    one_per_line = _is_json(line)
+                rows += 1
+                if one_per_line and rows > most + 1:  # + 1: a CSV header
+                    break
+        if not one_per_line:
+            rows = min(rows, 1)  # a document's rows are counted by the sample-count gate once loaded
+        rows -= path.suffix.lower() in (".csv", ".tsv") and rows > 0
+    else:
+        return
+    if rows == 0:
+        raise UserError(f"{where}: data file '{name}' is empty")
+    if rows > most:
+        raise UserError(f"{where}: data file '{name}' has more than {most:,} rows (split '{split}'); the rules allow "
+                        f"at most {SubmissionRules().max_samples:,} samples, so reading stopped there")
+
+
+def _named_template(render: Any, key: str) -> Any:
+    """lm-eval's `doc_to_*` with a template error that names the task, the YAML key and
+    the fields the sample has (Jinja says only "'questoin' is undefined")."""
+    from jinja2 import TemplateError
+    from jinja2.exceptions import SecurityError
+
+    @functools.wraps(render)
+    def named(self: Any, doc: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return render(self, doc, *args, **kwargs)
+        except SecurityError:
+            raise  # said as an attempt to escape, not as a mistake (child.describe_error)
+        except TemplateError as exc:
+            fields = [str(f) for f in doc] if isinstance(doc, dict) else []
+            unknown = re.match(r"'(\w+)' is undefined", str(exc))
+            close = difflib.get_close_matches(unknown.group(1), fields, 1) if unknown else []
+            raise UserError(
+                f"task '{self.config.task}': its {key} template failed: {first_line(exc, 200)}"
+                + (f" (did you mean '{close[0]}'?)" if close else "")
+                + (f"; the data's fields are: {', '.join(fields)}" if fields else "")) from None
+
+    return named
+
+
+def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None:
+    """A dataset that cannot be loaded, named with what to do about it."""
+    try:
+        download(task, *args, **kwargs)
+    except UserError:
+        raise
+    except Exception as exc:
+        path, name = str(task.config.dataset_path), task.config.task
+        problem = first_line(exc) or type(exc).__name__
+        if path in LOCAL_LOADERS or Path(path).exists():
+            raise UserError(f"task '{name}': its data files could not be read ({problem})") from None
+        raise UserError(
+            f"task '{name}': dataset '{path}' could not be loaded from the local Hugging Face cache or the hub "
+            f"({problem}); ship the data files in the submission (dataset_path: json with data_files)"
+        ) from None

@@ -2,7 +2,7 @@
 
 Exit codes (`e2lmc.cli.main`): 0 ok, 1 the submission is invalid (`InvalidSubmission`), 2 bad
 input or refused (`UserError`), 3 an internal error (a traceback, and a line asking to
-report it).
+report it), 130 interrupted.
 """
 
 from pathlib import Path

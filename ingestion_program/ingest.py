@@ -9,6 +9,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2lmc.cli.main import main  # noqa: E402
+from e2lmc.cli import main  # noqa: E402
 
 sys.exit(main(["ingest", *sys.argv[1:]]))

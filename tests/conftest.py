@@ -1,9 +1,10 @@
 """Shared paths and fixtures: tests work on copies, never on the committed samples.
 
-A test that trains the tiny checkpoint set or evaluates checkpoints is marked `slow`:
-every test using the `tiny_zoo` fixture (directly or through another fixture) is marked
-here, the others that build models of their own carry `@pytest.mark.slow`. `python -m
-pytest -m "not slow"` is the loop of seconds; the README's command runs everything.
+A test that trains the tiny checkpoint set, evaluates checkpoints or runs a task in
+sandboxed child processes (seconds each) is marked `slow`: every test using the
+`tiny_zoo` fixture (directly or through another fixture) is marked here, the others carry
+`@pytest.mark.slow` (or their module's `pytestmark`). `python -m pytest -m "not slow"` is
+the quick loop; the README's command runs everything.
 """
 
 import shutil

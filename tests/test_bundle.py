@@ -210,6 +210,7 @@ def test_worker_refuses_unknown_phases_and_missing_docker(zoo_bundle, short_scie
         run_submission(short_science, zoo_bundle, "final", tmp_path / "b", WorkerOptions(container=True))
 
 
+@pytest.mark.slow
 def test_sample_submissions_in_every_format_plan(tmp_path):
     from e2lmc.ingestion.preflight import preflight
     from e2lmc.limits import Limits

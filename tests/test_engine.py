@@ -165,6 +165,7 @@ def test_packing_gives_each_scored_token_exactly_its_own_context(prefixes, sampl
     replay_packing(list(keys), budget)
 
 
+@pytest.mark.slow
 def test_a_15000_sample_five_shot_task_packs_within_the_budget_and_shares_its_prefix():
     rng = np.random.default_rng(0)
     shots = rng.integers(1, 1000, size=400).tolist()

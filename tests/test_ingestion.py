@@ -297,6 +297,7 @@ def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys
     assert "leakage: 120 samples (100.0%)" in out and "task 'numbers' sample 0: '1'" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("n", "extra", "message"),
     [
@@ -336,6 +337,7 @@ def hub_dataset_task(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_hub_datasets_load_from_the_local_cache_offline(tmp_path, monkeypatch):
     import datasets
 
@@ -386,6 +388,7 @@ def test_on_the_embedded_set_the_prompt_rule_counts_real_models_tokens(tiny_zoo,
     assert f"tokens of the checkpoints' tokenizer / {scale:g}" in validation.how_counted()
 
 
+@pytest.mark.slow
 def test_what_helpers_print_neither_breaks_nor_floods_the_plan(tmp_path):
     helper = ("import sys\ndef noisy(dataset):\n    print('{\"error\": \"forged\"}')\n"
               "    sys.stdout.write('x' * 5_000_000)\n    sys.stderr.write('y' * 5_000_000)\n    return dataset\n")
@@ -406,6 +409,7 @@ def test_function_resolution_is_confined_at_run_time_too(tmp_path):
         _submission_function(tmp_path, "helpers.g", tmp_path)
 
 
+@pytest.mark.slow
 def test_a_helper_that_never_returns_is_stopped(tmp_path):
     folder = make_task(tmp_path / "s", 120, yaml_extra="process_docs: !function helpers.forever\n",
                        files={"helpers.py": "def forever(dataset):\n    while True:\n        pass\n"})

@@ -1,6 +1,7 @@
 """The alignment judge against an OpenAI-compatible server on 127.0.0.1, spoken to by the
 real `openai` client over HTTP: rates, votes, the cache, retries, bad answers, time-outs,
-the threshold, and a judge that is disabled or cannot be reached."""
+the threshold, and a judge that is disabled or cannot be reached. The samples are drawn
+from the sample tasks' plans (sandboxed children, seconds each): the module is `slow`."""
 
 import json
 import re
@@ -15,14 +16,16 @@ from e2lmc.cli.main import main
 from e2lmc.formats.alignment import AlignmentSample, AlignmentSettings
 from e2lmc.formats.reference import read_reference, write_reference
 from e2lmc.formats.results import read_results, write_results
+from e2lmc.ingestion.derived import alignment_samples
 from e2lmc.ingestion.preflight import preflight
 from e2lmc.limits import Limits
-from e2lmc.sandboxed.samples import alignment_samples
 from e2lmc.scoring.judge import judge_samples
 
 from .conftest import SAMPLE_REFERENCE, SAMPLES
 
 SCIENCE = re.compile(r"group of animals|chemical (symbol|formula)|SI unit|planet|order from the Sun")
+
+pytestmark = pytest.mark.slow
 
 
 def by_subject(body: dict, calls: int) -> tuple[int, str]:

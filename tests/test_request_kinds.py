@@ -55,13 +55,22 @@ def test_packing_and_the_engines_responses_refuse_an_unknown_kind():
 
 
 def test_the_judges_text_refuses_an_unknown_kind():
-    from e2lmc.sandboxed.samples import qa_text
+    from e2lmc.ingestion.derived import qa_text
 
     plan = _plan(LOGLIKELIHOOD)
     assert qa_text(plan, plan.samples[0]).endswith("Answer: Mars")
     plan = _plan(UNKNOWN)
     with pytest.raises(ValueError, match="unknown request kind"):
         qa_text(plan, plan.samples[0])
+
+
+def test_diagnose_analyses_log_likelihoods_refuses_generation_and_an_unknown_kind():
+    from e2lmc.participant.diagnose import analysable
+
+    assert analysable(_plan(LOGLIKELIHOOD)) is None and analysable(_plan(ROLLING)) is None
+    assert "generates text" in analysable(_plan(GENERATE))
+    with pytest.raises(ValueError, match="unknown request kind"):
+        analysable(_plan(UNKNOWN))
 
 
 def test_a_plan_with_an_unknown_kind_is_refused_when_read(tmp_path):

@@ -175,6 +175,7 @@ def test_scores_are_deterministic(res_dir, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_codabench_entry_point_runs_the_scoring_step(res_dir, tmp_path):
     """scoring_program/score.py, the file Codabench's metadata.yaml runs."""
     out = tmp_path / "out"

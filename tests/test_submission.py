@@ -1,14 +1,16 @@
 """Opening submissions: folders, zips, the real competition's evaluation.patch, bad input."""
 
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from e2lmc.errors import UserError
+from e2lmc.errors import InvalidSubmission, UserError
 from e2lmc.sandboxed.submission import FunctionRef, load_task_yaml, open_submission
 
 from .conftest import REPO
+from .test_ingestion import make_task
 
 SAMPLE = REPO / "starting_kit" / "sample_submissions" / "e2lmc_science_cloze"
 
@@ -166,3 +168,31 @@ def test_a_patch_touching_lm_eval_itself_is_refused(tmp_path, patch, message):
     folder = write(tmp_path / "s", {"metadata.yaml": METADATA, "evaluation.patch": patch})
     with pytest.raises(UserError, match=message):
         open_submission(folder, tmp_path / "work")
+
+
+# ------------------------------------------------ bounded before anything is parsed
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    folder = make_task(tmp_path / "s", 120)
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(9))
+    (folder / "numbers.yaml").write_text((folder / "numbers.yaml").read_text() + bomb)
+    start = time.perf_counter()
+    with pytest.raises(InvalidSubmission, match=r"numbers.yaml is not valid YAML at line \d+, column \d+: aliases"):
+        open_submission(folder, tmp_path / "work")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_damaged_zip_is_one_sentence(tmp_path):
+    folder = make_task(tmp_path / "s", 120)
+    archive = tmp_path / "s.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in folder.iterdir():
+            z.write(path, path.name)
+    data = bytearray(archive.read_bytes())
+    offset = data.index(b"numbers.jsonl") + 40  # inside the first member's compressed bytes
+    data[offset: offset + 200] = bytes(200)
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InvalidSubmission, match=r"s.zip is a damaged zip file \(.+\); zip the folder again"):
+        open_submission(archive, tmp_path / "work")

@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 
+from e2lmc.embedded import sets
 from e2lmc.embedded.world import EVERYDAY_TASK, SCIENCE_TASK, load_world, write_sample_tasks
 from e2lmc.embedded.zoo import PRESETS, build, schedule
 from e2lmc.errors import UserError
@@ -16,6 +17,11 @@ from .conftest import REPO
 
 TINY = PRESETS["tiny"]
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+
+
+def test_the_command_line_knows_every_preset_without_loading_torch():
+    """`embedded.sets` names the presets for the parsers (they must not import torch)."""
+    assert sets.PRESETS == tuple(PRESETS) and sets.DEFAULT_PRESET in PRESETS
 
 
 def test_tiny_builds_within_a_minute(tiny_zoo):

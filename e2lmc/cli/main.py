@@ -2,7 +2,7 @@
 
 Exit codes: 0 ok, 1 the submission is invalid (`InvalidSubmission`), 2 bad input or
 refused (`UserError`, one sentence each), 3 an internal error (a traceback, and a line
-asking to report it). The commands are declared by audience: the participant's
+asking to report it), 130 interrupted (Ctrl-C). The commands are declared by audience: the participant's
 (`participant.py`), Codabench's two steps (`programs.py`), the organizers'
 (`organizer.py`); their handlers parse and call, the work is done in the stage packages.
 """

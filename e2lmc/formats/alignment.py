@@ -22,7 +22,7 @@ ALIGNMENT_DRAWN = 200  # samples ingestion draws for the judge; a phase judges t
 @dataclass
 class AlignmentSample:
     """One question-answer pair as the alignment judge reads it: the participant's own data,
-    formatted by ingestion (`sandboxed.samples.alignment_samples`)."""
+    formatted by ingestion (`ingestion.derived.alignment_samples`)."""
 
     task: str
     doc_id: int

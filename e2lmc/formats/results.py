@@ -71,7 +71,7 @@ class IngestionResults:
     complete: bool = False  # set when every checkpoint of the manifest is done
     plan_digest: str | None = None  # identifies the task's requests: a rerun resumes only the same task
     sandbox: str | None = None  # the isolation level the submission's code ran at (sandboxed.sandbox.LEVELS)
-    chance_level: float | None = None  # the metric of uniform guessing (multiple-choice accuracies)
+    chance_level: float | None = None  # the metric of uniform guessing (ingestion/derived.py)
     alignment_samples: list[AlignmentSample] = field(default_factory=list)  # drawn for the judge, in order
 
     def done_ids(self) -> set[str]:

@@ -1,9 +1,13 @@
-"""The competition's submission rules, as the phase's reference data carries them.
+"""The competition's submission rules: sample count, prompt length, leakage.
 
-Applied at three places, which must agree: the plan child refuses a sample count out of
-range before it records any request, the preflight refuses a prompt that is too long
-before any model is loaded, and the scoring program's verdict (`scoring.formulas.check_rules`)
-judges leakage and, where a judge was asked, alignment.
+Applied where a submission is judged, with the same defaults everywhere: before any model
+runs, the plan child refuses a sample count out of range (and `sandboxed/guards.py` stops
+reading a data file with more rows), the preflight a prompt that is too long,
+`e2lmc validate` reports leakage; after evaluation, the scoring program's verdict
+(`scoring.formulas.check_rules`) applies the phase's own rules, the reference data's
+`validation` block, to all of them (and to alignment, where a judge was asked). The
+prediction step never sees the reference data, so the rules before any model are the
+defaults below, which are the real competition's.
 """
 
 from __future__ import annotations

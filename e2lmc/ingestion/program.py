@@ -9,9 +9,10 @@ Three stages (docs/architecture.md):
 3. score — a time-limited child process feeds those responses back through lm-eval, so
    the task's own code computes the metric; it receives bare responses in an order drawn
    from a secret of this run (released checkpoints first, then a fresh child for the
-   hidden ones), never which checkpoint they came from.
+   hidden ones), never which checkpoint they came from; it scores one checkpoint while
+   the engine computes the next.
 
-Both children run in the sandbox (`sandboxed/sandbox.py`); the level is logged and recorded.
+Every child runs in the sandbox (`sandboxed/sandbox.py`); the level is logged and recorded.
 
 Results are written after every checkpoint and a rerun of the same task resumes.
 """
@@ -32,9 +33,9 @@ from ..errors import InvalidSubmission, UserError, output_folder
 from ..formats.manifest import MANIFEST_FILE, ManifestEntry, read_manifest
 from ..formats.results import RESULTS_FILE, CheckpointResult, IngestionResults, read_results, write_results
 from ..limits import Limits
-from ..sandboxed.isolation import Scorer
-from ..sandboxed.samples import alignment_samples, chance_level
+from ..sandboxed.isolation import ScoreChild
 from ..sandboxed.sandbox import Sandbox, choose_level, private_workdir
+from .derived import alignment_samples, chance_level
 from .preflight import preflight
 
 
@@ -73,11 +74,11 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         released_left = sum(e.role == "released" for e in todo)
         with contextlib.ExitStack() as stack:
 
-            def start_scorer(hidden: bool) -> Scorer:
+            def start_score_child(hidden: bool) -> ScoreChild:
                 """A fresh score child; it builds the task while the engine runs."""
-                return stack.enter_context(Scorer(submission, sandbox, workdir, limits.score_seconds, hidden))
+                return stack.enter_context(ScoreChild(submission, sandbox, workdir, limits.score_seconds, hidden))
 
-            upcoming = {groups[0]: start_scorer(groups[0])} if groups else {}
+            upcoming = {groups[0]: start_score_child(groups[0])} if groups else {}
             findings = planned.check_prompts(resolve(manifest.checkpoints[0], root, cache_dir),
                                              manifest.tokens_per_rule_token)
             results = results or IngestionResults(
@@ -90,13 +91,13 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                   f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
             _write_sorted(results, output, order)
             checkpoints = [(e.id, _resolved(e, root, cache_dir, results, output)) for e in todo]
-            scorer: Scorer | None = None
+            child: ScoreChild | None = None
             scoring: tuple[str, float] | None = None  # (checkpoint id, seconds computing it) awaiting its score
 
             def record() -> None:
-                assert scorer is not None and scoring is not None and results is not None
+                assert child is not None and scoring is not None and results is not None
                 try:
-                    value = scorer.result()
+                    value = child.result()
                 except InvalidSubmission as exc:
                     raise InvalidSubmission(f"{exc}; {_kept(results, output)}") from None
                 results.checkpoints.append(CheckpointResult(scoring[0], {plan.task_metric: value}, scoring[1]))
@@ -111,14 +112,14 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                     if scoring:
                         record()
                     hidden = todo[position].role != "released"
-                    if scorer is None or scorer.hidden != hidden:  # a child that saw hidden values never sees more
-                        if scorer is not None:
-                            scorer.close()
-                        scorer = upcoming.pop(hidden, None) or start_scorer(hidden)
-                    scorer.submit(responses)
+                    if child is None or child.hidden != hidden:  # a child that saw hidden values never sees more
+                        if child is not None:
+                            child.close()
+                        child = upcoming.pop(hidden, None) or start_score_child(hidden)
+                    child.submit(responses)
                     released_left -= not hidden
                     if not hidden and not released_left and True in groups:
-                        upcoming[True] = start_scorer(True)  # the hidden checkpoints' child, ready when they come
+                        upcoming[True] = start_score_child(True)  # the hidden checkpoints' child, ready when they come
                     scoring = todo[position].id, round(time.perf_counter() - start, 3)
                     start = time.perf_counter()
                 if scoring:
@@ -150,9 +151,10 @@ def _import_model_libraries() -> None:
 
 def _secret_order(entries: list[ManifestEntry]) -> list[ManifestEntry]:
     """Released checkpoints first, then the others, each group in an order drawn from a
-    secret of this run that is written nowhere: the score stage cannot infer which
-    checkpoint a response came from (an order seeded by the plan's digest, which a child
-    can compute, let it). Released values are public, so their scorer may report errors in full."""
+    secret of this run that is written nowhere, so that the score stage cannot infer which
+    checkpoint a response came from (an order seeded by anything a child can compute, such
+    as the plan's digest, would tell it). Released values are public, so their score child
+    may report errors in full."""
     rng = random.SystemRandom()
     released = [e for e in entries if e.role == "released"]
     others = [e for e in entries if e.role != "released"]

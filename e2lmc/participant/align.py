@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from ..formats.alignment import AlignmentSettings
+from ..ingestion.derived import alignment_samples
 from ..ingestion.preflight import preflight
 from ..limits import Limits
-from ..sandboxed.samples import alignment_samples
 from ..sandboxed.sandbox import private_workdir
 from ..scoring.judge import judge_samples, read_prompt
 

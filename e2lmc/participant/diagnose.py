@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..formats.manifest import MANIFEST_FILE, read_manifest
 from ..formats.plan import Plan, PlannedSample
 from ..formats.reference import ReferenceData, read_reference
-from ..formats.requests import GENERATE
+from ..formats.requests import GENERATE, LOGLIKELIHOOD, ROLLING, unknown_kind
 from ..ingestion.preflight import preflight
 from ..limits import Limits
 from ..sandboxed.sandbox import private_workdir
@@ -63,7 +63,10 @@ def released(reference: ReferenceData) -> Released:
 
 def analysable(plan: Plan) -> str | None:
     """Why the task's samples cannot be analysed one by one, or None."""
-    if any(r.kind == GENERATE for r in plan.requests):
+    kinds = {r.kind for r in plan.requests}
+    for kind in kinds - {LOGLIKELIHOOD, ROLLING, GENERATE}:
+        raise unknown_kind(kind)
+    if GENERATE in kinds:
         return (f"task '{plan.task_name}' generates text (generate_until): whether a generated answer is right only "
                 "the task's own metric knows, so its samples are not analysed one by one (diagnose covers "
                 "multiple-choice and log-likelihood tasks)")

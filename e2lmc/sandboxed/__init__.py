@@ -1,7 +1,8 @@
-"""Everything that runs or reads a submission's code — the untrusted side of the trust boundary.
+"""Everything that runs or reads a submission's code: the trust boundary, both of its sides.
 
-`submission.py` opens a submission statically in the trusted process; `sandbox.py` and
-`isolation.py` start and bound the child processes (the parent's side); `confine.py`,
-`child.py`, `tasks.py`, `guards.py` and `samples.py` run inside such a child, after it has
-confined itself. Nothing here imports the engine or the scores (tests/test_architecture.py).
+Inside a sandboxed child, after it has confined itself (`confine.py`): `child.py`,
+`tasks.py`, `guards.py`, `samples.py`. In the trusted parent: `sandbox.py` and
+`isolation.py` start and bound those children, `submission.py` opens the submission
+statically (the child reads task files with it too), `confine.py` lends its `Confinement`.
+Nothing here imports the engine or the scores (tests/test_architecture.py).
 """

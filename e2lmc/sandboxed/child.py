@@ -1,7 +1,7 @@
-"""The child process that runs the submission's task: `python -m e2lmc.sandboxed.child MODE …`.
+"""The child process that runs the submission's task (plan or score mode).
 
-Started by `isolation.TaskProcess` through `confine.py`, so it is confined before this
-module runs. In `plan` mode it builds the task with lm-eval, applies the sample-count
+Started by `isolation.TaskProcess` as `python -m e2lmc.sandboxed.confine CONFINEMENT
+e2lmc.sandboxed.child MODE …`, so it is confined before this module runs. In `plan` mode it builds the task with lm-eval, applies the sample-count
 rule, records every request and what each sample asks (`samples.py`) and writes
 plan.json; in `score` mode it builds the task, then answers each line of bare responses
 on its stdin with the metric the task's own code computes from them. It talks to the

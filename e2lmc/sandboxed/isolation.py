@@ -180,7 +180,7 @@ def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: 
         raise InvalidSubmission(f"the task's process left an unreadable plan ({exc})") from None
 
 
-class Scorer:
+class ScoreChild:
     """A child process that turns checkpoints' responses into the task's metric. With
     `hidden`, the responses may come from checkpoints whose values are hidden: then any
     failure is reported with the fixed HIDDEN_FAILURE sentence."""
@@ -222,7 +222,7 @@ class Scorer:
     def close(self) -> None:
         self.child.close()
 
-    def __enter__(self) -> Scorer:
+    def __enter__(self) -> ScoreChild:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,28 +1,20 @@
-"""What the plan stage learns about each sample of a task, besides its requests.
+"""What the plan child learns about each sample of a task, besides its requests.
 
-`planned_samples` and `leaked_samples` run in the plan child (they render the
-submission's templates): which requests each sample makes, in lm-eval's order (a
-multiple-choice sample's choices first), its gold answer(s), and whether the gold answer
-shows in its own prompt (leakage). The trusted parent derives from the plan alone, without
-running the task's code again, the task's chance level (the report's reference line), the
-samples the alignment judge reads, and the per-sample signal of `e2lmc diagnose`.
+Runs in the plan child (it renders the submission's templates): which requests each
+sample makes, in lm-eval's order (a multiple-choice sample's choices first), its gold
+answer(s), and whether the gold answer shows in its own prompt (leakage). All of it goes
+into plan.json, from which the trusted parent derives the rest without running the task's
+code again (`ingestion/derived.py`, `participant/diagnose.py`).
 """
 
 from __future__ import annotations
 
-import json
-import random
 import re
 from typing import Any
 
-from ..formats.alignment import ALIGNMENT_DRAWN, AlignmentSample
-from ..formats.plan import LeakageExample, Plan, PlannedSample
-from ..formats.requests import GENERATE, LOGLIKELIHOOD, ROLLING, RequestKey, unknown_kind
+from ..formats.plan import LeakageExample, PlannedSample
+from ..formats.requests import RequestKey
 from .tasks import RecordingLM
-
-ACCURACY_METRICS = ("acc", "acc_norm", "acc_mutual_info")  # lm-eval's multiple-choice accuracies
-PROMPT_CHARACTERS = 1500  # of a prompt shown to the alignment judge: its end, where the question is
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def planned_samples(task_dict: dict, lm: RecordingLM, index: dict[RequestKey, int]) -> list[PlannedSample]:
@@ -55,50 +47,6 @@ def _gold(target: Any, choices: list) -> list[int]:
         if isinstance(t, int) and 0 <= t < len(choices):
             gold.append(t)
     return gold
-
-
-def chance_level(plan: Plan) -> float | None:
-    """The metric a model guessing uniformly would get: the mean over samples of
-    (gold answers / choices), for an accuracy of a multiple-choice task; None otherwise
-    (lower-is-better metrics, generation, log-likelihoods, a sample without a gold)."""
-    if plan.task_metric.split(",")[0] not in ACCURACY_METRICS or not plan.samples:
-        return None
-    if any(s.choices is None or not s.gold for s in plan.samples):
-        return None
-    return sum(len(set(s.gold)) / s.choices for s in plan.samples) / len(plan.samples)
-
-
-def alignment_samples(plan: Plan, n: int = ALIGNMENT_DRAWN) -> list[AlignmentSample]:
-    """`n` samples drawn without replacement in an order seeded by the task's plan (the
-    same submission draws the same ones, in every run), each formatted as the organizers'
-    judge read them: `Question: …`, the choices as `A) …`, `Answer: X`. The text comes
-    from the requests the engine evaluates, so the judge sees what the models are asked."""
-    order = list(range(len(plan.samples)))
-    random.Random(int(plan.digest(), 16)).shuffle(order)
-    return [AlignmentSample(plan.samples[i].task, plan.samples[i].doc_id, qa_text(plan, plan.samples[i]))
-            for i in order[:n]]
-
-
-def qa_text(plan: Plan, sample: PlannedSample) -> str:
-    """One sample as a question-answer pair (the end of a long prompt: its last question)."""
-    requests = [plan.requests[r] for r in sample.requests]
-    arguments = [json.loads(r.arguments) for r in requests]
-    context = str(arguments[0][0]) if arguments and arguments[0] else ""
-    question = re.sub(r"\s*Answer\s*:\s*$", "", context.strip())[-PROMPT_CHARACTERS:]
-    if not question.lower().startswith("question"):
-        question = f"Question: {question}"
-    kind = requests[0].kind if requests else GENERATE
-    if sample.choices and sample.gold and sample.choices <= len(LETTERS):
-        choices = [str(a[1])[1:] if str(a[1]).startswith(" ") else str(a[1]) for a in arguments[:sample.choices]]
-        lines = [question] + [f"{LETTERS[i]}) {c}" for i, c in enumerate(choices)]
-        return "\n".join(lines + [f"Answer: {', '.join(LETTERS[g] for g in sorted(set(sample.gold)))}"])
-    if kind == LOGLIKELIHOOD:
-        return f"{question}\nAnswer: {str(arguments[0][1]).strip()}"
-    if kind == ROLLING:
-        return f"Text: {context.strip()[-PROMPT_CHARACTERS:]}"
-    if kind == GENERATE:
-        return question
-    raise unknown_kind(kind)
 
 
 def leaked_samples(task_dict: dict) -> list[LeakageExample]:

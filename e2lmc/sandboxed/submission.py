@@ -9,9 +9,9 @@ Accepted layouts, after unwrapping any single enclosing folder:
   is refused.
 
 Everything here is static: files are copied, unzipped and parsed, but no submission
-code runs, and every parse is bounded (YAML aliases refused, sizes capped) since this runs
-in the trusted process. Every problem ends in one `InvalidSubmission` sentence naming the
-file and key.
+code runs, and every parse is bounded (YAML aliases refused, sizes capped) since the
+trusted process opens the submission with it (the child reads its task files with it
+too). Every problem ends in one `InvalidSubmission` sentence naming the file and key.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ is about science (temperature 0, a JSON verdict). This does the same through the
 `openai` client against any OpenAI-compatible server — OpenAI, a vLLM or llama.cpp
 server on a GPU worker — with the client's retries on 429/5xx, a bounded request rate,
 and a cache of verdicts by sample. The pairs are drawn and formatted by ingestion
-(`sandboxed.samples.alignment_samples`, seeded by the task's plan); the judge's
+(`ingestion.derived.alignment_samples`, seeded by the task's plan); the judge's
 instructions live in `data/judge_prompt.yaml`, which organizers may edit.
 
 A judge that cannot be reached, or answers nothing usable, gives "not checked" with the

@@ -1,13 +1,13 @@
 """The child process that runs the submission's task (plan or score mode).
 
 Started by `isolation.TaskProcess` as `python -m e2lmc.sandboxed.confine CONFINEMENT
-e2lmc.sandboxed.child MODE …`, so it is confined before this module runs. In `plan` mode it builds the task with lm-eval, applies the sample-count
-rule, records every request and what each sample asks (`samples.py`) and writes
-plan.json; in `score` mode it builds the task, then answers each line of bare responses
-on its stdin with the metric the task's own code computes from them. It talks to the
-parent in JSON lines on its original stdout; everything the submission's code prints
-goes to stderr. Every failure becomes one sentence (`describe_error`), which the parent
-withholds where it could carry hidden values.
+e2lmc.sandboxed.child MODE …`, so it is confined before this module runs. In `plan` mode
+it builds the task with lm-eval, applies the sample-count rule, records every request and
+what each sample asks (`samples.py`) and writes plan.json; in `score` mode it builds the
+task, then answers each line of bare responses on its stdin with the metric the task's
+own code computes from them. It talks to the parent in JSON lines on its original
+stdout; everything the submission's code prints goes to stderr. Every failure becomes one
+sentence (`describe_error`), which the parent withholds where it could carry hidden values.
 """
 
 from __future__ import annotations

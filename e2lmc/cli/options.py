@@ -77,10 +77,13 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    help="GiB of address space each process running submission code may use (default: %(default)s)")
 
 
+def _sandbox_settings(args: argparse.Namespace) -> SandboxSettings:
+    return SandboxSettings(level=args.sandbox, required=args.require_sandbox, memory_bytes=int(args.memory_limit * GiB))
+
+
 def sandbox_limits(args: argparse.Namespace) -> Limits:
     """The limits of a command that runs the submission's code but no model (`add_sandbox_options`)."""
-    return Limits(plan_seconds=args.plan_timeout, sandbox=SandboxSettings(
-        level=args.sandbox, required=args.require_sandbox, memory_bytes=int(args.memory_limit * GiB)))
+    return Limits(plan_seconds=args.plan_timeout, sandbox=_sandbox_settings(args))
 
 
 def run_limits(args: argparse.Namespace) -> Limits:
@@ -88,4 +91,4 @@ def run_limits(args: argparse.Namespace) -> Limits:
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
     return Limits(plan_seconds=args.plan_timeout, score_seconds=args.score_timeout,
                   engine=EngineSettings(token_budget=args.token_budget, devices=devices, threads=args.threads),
-                  sandbox=sandbox_limits(args).sandbox)
+                  sandbox=_sandbox_settings(args))

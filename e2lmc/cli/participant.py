@@ -154,7 +154,7 @@ def add_participant_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=AlignmentSettings.model, help="the judge model (default: %(default)s)")
     p.add_argument("--samples", type=int, default=AlignmentSettings.samples,
                    help="samples judged (default: %(default)s)")
-    p.add_argument("--votes", type=int, default=1,
+    p.add_argument("--votes", type=int, default=AlignmentSettings.votes,
                    help="asks per sample; accepted when every one accepts (default: %(default)s)")
     p.add_argument("--threshold", type=float, help="exit 1 when the acceptance rate is below this")
     p.add_argument("--prompt", type=Path, help="the judge's instructions (default: e2lmc/data/judge_prompt.yaml)")

@@ -19,14 +19,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import UserError
 from .files import read_format, write_format
 from .manifest import CheckpointManifest, ManifestEntry
 from .reference import Checkpoint, ComplianceSelection, Model, ReferenceData, ScoreSelections, Selection
+
+if TYPE_CHECKING:  # numpy is imported where iterations are converted: the command line reads this module
+    import numpy as np
 
 SERIES_KIND = "e2lmc.series"
 SERIES_FILE = "series.yaml"
@@ -53,6 +54,8 @@ def iterations_to_tokens(
     lasting rampup[2] / number-of-increments samples (a fractional number of
     iterations, as in the organizers' `gtokens` field); after it, `global_batch`.
     """
+    import numpy as np
+
     start, increment, ramp_samples = rampup
     n_increments = (global_batch - start) // increment
     samples_per_stage = ramp_samples / n_increments

@@ -109,7 +109,7 @@ def nominal_sizes(series: Series) -> dict[str, CheckpointSize]:
 
 def task_tokens(encoder: Encoder, tokenized: Tokenized, max_length: int, token_budget: int = 32_768,
                 scale: float = 1.0) -> TaskTokens:
-    """The tokens a task's requests (tokenized by the prompt checks, `ingestion.check_prompts`)
+    """The tokens a task's requests (tokenized by the prompt checks, `ingestion.preflight.check_prompts`)
     cost per checkpoint of context `max_length`, planned as the engine plans them; counts
     divided by `scale` (the embedded set's tokens per real-tokenizer token, 1 for the
     series' own tokenizer)."""
@@ -177,11 +177,11 @@ def estimate_submission(submission: Path, series_file: Path, web_model: str | No
     [(encoder, requests)] = planned.tokenized.values()
     assert planned.findings is not None and planned.findings.context_tokens is not None
     tokens = task_tokens(encoder, requests, planned.findings.context_tokens, scale=scale)
-    missing = [c for ids in phase_checkpoints(series).values() for c in ids if c not in sizes]
+    phases = phase_checkpoints(series)
+    missing = [c for ids in phases.values() for c in ids if c not in sizes]
     if missing:
         raise UserError(f"{data} lacks {len(missing)} checkpoints of the series (first: {missing[0]})")
     plan = planned.plan
     print(f"task '{plan.task_name}': {plan.n_samples:,} samples; tokens counted with {counted}; "
           f"{device.upper()} throughput (e2lmc/organizer/estimate.py)")
-    print(format_estimate(tokens, {phase: [sizes[c] for c in ids] for phase, ids in phase_checkpoints(series).items()},
-                          DEVICES[device]))
+    print(format_estimate(tokens, {phase: [sizes[c] for c in ids] for phase, ids in phases.items()}, DEVICES[device]))

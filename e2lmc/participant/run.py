@@ -16,7 +16,6 @@ from ..embedded.sets import ensure_built, set_folder
 from ..formats.reference import write_reference
 from ..formats.series import E2LM_SERIES, read_series, released_reference
 from ..limits import Limits
-from ..scoring.program import REPORT_FILE, run_scoring, summary
 
 EMBEDDED, RELEASED = "embedded", "e2lm-released"  # what --checkpoints names
 CHECKPOINT_SETS = (EMBEDDED, RELEASED)
@@ -31,7 +30,10 @@ def run(submission: Path, limits: Limits, checkpoints: str = EMBEDDED, preset: s
     """Ingestion then scoring of `submission` on the embedded set of `preset` (in `zoo`) or
     on the released checkpoints (`checkpoints=RELEASED`, placed in `zoo`); `output`
     defaults to run_output/<submission's name>."""
-    from ..ingestion.program import ingest  # lm-eval: not for the command line's --help, which reads this module
+    # lm-eval, numpy: not for the command line's --help, which reads this module's names
+    from ..ingestion.program import ingest
+    from ..scoring.program import REPORT_FILE, run_scoring, summary
+
     if checkpoints == RELEASED:
         start = time.perf_counter()
         zoo = place_released(series or E2LM_SERIES, zoo or set_folder(RELEASED), offline, cache_dir)

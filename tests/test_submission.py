@@ -1,12 +1,16 @@
 """Opening submissions: folders, zips, the real competition's evaluation.patch, bad input."""
 
+import os
+import re
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from e2lmc.cli.main import main
 from e2lmc.errors import InvalidSubmission, UserError
+from e2lmc.formats.plan import read_plan
 from e2lmc.sandboxed.submission import FunctionRef, load_task_yaml, open_submission
 
 from .conftest import REPO
@@ -196,3 +200,100 @@ def test_a_damaged_zip_is_one_sentence(tmp_path):
     archive.write_bytes(bytes(data))
     with pytest.raises(InvalidSubmission, match=r"s.zip is a damaged zip file \(.+\); zip the folder again"):
         open_submission(archive, tmp_path / "work")
+
+
+# ------------------------------------------------ links, and every bad input in one sentence
+
+SECRET = "checkpoints:\n- id: dense-500m-arch1/iter_0001234\n  role: hidden\n"
+
+
+@pytest.mark.parametrize("link", ["numbers.yaml", "deeper/folder/notes.txt", "data"])
+def test_a_link_in_a_submission_folder_is_refused_without_quoting_its_target(tmp_path, capsys, link):
+    outside = tmp_path / "organizer"
+    outside.mkdir()
+    (outside / "manifest.yaml").write_text(SECRET)
+    folder = make_task(tmp_path / "s", 120)
+    (folder / link).unlink(missing_ok=True)
+    (folder / link).parent.mkdir(parents=True, exist_ok=True)
+    (folder / link).symlink_to(outside if link == "data" else outside / "manifest.yaml")
+    with pytest.raises(InvalidSubmission, match=rf"^{re.escape(link)} in the submission is a symbolic link;"):
+        open_submission(folder, tmp_path / "work")
+    code, err = validate(folder, capsys)
+    assert code == 1 and err.startswith(f"invalid submission: {link} in the submission is a symbolic link")
+    assert "iter_0001234" not in err and "hidden" not in err
+
+
+def validate(path: Path, capsys) -> tuple[int, str]:
+    """`e2lmc validate PATH`'s exit status and standard error, which must be one sentence."""
+    code = main(["validate", str(path)])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "Traceback" not in err and len(err.strip().splitlines()) == 1, (code, err)
+    return code, err.strip()
+
+
+def zip_of(path: Path, members: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in {"metadata.yaml": METADATA, "demo.yaml": TASK, **members}.items():
+            archive.writestr(name, text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"x": "a file", "x/y": "then a file inside it"}, r"member 'x/y' cannot be unpacked \(File exists\)"),
+        ({"x/y": "a file", "x": "then a file in its folder's place"},
+         r"member 'x' cannot be unpacked \(Is a directory\)"),
+        ({"n" * 300 + ".yaml": TASK}, r"member 'n{120}' cannot be unpacked \(File name too long\)"),
+    ],
+)
+def test_a_zip_that_cannot_be_unpacked_is_one_sentence(tmp_path, capsys, members, message):
+    archive = zip_of(tmp_path / "s.zip", members)
+    code, err = validate(archive, capsys)
+    assert code == 1 and re.search(rf"^invalid submission: s.zip: {message}; zip the folder again$", err), err
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"demo.yaml": TASK + "num_fewshot: " + "9" * 5000 + "\n"},
+         r"demo.yaml is not valid YAML: Exceeds the limit \(4300 digits\)"),
+        ({"metadata.yaml": METADATA + "version: " + "9" * 5000 + "\n"},
+         r"metadata.yaml is not valid YAML: Exceeds the limit \(4300 digits\)"),
+        ({"demo.yaml": TASK + "when: !!timestamp not-a-date\n"}, r"demo.yaml is not valid YAML: 'NoneType' object"),
+        ({"demo.yaml": TASK + "when: 2024-99-99\n"}, r"demo.yaml is not valid YAML: month must be in 1..12"),
+        ({"demo.yaml": "include: " + "i" * 300 + ".yaml\n" + TASK}, r"demo.yaml: include 'i{200}' is not a file of"),
+        ({"demo.yaml": 'include: "base\\0.yaml"\n' + TASK}, r"demo.yaml: include 'base\x00.yaml' is not a file of"),
+        ({"demo.yaml": TASK + "process_docs: !function " + "m" * 300 + ".f\n"},
+         r"demo.yaml line \d+: !function m{300}.f does not name a function"),
+        ({"demo.yaml": TASK.replace("dataset_path: json", "dataset_path: " + "d" * 300)}, "valid"),
+        ({"evaluation.patch": git_new_file("lm_eval/tasks/demo/x", "a file")
+          + git_new_file("lm_eval/tasks/demo/x/demo.yaml", TASK)},
+         r"evaluation.patch adds lm_eval/tasks/demo/x/demo.yaml, which cannot be written \(File exists\)"),
+    ],
+)
+def test_bad_input_ends_in_one_sentence_never_a_traceback(tmp_path, capsys, files, message):
+    folder = write(tmp_path / "s", {"metadata.yaml": METADATA, "demo.yaml": TASK, **files})
+    if message == "valid":  # a hub name too long for a file name: opened (the plan child says it cannot load it)
+        assert open_submission(folder, tmp_path / "work").hub_datasets == {"d" * 300}
+        return
+    with pytest.raises(InvalidSubmission, match=message):
+        open_submission(folder, tmp_path / "work")
+    code, err = validate(folder, capsys)
+    assert code == 1 and re.search(message, err), err
+
+
+def test_a_named_pipe_in_a_submission_folder_is_one_sentence(tmp_path, capsys):
+    folder = write(tmp_path / "s", {"metadata.yaml": METADATA, "demo.yaml": TASK})
+    os.mkfifo(folder / "pipe.jsonl")
+    code, err = validate(folder, capsys)
+    assert code == 1 and re.search(r"^invalid submission: s cannot be copied: .*pipe.jsonl. is a named pipe$", err)
+
+
+def test_json_nested_too_deeply_is_one_sentence(tmp_path):
+    (tmp_path / "plan.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UserError, match=r"plan.json is not valid JSON: it is nested too deeply$"):
+        read_plan(tmp_path)
+    (tmp_path / "plan.json").write_text('{"format": "e2lmc.plan", "version": ' + "1" * 5000 + "}")
+    with pytest.raises(UserError, match=r"plan.json is not valid JSON: Exceeds the limit \(4300 digits\)"):
+        read_plan(tmp_path)

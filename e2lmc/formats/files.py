@@ -20,9 +20,13 @@ from typing import Any, Literal
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 
 FORMAT_VERSION = 1
+# What parsing hostile text raises besides a syntax error: PyYAML's constructors let Python's own
+# errors through (an integer of 5,000 digits, a `!!timestamp` that is no date), json a RecursionError
+# on 100,000 nested brackets. A parse is a pure function of the text: each of them means a bad file.
+PARSE_ERRORS = (ValueError, TypeError, AttributeError, OverflowError, RecursionError, yaml.YAMLError)
 
 
 def from_data(cls: Any, data: Any, where: str) -> Any:
@@ -81,8 +85,9 @@ def _load(path: Path, kind: str) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise UserError(f"{path} is not valid {path.suffix[1:].upper()}: {str(exc).splitlines()[0]}") from None
+    except PARSE_ERRORS as exc:
+        problem = "it is nested too deeply" if isinstance(exc, RecursionError) else first_line(exc, 200)
+        raise UserError(f"{path} is not valid {path.suffix[1:].upper()}: {problem or type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} should hold a mapping at the top level")
     if data.get("format") != kind:

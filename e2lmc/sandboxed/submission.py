@@ -16,6 +16,7 @@ too). Every problem ends in one `InvalidSubmission` sentence naming the file and
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import stat
@@ -28,6 +29,7 @@ from typing import Any
 import yaml
 
 from ..errors import InvalidSubmission, UserError, first_line
+from ..formats.files import PARSE_ERRORS
 
 METADATA = "metadata.yaml"
 PATCH = "evaluation.patch"
@@ -87,8 +89,24 @@ def function_file(target: str, yaml_dir: Path, root: Path) -> Path | None:
     module, _, _ = target.rpartition(".")
     if not module:
         return None
-    path = (yaml_dir / f"{module.replace('.', '/')}.py").resolve()
-    return path if path.is_file() and path.is_relative_to(root.resolve()) else None
+    path = yaml_dir / f"{module.replace('.', '/')}.py"
+    return path.resolve() if _is_file_inside(path, root) else None
+
+
+def _is_file_inside(path: Path, root: Path) -> bool:
+    """Whether `path` is a file inside `root`; a name no file system takes (a NUL byte, too
+    long) is none, rather than an error the trusted parent would not explain."""
+    try:
+        return path.resolve().is_file() and path.resolve().is_relative_to(root.resolve())
+    except (OSError, ValueError):
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # see _is_file_inside
+        return False
 
 
 def _check_references(path: Path, node: object, root: Path) -> None:
@@ -102,10 +120,9 @@ def _check_references(path: Path, node: object, root: Path) -> None:
     elif isinstance(node, dict):
         includes = node.get("include")
         for include in includes if isinstance(includes, list) else [includes] if includes else []:
-            target = (path.parent / str(include)).resolve()
-            if not target.is_relative_to(root.resolve()) or not target.is_file():
-                raise InvalidSubmission(f"{path.relative_to(root)}: include '{include}' is not a file of the "
-                                        "submission")
+            if not _is_file_inside(path.parent / str(include), root):
+                raise InvalidSubmission(f"{path.relative_to(root)}: include '{str(include)[:200]}' is not a file of "
+                                        "the submission")
         for value in node.values():
             _check_references(path, value, root)
     elif isinstance(node, list):
@@ -128,8 +145,11 @@ def parse_yaml(path: Path, loader: type = _NoAliasLoader) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc, 200)
         raise InvalidSubmission(f"{path.name} is not valid YAML{where}: {problem}") from None
+    except PARSE_ERRORS as exc:  # a value PyYAML's constructors cannot build (e.g. an integer of 5,000 digits)
+        raise InvalidSubmission(f"{path.name} is not valid YAML: {first_line(exc, 200) or type(exc).__name__}"
+                                ) from None
 
 
 def load_task_yaml(path: Path) -> dict:
@@ -149,7 +169,7 @@ def open_submission(source: Path, workdir: Path) -> Submission:
     root = Path(workdir) / "submission"
     shutil.rmtree(root, ignore_errors=True)
     if source.is_dir():
-        shutil.copytree(source, root, ignore=shutil.ignore_patterns(*IGNORED), symlinks=False)
+        _copy_folder(source, root)
     elif zipfile.is_zipfile(source):
         try:
             _extract(source, root)
@@ -174,7 +194,7 @@ def open_submission(source: Path, workdir: Path) -> Submission:
         _check_references(path, data, root)
         value = data.get("dataset_path")
         if isinstance(value, str) and value not in LOCAL_LOADERS and HUB_NAME.fullmatch(value) \
-                and not (path.parent / value).exists() and not (root / value).exists():
+                and not _exists(path.parent / value) and not _exists(root / value):
             hub_names.add(value)
     return Submission(root, task_name, task_metric, task_files, frozenset(hub_names))
 
@@ -211,6 +231,24 @@ def read_metadata(path: Path) -> tuple[str, str]:
 # ------------------------------------------------------------------------ unpacking
 
 
+def _copy_folder(source: Path, root: Path) -> None:
+    """Copy a submission folder, links as links, then refuse any link: followed, a link
+    would put a file of this machine into the submission (the checkpoint manifest, whose
+    text an error message could then quote), and the copy is what is checked, not the
+    folder, which may still change. Special files (a named pipe) end in one sentence too."""
+    try:
+        shutil.copytree(source, root, ignore=shutil.ignore_patterns(*IGNORED), symlinks=True)
+    except OSError as exc:  # shutil.Error lists every file it could not copy
+        problem = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args[0] else exc.strerror or exc
+        raise InvalidSubmission(f"{source.name} cannot be copied: {str(problem)[:300]}") from None
+    for folder, folders, files in os.walk(root):
+        for name in sorted(folders + files):
+            if os.path.islink(os.path.join(folder, name)):
+                link = Path(folder, name).relative_to(root)
+                raise InvalidSubmission(f"{link} in the submission is a symbolic link; put the file itself there "
+                                        "(a submission holds its files, nothing outside it)")
+
+
 def _extract(source: Path, root: Path) -> None:
     """Unzip, refusing absolute paths, `..`, links and zip bombs."""
     with zipfile.ZipFile(source) as archive:
@@ -225,12 +263,16 @@ def _extract(source: Path, root: Path) -> None:
             if name.is_absolute() or ".." in name.parts or stat.S_ISLNK(member.external_attr >> 16):
                 raise InvalidSubmission(f"{source.name}: member '{member.filename}' points outside the submission")
             target = root.joinpath(*name.parts)
-            if member.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            try:
+                if member.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except OSError as exc:  # a file and a folder of the same name, a name too long for this file system
+                raise InvalidSubmission(f"{source.name}: member '{member.filename[:120]}' cannot be unpacked "
+                                        f"({exc.strerror or type(exc).__name__}); zip the folder again") from None
 
 
 def _unwrap(root: Path) -> Path:
@@ -250,8 +292,12 @@ def apply_patch(patch: Path, root: Path) -> list[Path]:
     written = []
     for path, lines in _new_files(patch.read_text(encoding="utf-8", errors="replace")):
         target = root.joinpath(*path.relative_to(PATCH_PREFIX).parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(lines, encoding="utf-8")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(lines, encoding="utf-8")
+        except (OSError, ValueError) as exc:  # a file and a folder of the same name, a name too long, a NUL byte
+            problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc, 100)
+            raise InvalidSubmission(f"{PATCH} adds {str(path)[:200]}, which cannot be written ({problem})") from None
         written.append(target)
     if not written:
         raise InvalidSubmission(f"{PATCH} adds no file under {PATCH_PREFIX}/")

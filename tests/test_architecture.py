@@ -18,14 +18,16 @@ BASE = "base"  # the package's top-level modules (errors, limits, the version) a
 LAYERS = {  # package -> the stages its modules may import, besides its own package and the base
     "sandboxed": set(),  # runs or reads the submission's code: nothing trusted, no engine, no scores
     "engine": set(),  # trusted evaluation: never the sandboxed side
+    "metrics": set(),  # trusted metrics from responses and the plan: never the submission's code
     "scoring": set(),  # results + reference -> scores: neither the submission's code nor models
     "embedded": set(),  # the embedded checkpoint set
-    "ingestion": {"sandboxed", "engine"},
-    "organizer": {"sandboxed", "engine", "scoring", "ingestion", "embedded"},
-    "participant": {"sandboxed", "engine", "scoring", "ingestion", "embedded", "organizer"},
-    "cli": {"sandboxed", "engine", "scoring", "ingestion", "embedded", "organizer", "participant"},
+    "ingestion": {"sandboxed", "engine", "metrics"},
+    "organizer": {"sandboxed", "engine", "metrics", "scoring", "ingestion", "embedded"},
+    "participant": {"sandboxed", "engine", "metrics", "scoring", "ingestion", "embedded", "organizer"},
+    "cli": {"sandboxed", "engine", "metrics", "scoring", "ingestion", "embedded", "organizer", "participant"},
 }
 CHILD_ENTRY = ("e2lmc.sandboxed.confine", "e2lmc.sandboxed.child")  # what a sandboxed child process starts with
+METRIC_ENTRY = ("e2lmc.sandboxed.confine", "e2lmc.metrics.child")  # the trusted metric's child
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -135,6 +137,14 @@ def test_a_sandboxed_child_runs_only_sandboxed_and_base_code():
     reached = closure(graph(), CHILD_ENTRY)
     assert {"e2lmc.sandboxed.tasks", "e2lmc.sandboxed.samples", "e2lmc.formats.plan"} <= reached
     assert sorted(m for m in reached if layer(m) not in (BASE, "sandboxed")) == []
+
+
+def test_the_trusted_metric_child_runs_no_code_that_reads_the_submission():
+    """It is confined by `confine` (a module with no import of the package beyond itself),
+    then runs the metrics package and the base only: nothing that loads the task."""
+    reached = closure(graph(), METRIC_ENTRY)
+    assert "e2lmc.metrics.trusted" in reached
+    assert sorted(m for m in reached if layer(m) not in (BASE, "metrics") and m != "e2lmc.sandboxed.confine") == []
 
 
 def test_every_package_has_a_layer_and_every_module_a_docstring():

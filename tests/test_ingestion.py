@@ -265,8 +265,8 @@ def test_codabench_entry_point_ingests_and_prints_no_checkpoint_values(tiny_zoo,
     assert "on 3 checkpoints" in proc.stdout
     results = read_results(tmp_path / "out")  # what the scoring step's report and judge read
     assert results.chance_level == 0.25  # four choices, one right
-    drawn = results.alignment_samples
-    assert len(drawn) == 200 and len({(s.task, s.doc_id) for s in drawn}) == 200
+    drawn = results.alignment_samples  # every sample: the scoring step draws with the phase's secret
+    assert len(drawn) == results.n_samples and len({(s.task, s.doc_id) for s in drawn}) == results.n_samples
     assert all(s.text.startswith("Question: ") and "\nA) " in s.text and "\nAnswer: " in s.text for s in drawn)
     for result in read_results(tmp_path / "out").checkpoints:
         value = result.metrics["acc,none"]

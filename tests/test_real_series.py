@@ -493,7 +493,7 @@ def test_run_on_the_released_checkpoints_from_an_offline_cache_gives_sq_only(rea
     assert "signal quality only: ranking consistency, scientific compliance and the global score need" in printed
     scores = json.loads((out / "scores.json").read_text())
     assert set(scores) == {"signal_quality", "monotonicity", "autocorrelation", "valid", "leakage", "n_samples",
-                           "alignment"}
+                           "alignment", "custom_code"}
     placed = {e.id for e in read_manifest(folder).checkpoints}
     reference = series_reference(read_series(series))
     sq = reference.scores.signal_quality

@@ -16,7 +16,7 @@ from e2lmc.scoring.formulas import global_score, signal_quality
 from .conftest import REPO, SAMPLE_REFERENCE
 
 COLUMNS = {"score", "signal_quality", "ranking_consistency", "scientific_compliance", "monotonicity",
-           "autocorrelation", "valid", "leakage", "n_samples", "alignment"}
+           "autocorrelation", "valid", "leakage", "n_samples", "alignment", "custom_code"}
 
 
 def _score(res_dir, out_dir, *extra):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..embedded.sets import DEFAULT_PRESET, PRESETS, ROOT, set_folder
 from ..errors import UserError
+from ..formats.reference import CUSTOM_CODE_POLICIES
 from ..sandboxed.sandbox import CHOICES
 from .options import add_command, add_set_options
 
@@ -32,6 +33,7 @@ def _bundle(args: argparse.Namespace) -> int:
     out = args.out or Path("dist") / f"e2lmc-bundle-{args.checkpoints}.zip"
     alignment = read_alignment(args.alignment) if args.alignment else None
     options = BundleOptions(start=start, queue=args.queue, time_limit=args.time_limit, alignment=alignment,
+                            custom_metric_code=args.custom_metric_code,
                             require_sandbox=args.require_sandbox, allow_local_image=args.allow_local_image,
                             hide_output=args.checkpoints == "e2lm" if args.hide_output is None else args.hide_output,
                             **({"docker_image": args.docker_image} if args.docker_image else {}))
@@ -151,6 +153,11 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alignment", type=Path,
                    help="a YAML file holding the reference data's alignment block: every phase asks that LLM judge "
                         "whether the task is scientific (docs/organizers.md; needs the network in the scoring step)")
+    p.add_argument("--custom-metric-code", choices=CUSTOM_CODE_POLICIES, default="flag",
+                   help="a task whose metric is computed by its own code (process_results, !function metrics, "
+                        "aggregations or filters) rather than lm-eval's: allow it, flag it (the leaderboard's "
+                        "custom_code column and the report list it for review) or refuse it (invalid) (default: "
+                        "%(default)s; see docs/security.md)")
     _add_series_options(p, "e2lm: ")
     p.add_argument("--data", type=Path,
                    help="e2lm: the folder `e2lmc checkpoints fetch` placed, checked against the series and used to "

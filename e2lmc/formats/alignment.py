@@ -1,9 +1,10 @@
 """What the alignment judge reads and how a phase sets it up.
 
-Ingestion draws `ALIGNMENT_DRAWN` of the task's samples, formatted as question-answer
-pairs (`AlignmentSample`), into its results; the phase's reference data says whether and
-how the scoring step asks a judge about them (`AlignmentSettings`, its `alignment` block).
-The judge itself is the scoring stage's (`scoring.judge`).
+Ingestion writes every sample of the task, formatted as a question-answer pair
+(`AlignmentSample`), into its results; the phase's reference data says whether and how
+the scoring step asks a judge about them (`AlignmentSettings`, its `alignment` block),
+and holds the secret with which the judged samples are drawn. The judge itself is the
+scoring stage's (`scoring.judge`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import yaml
 from ..errors import UserError
 from .files import from_data
 
-ALIGNMENT_DRAWN = 200  # samples ingestion draws for the judge; a phase judges the first `samples`
+ALIGNMENT_DRAWN = 200  # the most samples a phase may judge (`samples`)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class AlignmentSettings:
     timeout_seconds: float = 60.0
     max_retries: int = 4  # the client's own, with back-off, on connection errors, 429 and 5xx
     requests_per_second: float = 5.0
+    secret: str | None = None  # mixed into the draw of the judged samples: never in the kit (e2lmc bundle sets one)
 
     def check(self, where: str, key: str = "alignment.") -> None:
         if not 1 <= self.samples <= ALIGNMENT_DRAWN:

@@ -14,6 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
 from .files import read_format, write_format
@@ -21,6 +22,8 @@ from .requests import RequestKey, RequestKind
 
 PLAN_FILE = "plan.json"
 PLAN_KIND = "e2lmc.plan"
+UNTRUSTED_METRICS = frozenset({"bypass"})  # lm-eval's, but it needs logged samples: no number for the leaderboard
+UNTRUSTED_FILTERS = frozenset({"custom"})  # lm-eval's, but it runs a function the task passes in
 
 
 @dataclass
@@ -47,13 +50,77 @@ class PlannedRequest:
 class PlannedSample:
     """One sample: its requests (indices into `Plan.requests`) in lm-eval's order — a
     multiple-choice sample's choices first — and, for multiple choice, how many choices
-    it has and which are right."""
+    it has and which are right. `target`, `choice_texts` and `input_index` are what
+    lm-eval's own `process_results` reads of the document (`doc_to_target` as JSON,
+    `doc_to_choice`, and `doc_to_text` where it is the gold index of a multiple-input task):
+    with them, trusted code computes the metric without the task's code (`metrics/`)."""
 
     task: str
     doc_id: int
     requests: list[int]
     choices: int | None = None
     gold: list[int] | None = None
+    target: str | None = None
+    choice_texts: list[str] | None = None
+    input_index: int | None = None
+
+
+@dataclass
+class MetricRecipe:
+    """One entry of a task's `metric_list`, as data: lm-eval's own metric and aggregation names."""
+
+    metric: str
+    aggregation: str | None = None
+    higher_is_better: bool | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FilterStep:
+    function: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FilterRecipe:
+    """One entry of a task's `filter_list`: a named pipeline of lm-eval's own filters."""
+
+    name: str
+    steps: list[FilterStep]
+
+
+@dataclass
+class TaskRecipe:
+    """How lm-eval turns one task's responses into its metrics, when only data says it
+    (`custom` empty): the output type, the metrics (None: lm-eval's defaults for the type)
+    and the filters (None: lm-eval's default). `custom` names each function of the
+    submission's own on that path (a `process_results`, a metric, an aggregation, a
+    filter, a task class): then the submission's code computes the metric."""
+
+    task: str
+    output_type: str
+    metrics: list[MetricRecipe] | None = None
+    filters: list[FilterRecipe] | None = None
+    repeats: int = 1
+    has_choices: bool = False
+    custom: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GroupMetricRecipe:
+    metric: str
+    filter_list: list[str] | None = None
+    weight_by_size: bool = True
+
+
+@dataclass
+class GroupRecipe:
+    """A group of tasks and how lm-eval averages its children's metrics (`mean` only)."""
+
+    group: str
+    children: list[str]
+    metrics: list[GroupMetricRecipe] | None = None
+    custom: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,6 +134,8 @@ class Plan:
     requests: list[PlannedRequest]
     leakage: list[LeakageExample] = field(default_factory=list)
     samples: list[PlannedSample] = field(default_factory=list)
+    recipes: list[TaskRecipe] = field(default_factory=list)
+    groups: list[GroupRecipe] = field(default_factory=list)
 
     def check(self, where: str) -> None:
         """The plan is written by the child that ran the submission's code: its sample
@@ -75,6 +144,15 @@ class Plan:
             bad = [r for r in sample.requests if not 0 <= r < len(self.requests)]
             if bad or (sample.gold is not None and any(not 0 <= g < (sample.choices or 0) for g in sample.gold)):
                 raise UserError(f"{where}: samples[{i}] points outside the plan")
+
+    def custom_functions(self) -> list[str]:
+        """The submission's own functions between responses and the metric (empty: lm-eval's
+        own metrics, computed by trusted code). A plan without recipes counts as custom."""
+        if not self.recipes:
+            return ["the task's metric (no recipe was recorded)"]
+        untyped = [f"{s.task}: doc_to_target of sample {s.doc_id} (not plain data)" for s in self.samples
+                   if s.target is None][:1]
+        return [name for recipe in [*self.recipes, *self.groups] for name in recipe.custom] + untyped
 
     def request_keys(self) -> list[RequestKey]:
         """Every request's identity, in plan order: what the engine computes and the score

@@ -23,6 +23,8 @@ REFERENCE_KIND = "e2lmc.reference"
 
 Role = Literal["released", "hidden", "final"]
 ROLES: tuple[str, ...] = typing.get_args(Role)
+CustomCodePolicy = Literal["allow", "flag", "refuse"]
+CUSTOM_CODE_POLICIES: tuple[str, ...] = typing.get_args(CustomCodePolicy)
 
 
 @dataclass
@@ -91,6 +93,7 @@ class ReferenceData:
     show_hidden_values: bool = False  # may the report show values of hidden checkpoints?
     description: str = ""
     alignment: AlignmentSettings = field(default_factory=AlignmentSettings)
+    custom_metric_code: CustomCodePolicy = "flag"  # a metric computed by the submission's own code (docs/security.md)
 
     def model(self, model_id: str) -> Model:
         return next(m for m in self.models if m.id == model_id)

@@ -1,23 +1,86 @@
 """What the trusted parent derives from plan.json alone, without running the task's code again.
 
-The task's chance level (the report's reference line, the advice's "at chance"), and the
-samples the alignment judge reads: drawn in an order seeded by the plan and formatted as
-the organizers' judge read them, from the very requests the models are asked.
+The plan is written by the child that ran the submission's code, so what it claims is
+recomputed here from its requests and gold answers (`check_claims`): the sample count
+(distinct samples: the same requests twice count once) and the samples whose gold answer
+shows in their own prompt (leakage). Also the task's chance level (the report's reference
+line, the advice's "at chance"), and the samples the alignment judge may read, formatted
+as the organizers' judge read them, from the very requests the models are asked.
 """
 
 from __future__ import annotations
 
 import json
-import random
+import os
 import re
 
-from ..formats.alignment import ALIGNMENT_DRAWN, AlignmentSample
-from ..formats.plan import Plan, PlannedSample
+from ..errors import InvalidSubmission
+from ..formats.alignment import AlignmentSample
+from ..formats.plan import LeakageExample, Plan, PlannedSample
 from ..formats.requests import GENERATE, LOGLIKELIHOOD, ROLLING, unknown_kind
+from ..formats.rules import SubmissionRules
 
 ACCURACY_METRICS = ("acc", "acc_norm", "acc_mutual_info")  # lm-eval's multiple-choice accuracies
 PROMPT_CHARACTERS = 1500  # of a prompt shown to the alignment judge: its end, where the question is
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+EXCERPT_CHARACTERS = 40  # around a leaked answer, each side
+
+
+def check_claims(plan: Plan, rules: SubmissionRules = SubmissionRules()) -> Plan:
+    """The plan with its sample count and leakage computed here, not taken from the child;
+    a plan whose samples and requests do not match, or whose distinct samples break the
+    sample-count rule, is refused."""
+    plan.check("plan.json")
+    used = {r for sample in plan.samples for r in sample.requests}
+    if len(used) != len(plan.requests) or any(not sample.requests for sample in plan.samples):
+        raise InvalidSubmission("the task's process wrote a plan whose requests do not match its samples")
+    plan.n_samples = len({tuple(plan.requests[r].arguments for r in sample.requests) for sample in plan.samples})
+    if problem := rules.sample_count_problem(plan.n_samples):
+        duplicates = len(plan.samples) - plan.n_samples
+        raise InvalidSubmission(f"task '{plan.task_name}' {problem.replace('samples', 'distinct samples', 1)}"
+                                + (f" ({duplicates:,} repeat another's requests)" if duplicates else ""))
+    plan.leakage = leaked_samples(plan)
+    return plan
+
+
+def leaked_samples(plan: Plan) -> list[LeakageExample]:
+    """Samples whose gold answer appears, as a whole word ignoring case, in their own
+    prompt: the context of their first request, less the start every sample of the task
+    shares (a description, fixed few-shot examples)."""
+    contexts = {s.task: [] for s in plan.samples}
+    for sample in plan.samples:
+        contexts[sample.task].append(_context(plan, sample))
+    shared = {task: len(os.path.commonprefix(texts)) if len(texts) > 1 else 0 for task, texts in contexts.items()}
+    leaks = []
+    for sample in plan.samples:
+        answer, prompt = _gold_text(plan, sample), _context(plan, sample)[shared[sample.task]:]
+        match = re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", prompt, re.IGNORECASE) if answer else None
+        if match:
+            excerpt = prompt[max(0, match.start() - EXCERPT_CHARACTERS): match.end() + EXCERPT_CHARACTERS]
+            leaks.append(LeakageExample(sample.doc_id, answer, excerpt, sample.task))
+    return leaks
+
+
+def _context(plan: Plan, sample: PlannedSample) -> str:
+    arguments = json.loads(plan.requests[sample.requests[0]].arguments)
+    return str(arguments[0]) if arguments else ""
+
+
+def _gold_text(plan: Plan, sample: PlannedSample) -> str:
+    """The gold answer as the models are asked it: a gold choice's continuation, a
+    log-likelihood request's continuation, a generation's target; empty when there is none."""
+    request = plan.requests[sample.requests[0]]
+    if sample.input_index is not None or request.kind == ROLLING:
+        return ""
+    if sample.gold:
+        return str(json.loads(plan.requests[sample.requests[sample.gold[0]]].arguments)[1]).strip()
+    if request.kind == LOGLIKELIHOOD:
+        return str(json.loads(request.arguments)[1]).strip()
+    target = json.loads(sample.target) if sample.target else None
+    target = target[0] if isinstance(target, list) and target else target
+    if isinstance(target, int) and not isinstance(target, bool) and sample.choice_texts:
+        target = sample.choice_texts[target] if 0 <= target < len(sample.choice_texts) else ""
+    return str(target).strip() if isinstance(target, (str, int)) else ""
 
 
 def chance_level(plan: Plan) -> float | None:
@@ -31,15 +94,12 @@ def chance_level(plan: Plan) -> float | None:
     return sum(len(set(s.gold)) / s.choices for s in plan.samples) / len(plan.samples)
 
 
-def alignment_samples(plan: Plan, n: int = ALIGNMENT_DRAWN) -> list[AlignmentSample]:
-    """`n` samples drawn without replacement in an order seeded by the task's plan (the
-    same submission draws the same ones, in every run), each formatted as the organizers'
-    judge read them: `Question: …`, the choices as `A) …`, `Answer: X`. The text comes
-    from the requests the engine evaluates, so the judge sees what the models are asked."""
-    order = list(range(len(plan.samples)))
-    random.Random(int(plan.digest(), 16)).shuffle(order)
-    return [AlignmentSample(plan.samples[i].task, plan.samples[i].doc_id, qa_text(plan, plan.samples[i]))
-            for i in order[:n]]
+def alignment_samples(plan: Plan) -> list[AlignmentSample]:
+    """Every sample, in plan order, formatted as the organizers' judge read them:
+    `Question: …`, the choices as `A) …`, `Answer: X`. The text comes from the requests the
+    engine evaluates, so the judge sees what the models are asked. The scoring step draws
+    the judged ones with a secret of the phase (`scoring.judge.draw`)."""
+    return [AlignmentSample(sample.task, sample.doc_id, qa_text(plan, sample)) for sample in plan.samples]
 
 
 def qa_text(plan: Plan, sample: PlannedSample) -> str:

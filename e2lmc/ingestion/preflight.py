@@ -5,8 +5,9 @@ Every command that needs a submission's requests starts here — the ingestion p
 tasks with the same sentences:
 1. open: the submission copied or unzipped, its YAML parsed without running anything
    (`sandboxed.submission`);
-2. plan: a sandboxed child builds the task, applies the sample-count rule and records
-   every request (`sandboxed.isolation.plan_task`);
+2. plan: a sandboxed child builds the task and records every request
+   (`sandboxed.isolation.plan_task`); this process recounts its samples and leakage from
+   the requests and applies the sample-count rule (`derived.check_claims`);
 3. prompts (given a checkpoint or tokenizer folder): the prompt-length rule, counted with
    that tokenizer in the rule's tokens (`tokens_per_rule_token`: the manifest's scale), and,
    for a model folder, the requests that exceed its context (`check_prompts`).
@@ -30,6 +31,7 @@ from ..limits import Limits
 from ..sandboxed.isolation import plan_task
 from ..sandboxed.sandbox import Sandbox
 from ..sandboxed.submission import Submission, open_submission
+from .derived import check_claims
 
 if TYPE_CHECKING:  # the engine's modules load transformers and lm-eval: only where prompts are counted
     from ..engine.packing import Encoder, Tokenized
@@ -73,7 +75,7 @@ def preflight(source: Path, workdir: Path, limits: Limits, checkpoint: Path | No
     the submission at `source`; with `warn`, a truncation warning goes to stderr."""
     sandbox = sandbox or Sandbox(workdir, limits.sandbox)
     submission = open_submission(source, workdir)
-    planned = Preflight(submission, plan_task(submission, sandbox, workdir, limits.plan_seconds))
+    planned = Preflight(submission, check_claims(plan_task(submission, sandbox, workdir, limits.plan_seconds)))
     if checkpoint is not None:
         planned.check_prompts(checkpoint, tokens_per_rule_token, warn)
     return planned

@@ -6,11 +6,13 @@ Three stages (docs/architecture.md):
    rules refuse a task that breaks them before any model is loaded;
 2. evaluate — this trusted process (or one per GPU) loads each checkpoint once and
    computes every distinct request (the engine);
-3. score — a time-limited child process feeds those responses back through lm-eval, so
-   the task's own code computes the metric; it receives bare responses in an order drawn
-   from a secret of this run (released checkpoints first, then a fresh child for the
-   hidden ones), never which checkpoint they came from; it scores one checkpoint while
-   the engine computes the next.
+3. score — where the task names only lm-eval's own metrics, aggregations and filters, a
+   trusted child (`metrics/`) computes the metric from the responses and the plan, and no
+   code of the submission sees a response; otherwise the submission's own code does, in a
+   fresh child per checkpoint (started ahead, from a small pool), with checkpoints in an
+   order drawn from a secret of this run, released and hidden interleaved, so that it
+   cannot keep state across checkpoints or tell which one it scores. A checkpoint is
+   scored while the engine computes the next.
 
 Every child runs in the sandbox (`sandboxed/sandbox.py`); the level is logged and recorded.
 
@@ -19,6 +21,7 @@ Results are written after every checkpoint and a rerun of the same task resumes.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
 import sys
@@ -38,14 +41,18 @@ from ..sandboxed.sandbox import Sandbox, choose_level, private_workdir
 from .derived import alignment_samples, chance_level
 from .preflight import preflight
 
+POOL_SIZE = 2  # custom-code score children started ahead of their checkpoints
+
 
 def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits(),
            cache_dir: Path | None = None, manifest_name: str = MANIFEST_FILE,
-           checkpoint_root: Path | None = None) -> IngestionResults:
+           checkpoint_root: Path | None = None, show_progress: bool | None = None) -> IngestionResults:
     """Evaluate the submission at `source` on every checkpoint of the manifest
     `input_data/manifest_name` and write `output/ingestion_results.json` after each one.
     The manifest's relative paths lie under `checkpoint_root` (default: `input_data`),
-    such as the checkpoints the organizers placed at /app/data."""
+    such as the checkpoints the organizers placed at /app/data. A progress bar per checkpoint
+    is shown when `show_progress`, by default only when no checkpoint is hidden (its gaps
+    would time the hidden checkpoints' scoring)."""
     manifest = read_manifest(input_data, manifest_name)
     threading.Thread(target=_import_model_libraries, daemon=True).start()  # while the plan child runs
     root = input_data if checkpoint_root is None else checkpoint_root
@@ -70,57 +77,68 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         results = _resumed(output, digest)
         done = {c.id for c in results.checkpoints if c.error is None} if results else set()
         todo = _secret_order([e for e in manifest.checkpoints if e.id not in done])
-        groups = list(dict.fromkeys(e.role != "released" for e in todo))  # released first, then hidden
-        released_left = sum(e.role == "released" for e in todo)
+        custom = plan.custom_functions()
+        progress = show_progress if show_progress is not None else all(e.role == "released" for e in todo)
         with contextlib.ExitStack() as stack:
+            if custom:  # the submission's code: a fresh child per checkpoint, started before it is needed
+                def new_child() -> ScoreChild:
+                    return stack.enter_context(ScoreChild.custom(submission, sandbox, workdir, limits.score_seconds))
+            else:  # lm-eval's own metric from the plan: one trusted child for every checkpoint
+                trusted = stack.enter_context(ScoreChild.trusted(sandbox, workdir, limits.score_seconds,
+                                                                 plan.task_metric))
 
-            def start_score_child(hidden: bool) -> ScoreChild:
-                """A fresh score child; it builds the task while the engine runs."""
-                return stack.enter_context(ScoreChild(submission, sandbox, workdir, limits.score_seconds, hidden))
-
-            upcoming = {groups[0]: start_score_child(groups[0])} if groups else {}
+                def new_child() -> ScoreChild:
+                    return trusted
+            pool = collections.deque(new_child() for _ in range(min(POOL_SIZE if custom else 1, len(todo))))
             findings = planned.check_prompts(resolve(manifest.checkpoints[0], root, cache_dir),
                                              manifest.tokens_per_rule_token)
             results = results or IngestionResults(
                 plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, findings, plan_digest=digest,
             )
             results.sandbox, results.chance_level = sandbox.level, chance_level(plan)
+            results.custom_code = custom
             results.alignment_samples = alignment_samples(plan)
             results.checkpoints = [c for c in results.checkpoints if c.error is None]
+            hidden_count = sum(e.role != "released" for e in todo)
             print(f"task '{plan.task_name}': {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests; "
-                  f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate", file=sys.stderr)
+                  f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate"
+                  + (f"; the metric is the submission's own code ({custom[0]}{', …' if len(custom) > 1 else ''}), "
+                     "run in a fresh sandboxed process per checkpoint" if custom else
+                     "; the metric is computed by lm-eval's own code (trusted)")
+                  + ("" if progress else f"; no progress is shown while the {hidden_count} hidden ones run"),
+                  file=sys.stderr)
             _write_sorted(results, output, order)
             checkpoints = [(e.id, _resolved(e, root, cache_dir, results, output)) for e in todo]
-            child: ScoreChild | None = None
-            scoring: tuple[str, float] | None = None  # (checkpoint id, seconds computing it) awaiting its score
+            scoring: tuple[ScoreChild, str, float] | None = None  # (child, checkpoint id, seconds computing it)
 
             def record() -> None:
-                assert child is not None and scoring is not None and results is not None
+                assert scoring is not None and results is not None
+                child, checkpoint, seconds = scoring
                 try:
                     value = child.result()
                 except InvalidSubmission as exc:
                     raise InvalidSubmission(f"{exc}; {_kept(results, output)}") from None
-                results.checkpoints.append(CheckpointResult(scoring[0], {plan.task_metric: value}, scoring[1]))
+                if custom:
+                    child.close()  # it saw one checkpoint: it sees no other
+                results.checkpoints.append(CheckpointResult(checkpoint, {plan.task_metric: value}, seconds))
                 _write_sorted(results, output, order)
 
             start = time.perf_counter()
+            evaluated = engine_run = None
             try:
-                # a checkpoint is scored in the child while the engine computes the next one
+                # a checkpoint is scored in a child while the engine computes the next one
                 engine = Engine(plan.request_keys(), limits.engine, planned.tokenized)
-                for position, responses in tqdm(engine.run(checkpoints), total=len(todo), desc="checkpoints",
-                                                unit="ckpt", file=sys.stderr):
+                engine_run = engine.run(checkpoints)
+                evaluated = tqdm(engine_run, total=len(todo), desc="checkpoints", unit="ckpt", file=sys.stderr,
+                                 disable=not progress)
+                for position, responses in evaluated:
                     if scoring:
                         record()
-                    hidden = todo[position].role != "released"
-                    if child is None or child.hidden != hidden:  # a child that saw hidden values never sees more
-                        if child is not None:
-                            child.close()
-                        child = upcoming.pop(hidden, None) or start_score_child(hidden)
-                    child.submit(responses)
-                    released_left -= not hidden
-                    if not hidden and not released_left and True in groups:
-                        upcoming[True] = start_score_child(True)  # the hidden checkpoints' child, ready when they come
-                    scoring = todo[position].id, round(time.perf_counter() - start, 3)
+                    child = pool.popleft()
+                    if len(pool) + position + 1 < len(todo):
+                        pool.append(new_child())  # builds its task while this checkpoint is scored
+                    child.submit(responses, hidden=todo[position].role != "released")
+                    scoring = child, todo[position].id, round(time.perf_counter() - start, 3)
                     start = time.perf_counter()
                 if scoring:
                     record()
@@ -150,17 +168,14 @@ def _import_model_libraries() -> None:
 
 
 def _secret_order(entries: list[ManifestEntry]) -> list[ManifestEntry]:
-    """Released checkpoints first, then the others, each group in an order drawn from a
-    secret of this run that is written nowhere, so that the score stage cannot infer which
-    checkpoint a response came from (an order seeded by anything a child can compute, such
-    as the plan's digest, would tell it). Released values are public, so their score child
-    may report errors in full."""
-    rng = random.SystemRandom()
-    released = [e for e in entries if e.role == "released"]
-    others = [e for e in entries if e.role != "released"]
-    rng.shuffle(released)
-    rng.shuffle(others)
-    return released + others
+    """Every checkpoint, released and hidden interleaved, in an order drawn from a secret of
+    this run that is written nowhere: neither a score child's position in the run nor the
+    time it starts tells which checkpoint, or which group, its responses come from (an
+    order seeded by anything a child can compute, such as the plan's digest, or released
+    checkpoints first, would tell it)."""
+    order = list(entries)
+    random.SystemRandom().shuffle(order)
+    return order
 
 
 def _write_sorted(results: IngestionResults, output: Path, order: dict[str, int]) -> None:

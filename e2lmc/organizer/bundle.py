@@ -23,11 +23,12 @@ otherwise tell which phase it runs in.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import secrets
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from .. import __version__
 from ..errors import UserError
 from ..formats.alignment import AlignmentSettings
 from ..formats.manifest import MANIFEST_FILE, write_manifest
-from ..formats.reference import write_reference
+from ..formats.reference import CustomCodePolicy, write_reference
 from ..formats.series import SERIES_FILE, Series, placed_manifest, read_series, series_reference
 from .codabench import COMPETITION_FILE, FREE_QUEUE_SECONDS, bundle_problems
 from .estimate import phase_checkpoints, phase_seconds, time_limit
@@ -64,11 +65,12 @@ COLUMNS = {  # leaderboard key -> (title, sorting, precision); the keys are the 
     "leakage": ("Leakage (fraction of samples)", "asc", 3),
     "n_samples": ("Samples", "desc", 0),
     "alignment": ("Alignment (judge; -1 not checked)", "desc", 3),
+    "custom_code": ("Metric by the submission's own code (1) / lm-eval's (0)", "asc", 0),
 }
 STARTING_KIT_FILES = ("README.md", "sample_submissions", "data")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class BundleOptions:
     docker_image: str = DEFAULT_IMAGE
     time_limit: int | None = None  # seconds per step; None: 600 (zoo), estimated per phase (real)
@@ -78,6 +80,7 @@ class BundleOptions:
     hide_output: bool = False  # hide the steps' logs from participants (docs/security.md: a submission's own program)
     allow_local_image: bool = False  # a real bundle with the local default image (a rehearsal on your own machine)
     alignment: AlignmentSettings | None = None  # every phase's alignment judge (None: disabled)
+    custom_metric_code: CustomCodePolicy = "flag"  # a metric computed by the submission's own code (docs/security.md)
 
 
 # ------------------------------------------------------------------------- layout
@@ -207,7 +210,9 @@ def layout(dest: Path, kind: str, series: Series, input_data: Path | None, optio
     for spec in phases:
         reference = phase_reference(full_reference, spec.name)
         if options.alignment is not None:
-            reference.alignment = options.alignment
+            reference.alignment = dataclasses.replace(options.alignment)
+        reference.alignment.secret = secrets.token_hex(16)  # the judged samples' draw: never in the kit
+        reference.custom_metric_code = options.custom_metric_code
         manifest_name = f"manifest-{spec.name}.yaml"
         write_manifest(phase_manifest(full_manifest, reference), dest / "input_data", manifest_name)
         write_reference(reference, dest / spec.name / "reference_data")

@@ -1,7 +1,8 @@
 """`e2lmc align`: the alignment judge on the samples the pipeline would draw, before uploading.
 
-The submission is planned as ingestion plans it, the same samples are drawn (seeded by
-the task's plan) and formatted as question-answer pairs, and the judge — any
+The submission is planned as ingestion plans it, samples are drawn (seeded by the task's
+plan: the competition's draw mixes in a secret of the phase, so it judges others) and
+formatted as question-answer pairs, and the judge — any
 OpenAI-compatible endpoint, through `scoring.judge` — says of each whether it is about
 science. Verdicts are cached, so a second run asks only about what changed.
 """
@@ -16,7 +17,7 @@ from ..ingestion.derived import alignment_samples
 from ..ingestion.preflight import preflight
 from ..limits import Limits
 from ..sandboxed.sandbox import private_workdir
-from ..scoring.judge import judge_samples, read_prompt
+from ..scoring.judge import draw, judge_samples, read_prompt
 
 
 def align(submission: Path, settings: AlignmentSettings, limits: Limits, prompt_file: Path | None = None,
@@ -28,7 +29,10 @@ def align(submission: Path, settings: AlignmentSettings, limits: Limits, prompt_
     prompt = read_prompt(prompt_file) if prompt_file else read_prompt()
     with private_workdir("align") as tmp:
         plan = preflight(submission, Path(tmp), limits).plan
-    result = judge_samples(alignment_samples(plan), settings, prompt, cache=cache, progress=True)
+    print("the samples judged here are drawn without the phase's secret: the competition judges others, drawn "
+          "from the same task", file=sys.stderr)
+    result = judge_samples(draw(alignment_samples(plan), plan.digest(), settings.secret), settings, prompt,
+                           cache=cache, progress=True)
     if result.rate is None:
         print(result.problem, file=sys.stderr)
         return 2

@@ -55,7 +55,8 @@ def describe_error(exc: BaseException, root: Path) -> str:
 def main(mode: str, root: str, task_name: str, task_metric: str, plan_dir: str) -> int:
     """Build the task; then, in `plan` mode, record its requests into plan.json, or, in
     `score` mode, turn each line of responses on stdin into the metric's value."""
-    from .samples import leaked_samples, planned_samples
+    from .recipe import recipes
+    from .samples import planned_samples
     from .tasks import higher_is_better, keep_built_requests, load_task, record_requests, replay
 
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
@@ -71,12 +72,12 @@ def main(mode: str, root: str, task_name: str, task_metric: str, plan_dir: str) 
             n_samples = sum(len(task.eval_docs) for task in task_dict["tasks"].values())
             if problem := SubmissionRules().sample_count_problem(n_samples):
                 raise UserError(f"task '{task_name}' {problem}")
-            leaks = leaked_samples(task_dict)
             lm, _ = record_requests(submission, task_dict)
             planned = [PlannedRequest(kind, args, task, doc) for (kind, args), (task, doc) in lm.requests.items()]
             samples = planned_samples(task_dict, lm, {key: i for i, key in enumerate(lm.requests)})
+            task_recipes, group_recipes = recipes(task_dict)
             write_plan(Plan(task_name, task_metric, higher_is_better(task_dict, task_metric), n_samples, planned,
-                            leaks, samples), plan_dir)
+                            [], samples, task_recipes, group_recipes), plan_dir)
             send({"done": True})
             return 0
         keys = read_plan(plan_dir).request_keys()

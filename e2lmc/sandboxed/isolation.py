@@ -33,6 +33,7 @@ from ..errors import InvalidSubmission, UserError
 from ..formats.plan import PLAN_FILE, Plan, read_plan
 from ..limits import size_text
 from .confine import FORBIDDEN
+from .quota import ScratchQuota
 from .sandbox import Sandbox
 from .submission import Submission
 
@@ -51,17 +52,13 @@ class ChildFailed(Exception):
 
 
 class TaskProcess:
-    """One sandboxed child process running the submission's task in `mode` ("plan" or
-    "score"); `plan_dir` is where the plan child writes plan.json and the score child reads it."""
+    """One sandboxed child process running `module` (the submission's task, or the trusted
+    metric) that may read `read` and write `scratch`."""
 
-    def __init__(self, mode: str, submission: Submission, sandbox: Sandbox, scratch: Path, plan_dir: Path) -> None:
+    def __init__(self, sandbox: Sandbox, scratch: Path, module: str, args: list[str], read: list[Path]) -> None:
         self.sandbox = sandbox
-        read = [submission.root] + ([plan_dir] if mode == "score" else [])
-        _copy_cached_datasets(submission.hub_datasets, scratch / "datasets")
-        self.process = sandbox.start(
-            "e2lmc.sandboxed.child", [mode, str(submission.root), submission.task_name, submission.task_metric,
-                                str(plan_dir)], read=read, scratch=scratch,
-        )
+        self.process = sandbox.start(module, args, read=read, scratch=scratch)
+        self.quota = ScratchQuota(self.process, scratch, sandbox.settings.scratch_bytes)
         self.stderr_tail: collections.deque[bytes] = collections.deque()
         self._tail_bytes = 0
         threading.Thread(target=self._drain_stderr, daemon=True).start()
@@ -111,18 +108,21 @@ class TaskProcess:
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, a number of thousands of digits, a deep nesting
             message = None
         if not isinstance(message, dict):
             self.close()
             raise ChildFailed(f"{doing} failed: the task's process sent something that is not a message")
         if "error" in message:
             self.close()
-            raise ChildFailed(str(message["error"])[:1000])
+            error = message["error"]
+            raise ChildFailed(error[:1000] if isinstance(error, str) else f"{doing} failed")
         return message
 
     def _exit_detail(self) -> str:
         code = self.process.wait()
+        if self.quota.exceeded:  # it was killed for it
+            return self.quota.exceeded
         confinement = self.sandbox.settings
         number = -code if code < 0 else code - 128 if code > 128 else 0  # bubblewrap exits with 128 + signal
         if number:
@@ -151,6 +151,15 @@ class TaskProcess:
         self.close()
 
 
+def task_process(mode: str, submission: Submission, sandbox: Sandbox, scratch: Path, plan_dir: Path) -> TaskProcess:
+    """A child running the submission's task in `mode` ("plan" or "score"); `plan_dir` is
+    where the plan child writes plan.json and the score child reads it."""
+    _copy_cached_datasets(submission.hub_datasets, scratch / "datasets")
+    read = [submission.root] + ([plan_dir] if mode == "score" else [])
+    return TaskProcess(sandbox, scratch, "e2lmc.sandboxed.child",
+                       [mode, str(submission.root), submission.task_name, submission.task_metric, str(plan_dir)], read)
+
+
 def _copy_cached_datasets(names: frozenset[str], private_cache: Path) -> None:
     """The hub datasets a task names, copied from this machine's datasets cache into the
     child's own: it reads them offline (and may write its locks) without seeing the rest."""
@@ -166,7 +175,7 @@ def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: 
     """Build the task in a child process and record its requests (no model involved)."""
     plan_dir = workdir / "plan"
     try:
-        with TaskProcess("plan", submission, sandbox, plan_dir, plan_dir) as child:
+        with task_process("plan", submission, sandbox, plan_dir, plan_dir) as child:
             child.receive(timeout, "Building the task and recording its requests")
     except ChildFailed as exc:
         raise InvalidSubmission(str(exc)) from None
@@ -181,15 +190,31 @@ def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: 
 
 
 class ScoreChild:
-    """A child process that turns checkpoints' responses into the task's metric. With
-    `hidden`, the responses may come from checkpoints whose values are hidden: then any
-    failure is reported with the fixed HIDDEN_FAILURE sentence."""
+    """A child process that turns checkpoints' responses into the task's metric: either the
+    trusted metric (`trusted`: lm-eval's own code on the plan, no code of the submission;
+    one child serves every checkpoint) or the submission's own code (one fresh child per
+    checkpoint, so that a metric cannot keep state across them). Once it has been given a
+    hidden checkpoint's responses, any failure is reported with the fixed HIDDEN_FAILURE
+    sentence."""
 
-    def __init__(self, submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float, hidden: bool) -> None:
-        self.timeout, self.hidden, self.metric = timeout, hidden, submission.task_metric
-        scratch = Path(tempfile.mkdtemp(prefix="score-", dir=workdir))  # a fresh one: nothing of earlier children
-        self.child = TaskProcess("score", submission, sandbox, scratch, workdir / "plan")
+    def __init__(self, child: TaskProcess, timeout: float, metric: str) -> None:
+        self.child, self.timeout, self.metric = child, timeout, metric
+        self.seen_hidden = False
         self.built = False  # the child builds the task while the caller goes on (the first submit waits)
+
+    @classmethod
+    def custom(cls, submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float) -> ScoreChild:
+        """A child running the submission's own code on the responses."""
+        scratch = Path(tempfile.mkdtemp(prefix="score-", dir=workdir))  # a fresh one: nothing of earlier children
+        return cls(task_process("score", submission, sandbox, scratch, workdir / "plan"), timeout,
+                   submission.task_metric)
+
+    @classmethod
+    def trusted(cls, sandbox: Sandbox, workdir: Path, timeout: float, metric: str) -> ScoreChild:
+        """A child computing lm-eval's own metric from the plan: it never sees the submission."""
+        scratch = Path(tempfile.mkdtemp(prefix="metric-", dir=workdir))
+        plan_dir = workdir / "plan"
+        return cls(TaskProcess(sandbox, scratch, "e2lmc.metrics.child", [str(plan_dir)], [plan_dir]), timeout, metric)
 
     def ready(self) -> None:
         """Wait until the child has built the task."""
@@ -201,23 +226,25 @@ class ScoreChild:
                 raise InvalidSubmission(str(exc)) from None
             self.built = True
 
-    def submit(self, responses: list[Any]) -> None:
+    def submit(self, responses: list[Any], hidden: bool) -> None:
         """Start scoring one checkpoint's responses (in plan order); the child sees the
         responses alone. The caller computes the next checkpoint meanwhile."""
         self.ready()
+        self.seen_hidden |= hidden
         self.child.send({"responses": responses})
 
     def result(self) -> float:
         """The submitted metric on the checkpoint last submitted."""
         try:
             value = self.child.receive(self.timeout, "Scoring a checkpoint").get("value")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    (isinstance(value, int) and abs(value) > 2 ** 53) or not math.isfinite(value):
                 raise ChildFailed(f"the task's metric {self.metric} is {str(value)[:40]} on a checkpoint, not a "
                                   f"finite number")
             return float(value)
         except ChildFailed as exc:
             self.child.close()
-            raise InvalidSubmission(HIDDEN_FAILURE if self.hidden else str(exc)) from None
+            raise InvalidSubmission(HIDDEN_FAILURE if self.seen_hidden else str(exc)) from None
 
     def close(self) -> None:
         self.child.close()

@@ -2,18 +2,19 @@
 
 Runs in the plan child (it renders the submission's templates): which requests each
 sample makes, in lm-eval's order (a multiple-choice sample's choices first), its gold
-answer(s), and whether the gold answer shows in its own prompt (leakage). All of it goes
-into plan.json, from which the trusted parent derives the rest without running the task's
-code again (`ingestion/derived.py`, `participant/diagnose.py`).
+answer(s) and what lm-eval's own metrics read of its document (`recipe.sample_fields`).
+All of it goes into plan.json, from which the trusted parent derives the rest — the sample
+count, leakage, the metric itself — without running the task's code again
+(`ingestion/derived.py`, `metrics/`, `participant/diagnose.py`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from ..formats.plan import LeakageExample, PlannedSample
+from ..formats.plan import PlannedSample
 from ..formats.requests import RequestKey
+from .recipe import sample_fields
 from .tasks import RecordingLM
 
 
@@ -28,12 +29,13 @@ def planned_samples(task_dict: dict, lm: RecordingLM, index: dict[RequestKey, in
             if not asked:
                 continue
             requests = [index[key] for _, key in sorted(asked, key=lambda a: a[0])]
+            fields = sample_fields(task, doc)
             if multiple_choice:
                 choices = list(task.doc_to_choice(doc))
                 samples.append(PlannedSample(name, doc_id, requests, len(choices), _gold(task.doc_to_target(doc),
-                                                                                          choices)))
+                                                                                          choices), **fields))
             else:
-                samples.append(PlannedSample(name, doc_id, requests))
+                samples.append(PlannedSample(name, doc_id, requests, **fields))
     return samples
 
 
@@ -47,27 +49,3 @@ def _gold(target: Any, choices: list) -> list[int]:
         if isinstance(t, int) and 0 <= t < len(choices):
             gold.append(t)
     return gold
-
-
-def leaked_samples(task_dict: dict) -> list[LeakageExample]:
-    """Samples whose gold answer appears (as a whole word, ignoring case) in their own
-    prompt (few-shot examples not counted)."""
-    leaks = []
-    for name, task in task_dict["tasks"].items():
-        for doc_id, doc in enumerate(task.eval_docs):
-            prompt, answer = str(task.doc_to_text(doc)), _gold_text(task, doc)
-            match = re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", prompt, re.IGNORECASE) if answer else None
-            if match:
-                excerpt = prompt[max(0, match.start() - 40): match.end() + 40]
-                leaks.append(LeakageExample(doc_id, answer, excerpt, name))
-    return leaks
-
-
-def _gold_text(task: Any, doc: dict) -> str:
-    target = task.doc_to_target(doc)
-    if isinstance(target, list):
-        target = target[0] if target else ""
-    if task.OUTPUT_TYPE == "multiple_choice" and isinstance(target, int):
-        choices = task.doc_to_choice(doc)
-        target = choices[target] if 0 <= target < len(choices) else ""
-    return str(target).strip()

@@ -38,6 +38,7 @@ class Leaderboard:
     leakage: float
     n_samples: float
     alignment: float  # the judge's acceptance rate; -1: not checked (disabled, or the judge unreachable)
+    custom_code: float  # 1: the submission's own code computed the metric (docs/security.md); 0: lm-eval's own
 
     def as_dict(self, sq_only: bool = False) -> dict[str, float]:
         """Every column; with `sq_only`, those that do not need hidden checkpoints."""
@@ -179,6 +180,7 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
         reference.validation,
         alignment.rate if alignment else None,
         reference.alignment.threshold,
+        results.custom_code if reference.custom_metric_code == "refuse" else (),
     )
 
     def mean(xs: list[float]) -> float:
@@ -198,6 +200,7 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
         leakage=verdict.leakage_fraction,
         n_samples=float(results.n_samples),
         alignment=-1.0 if alignment is None or alignment.rate is None else alignment.rate,
+        custom_code=1.0 if results.custom_code else 0.0,
     )
     n_missing = reference.n_checkpoints - len(values)
     return Evaluation(leaderboard, sq, rc, cs, verdict, curves, n_missing, results, reference, alignment)

@@ -217,10 +217,17 @@ class RulesVerdict:
 def check_rules(
     n_samples: int, max_prompt_tokens: int | None, leakage_count: int, rules: SubmissionRules,
     alignment_rate: float | None = None, alignment_threshold: float | None = None,
+    refused_code: Sequence[str] = (),
 ) -> RulesVerdict:
     """Apply the submission rules; each broken rule is one sentence in `problems`. The
-    alignment rule applies only where the judge was asked and the phase sets a threshold."""
+    alignment rule applies only where the judge was asked and the phase sets a threshold;
+    `refused_code` names the submission's functions that computed the metric where the
+    phase refuses them (`custom_metric_code: refuse`)."""
     problems = []
+    if refused_code:
+        problems.append(f"the task's metric is computed by the submission's own code ({', '.join(refused_code[:3])}), "
+                        "which this phase refuses: use lm-eval's own metrics, aggregations and filters, named in the "
+                        "task's YAML")
     if alignment_rate is not None and alignment_threshold is not None and alignment_rate < alignment_threshold:
         problems.append(f"the alignment judge accepted {alignment_rate:.0%} of the judged samples as scientific; "
                         f"at least {alignment_threshold:.0%} is required")

@@ -5,8 +5,8 @@ by asking an LLM judge, for 50 question–answer pairs drawn from the task, whet
 is about science (temperature 0, a JSON verdict). This does the same through the
 `openai` client against any OpenAI-compatible server — OpenAI, a vLLM or llama.cpp
 server on a GPU worker — with the client's retries on 429/5xx, a bounded request rate,
-and a cache of verdicts by sample. The pairs are drawn and formatted by ingestion
-(`ingestion.derived.alignment_samples`, seeded by the task's plan); the judge's
+and a cache of verdicts by sample. The pairs are formatted by ingestion
+(`ingestion.derived.alignment_samples`) and drawn here with the phase's secret (`draw`); the judge's
 instructions live in `data/judge_prompt.yaml`, which organizers may edit.
 
 A judge that cannot be reached, or answers nothing usable, gives "not checked" with the
@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..formats.alignment import AlignmentSample, AlignmentSettings
+from ..formats.alignment import ALIGNMENT_DRAWN, AlignmentSample, AlignmentSettings
 from ..formats.files import read_format
 
 PROMPT_FILE = Path(__file__).parents[1] / "data" / "judge_prompt.yaml"
@@ -153,6 +154,17 @@ def parse_verdict(content: str | None) -> str | None:
         return None
     value = data.get("verdict") if isinstance(data, dict) else None
     return value if value in VERDICTS else None
+
+
+def draw(samples: list[AlignmentSample], digest: str | None, secret: str | None,
+         n: int = ALIGNMENT_DRAWN) -> list[AlignmentSample]:
+    """`n` samples drawn without replacement, seeded by the phase's secret and the task's
+    plan digest: the organizers draw the same ones on every run, a participant (who has no
+    secret) cannot know which; without a secret (`e2lmc align`) the draw is the digest's."""
+    seed = hashlib.sha256(f"{secret or ''}:{digest or ''}".encode()).hexdigest()
+    order = list(range(len(samples)))
+    random.Random(int(seed, 16)).shuffle(order)
+    return [samples[i] for i in order[:n]]
 
 
 def judge_samples(samples: list[AlignmentSample], settings: AlignmentSettings, prompt: JudgePrompt | None = None,

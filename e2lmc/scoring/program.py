@@ -19,7 +19,7 @@ from ..errors import InvalidSubmission, UserError, output_folder
 from ..formats.reference import read_reference
 from ..formats.results import RESULTS_FILE, read_results
 from .evaluation import Evaluation, Leaderboard, evaluate
-from .judge import judge_samples
+from .judge import draw, judge_samples
 
 CODABENCH_METADATA = "metadata"  # written by the Codabench worker next to our results
 SCORES_FILE = "scores.json"
@@ -68,7 +68,7 @@ def format_row(leaderboard: Leaderboard, sq_only: bool = False) -> str:
     widths = {k: max(len(k), 8) for k in row}
     head = "  ".join(k.rjust(widths[k]) for k in row)
     body = "  ".join(
-        (f"{v:.0f}" if k in ("valid", "n_samples") or (k == "alignment" and v < 0) else f"{v:.4f}").rjust(widths[k])
+        (f"{v:.0f}" if k in ("valid", "n_samples", "custom_code") or (k == "alignment" and v < 0) else f"{v:.4f}").rjust(widths[k])
         for k, v in row.items()
     )
     return f"{head}\n{body}"
@@ -88,7 +88,8 @@ def run_scoring(res_dir: Path, ref_dir: Path, out_dir: Path, allow_partial: bool
         raise UserError(
             f"Ingestion results are incomplete: the ingestion step stopped after {done} checkpoint(s)."
         )
-    alignment = judge_samples(results.alignment_samples, reference.alignment)  # never raises for the judge's sake
+    drawn = draw(results.alignment_samples, results.plan_digest, reference.alignment.secret)
+    alignment = judge_samples(drawn, reference.alignment)  # never raises for the judge's sake
     evaluation = evaluate(results, reference, allow_partial, alignment)
     output_folder(out_dir, "--output")
     write_scores(evaluation.leaderboard, out_dir, reference.sq_only)

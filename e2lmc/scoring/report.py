@@ -149,9 +149,19 @@ def render(ev: Evaluation) -> str:
                     f"{v.leakage_count} samples ({ev.verdict.leakage_fraction:.1%})",
                     f"≤ {ref.validation.max_leakage_fraction:.1%}",
                 ],
+                [
+                    "the metric computed by",
+                    "the submission's own code" if res.custom_code else "lm-eval's own metrics (trusted)",
+                    {"allow": "either", "flag": "either; the submission's own code is flagged for review",
+                     "refuse": "lm-eval's own metrics only"}[ref.custom_metric_code],
+                ],
             ],
         ),
     ]
+    if res.custom_code:
+        parts += ["<p>The submission's own functions between the models' responses and the metric (for the "
+                  "organizers' review: such code sees every response and could recognise public checkpoints):</p>",
+                  "<ul>", *(f"<li><code>{escape(name)}</code></li>" for name in res.custom_code), "</ul>"]
     parts += [f'<p class="bad">{escape(p)}.</p>' for p in ev.verdict.problems]
     if v.leakage_examples:
         parts += [

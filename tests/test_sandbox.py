@@ -8,6 +8,7 @@ Every test here starts real child processes (seconds each): the module is `slow`
 
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -405,3 +406,245 @@ def test_the_parent_reads_no_oversized_plan(tmp_path, monkeypatch):
     monkeypatch.setattr(e2lmc.sandboxed.isolation, "MAX_PLAN_BYTES", 1 << 10)
     with pytest.raises(InvalidSubmission, match=r"the task's requests take [\d.]+ MiB, more than the [\d.]+ MiB any task within the rules needs"):
         preflight(make_task(tmp_path / "s", 120), tmp_path / "work", limits("landlock"))
+
+
+# ------------------------------------------------------ sockets by any route, signals
+
+REPORTER = r'''
+import json
+
+def attempt(name, action):
+    try:
+        return name, "ALLOWED " + repr(action())[:300]
+    except BaseException as exc:
+        return name, f"blocked {type(exc).__name__} errno {getattr(exc, 'errno', None)}: {str(exc)[:200]}"
+
+def attack(dataset):
+    text = "PROBES" + json.dumps(dict(probes())) + "END"
+    return dataset.map(lambda d, i: {**d, "question": text if i == 0 else d["question"]}, with_indices=True)
+'''
+
+
+def probe(tmp_path: Path, settings: Limits, constants: dict, code: str) -> dict[str, str]:
+    """Run `code`'s `probes()`, a list of `attempt(name, action)`, in a plan child; what each attempt did."""
+    helper = "".join(f"{k} = {v!r}\n" for k, v in constants.items()) + code + REPORTER
+    plan = preflight(helper_task(tmp_path / "s", helper), tmp_path / "work", settings).plan
+    (context,) = [json.loads(r.arguments)[0] for r in plan.requests if "PROBES" in r.arguments][:1]
+    return json.loads(context[context.index("PROBES") + 6: context.index("END")])
+
+
+def received(listener: socket.socket) -> bytes | None:
+    """What the first connection to `listener` sent, None when nothing connected."""
+    listener.settimeout(0.5)
+    try:
+        connection, _ = listener.accept()
+    except TimeoutError:
+        return None
+    with connection:
+        connection.settimeout(2)
+        return connection.recv(16)
+
+
+# A socket made and connected by io_uring alone (IORING_OP_SOCKET, IORING_OP_CONNECT): no
+# socket() or connect() call for seccomp to see. Raw system calls of x86-64.
+IO_URING = r'''
+import ctypes, mmap, os, socket, struct
+
+def io_uring_connect(port):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    params = ctypes.create_string_buffer(120)
+    ring = libc.syscall(425, 4, params)  # io_uring_setup
+    if ring < 0:
+        raise OSError(ctypes.get_errno(), "io_uring_setup: " + os.strerror(ctypes.get_errno()))
+    sq_entries, cq_entries = struct.unpack_from("2I", params, 0)
+    _, sq_tail, sq_mask, _, _, _, sq_array = struct.unpack_from("7I", params, 40)
+    cq_head, _, cq_mask, _, _, cqes = struct.unpack_from("6I", params, 80)
+    size = max(sq_array + 4 * sq_entries, cqes + 16 * cq_entries)
+    rings = mmap.mmap(ring, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+    sqes = mmap.mmap(ring, 64 * sq_entries, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0x10000000)
+
+    def submit(opcode, fd, off, addr, length):
+        tail = struct.unpack_from("I", rings, sq_tail)[0]
+        index = tail & struct.unpack_from("I", rings, sq_mask)[0]
+        sqes[64 * index: 64 * index + 64] = struct.pack("BBHiQQIIQ", opcode, 0, 0, fd, off, addr, length, 0, 1).ljust(64, b"\0")
+        struct.pack_into("I", rings, sq_array + 4 * index, index)
+        struct.pack_into("I", rings, sq_tail, tail + 1)
+        if libc.syscall(426, ring, 1, 1, 1, None, 0) < 0:  # io_uring_enter, waiting for the completion
+            raise OSError(ctypes.get_errno(), "io_uring_enter: " + os.strerror(ctypes.get_errno()))
+        head = struct.unpack_from("I", rings, cq_head)[0]
+        _, result, _ = struct.unpack_from("QiI", rings, cqes + 16 * (head & struct.unpack_from("I", rings, cq_mask)[0]))
+        struct.pack_into("I", rings, cq_head, head + 1)
+        if result < 0:
+            raise OSError(-result, f"io_uring operation {opcode}: " + os.strerror(-result))
+        return result
+
+    connection = submit(45, socket.AF_INET, socket.SOCK_STREAM, 0, 0)  # IORING_OP_SOCKET
+    address = struct.pack("=H", socket.AF_INET) + struct.pack("!H4s8x", port, socket.inet_aton("127.0.0.1"))
+    buffer = ctypes.create_string_buffer(address, len(address))
+    submit(16, connection, len(address), ctypes.addressof(buffer), 0)  # IORING_OP_CONNECT
+    os.write(connection, b"leak")
+    return "connected"
+'''
+
+# The SIGIO of a pipe set to O_ASYNC goes to the process named by F_SETOWN, with the
+# signal F_SETSIG chose: a signal to another process without kill().
+SIGIO = r'''
+import fcntl, os, signal, time
+
+def sigio(pid):
+    r, w = os.pipe()
+    fcntl.fcntl(r, fcntl.F_SETOWN, pid)
+    fcntl.fcntl(r, 10, signal.SIGTERM)  # F_SETSIG
+    fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
+    os.write(w, b"x")
+    time.sleep(0.5)
+    return "sent"
+'''
+
+OUTSIDE = IO_URING + SIGIO + r'''
+def probes():
+    return [attempt("io_uring", lambda: io_uring_connect(PORT)),
+            attempt("kill", lambda: os.kill(VICTIM, signal.SIGTERM)),
+            attempt("SIGIO", lambda: sigio(VICTIM))]
+'''
+
+
+def x86_64() -> None:
+    if platform.machine() != "x86_64":
+        pytest.skip("the io_uring attack is written with x86-64's system call numbers")
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_io_uring_and_sigio_reach_nothing_outside_the_child(tmp_path, level):
+    settings = limits(level)
+    x86_64()
+    listener = socket.create_server(("127.0.0.1", 0))
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        outcomes = probe(tmp_path, settings, {"PORT": listener.getsockname()[1], "VICTIM": victim.pid}, OUTSIDE)
+        assert outcomes["io_uring"].startswith("blocked PermissionError errno 1: [Errno 1] io_uring_setup"), outcomes
+        assert received(listener) is None
+        assert outcomes["kill"].startswith("blocked PermissionError"), outcomes
+        # the signal is dropped: Landlock's signal scope (a PID namespace refuses F_SETOWN to a process outside it)
+        assert outcomes["SIGIO"] == "ALLOWED 'sent'" if level == "landlock" else "blocked" in outcomes["SIGIO"]
+        assert victim.poll() is None, f"{level}: the victim was killed ({outcomes})"
+    finally:
+        victim.kill()
+        listener.close()
+
+
+def test_io_uring_and_sigio_get_through_without_a_sandbox(tmp_path):
+    """The attacks above are real: at level `none` the same code connects and kills."""
+    x86_64()
+    listener = socket.create_server(("127.0.0.1", 0))
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        settings = Limits(plan_seconds=120, sandbox=SandboxSettings(level="none"))
+        outcomes = probe(tmp_path, settings, {"PORT": listener.getsockname()[1], "VICTIM": victim.pid}, OUTSIDE)
+        assert outcomes["io_uring"] == "ALLOWED 'connected'", outcomes
+        assert received(listener) == b"leak"
+        assert victim.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        victim.kill()
+        listener.close()
+
+
+SOCKETS = r'''
+import socket
+
+def connect(address):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(address)
+        s.sendall(b"leak")
+    return "connected"
+
+def probes():
+    return [attempt("abstract unix socket", lambda: connect(ABSTRACT)),
+            attempt("unix socket in the scratch folder", lambda: connect(PATHNAME)),
+            attempt("socketpair", socket.socketpair),
+            attempt("IPv6", lambda: socket.socket(socket.AF_INET6)),
+            attempt("netlink", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW))]
+'''
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_the_child_opens_no_socket_of_any_family(tmp_path, level):
+    settings = limits(level)
+    abstract = f"\0e2lmc-test-{os.getpid()}-{level}"
+    scratch = tmp_path / "work" / "plan"  # the plan child's scratch folder: it may write there
+    scratch.mkdir(parents=True)
+    pathname = str(scratch / "listener.sock")
+    listeners = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+    try:
+        for listener, address in zip(listeners, (abstract, pathname)):
+            listener.bind(address)
+            listener.listen()
+        os.chmod(pathname, 0o777)
+        outcomes = probe(tmp_path, settings, {"ABSTRACT": abstract, "PATHNAME": pathname}, SOCKETS)
+        for name, outcome in outcomes.items():
+            assert outcome.startswith("blocked PermissionError errno 1"), f"{level}: '{name}' was {outcome}"
+        assert [received(listener) for listener in listeners] == [None, None]
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+SCOPES = r'''
+import ctypes, json, os, signal, socket, sys
+sys.path.insert(0, PACKAGE)
+from e2lmc.sandboxed.confine import landlock_scopes
+exec(SIGIO)
+if sys.argv[1] == "scoped":
+    landlock_scopes(ctypes.CDLL(None, use_errno=True))
+
+def attempt(action):
+    try:
+        return "ALLOWED " + repr(action())
+    except OSError as exc:
+        return f"blocked errno {exc.errno}"
+
+def connect(family, address):
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.connect(address)
+    return "connected"
+
+print(json.dumps({"abstract unix socket": attempt(lambda: connect(socket.AF_UNIX, ABSTRACT)),
+                  "TCP": attempt(lambda: connect(socket.AF_INET, ("127.0.0.1", PORT))),
+                  "kill": attempt(lambda: os.kill(VICTIM, 0)),
+                  "SIGIO": attempt(lambda: sigio(VICTIM))}))
+'''
+
+
+def test_landlock_scopes_keep_sockets_and_signals_inside_the_child(tmp_path):
+    """The second Landlock layer on its own (no seccomp filter): what it stops, and that the
+    same attempts succeed without it."""
+    from e2lmc.sandboxed.confine import LANDLOCK_SCOPE_ABI
+
+    if not filters_work():
+        pytest.skip("this kernel has no Landlock module")
+    import landlock
+
+    if (abi := landlock.landlock_abi_version()) < LANDLOCK_SCOPE_ABI:
+        pytest.skip(f"this kernel's Landlock ABI is {abi}: scopes need {LANDLOCK_SCOPE_ABI} (Linux >= 6.12)")
+    outcomes = {}
+    for mode in ("scoped", "plain"):
+        abstract = f"\0e2lmc-scope-{os.getpid()}-{mode}"
+        unix, tcp = socket.socket(socket.AF_UNIX), socket.create_server(("127.0.0.1", 0))
+        unix.bind(abstract)
+        unix.listen()
+        victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        constants = {"PACKAGE": str(Path(__file__).resolve().parents[1]), "SIGIO": SIGIO, "ABSTRACT": abstract,
+                     "PORT": tcp.getsockname()[1], "VICTIM": victim.pid}
+        script = "".join(f"{k} = {v!r}\n" for k, v in constants.items()) + SCOPES
+        try:
+            run = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=60)
+            outcomes[mode] = json.loads(run.stdout), victim.poll() is None
+        finally:
+            victim.kill()
+            unix.close()
+            tcp.close()
+    assert outcomes["scoped"] == ({"abstract unix socket": "blocked errno 1", "TCP": "blocked errno 13",
+                                   "kill": "blocked errno 1", "SIGIO": "ALLOWED 'sent'"}, True)
+    assert outcomes["plain"] == ({"abstract unix socket": "ALLOWED 'connected'", "TCP": "ALLOWED 'connected'",
+                                  "kill": "ALLOWED None", "SIGIO": "ALLOWED 'sent'"}, False)

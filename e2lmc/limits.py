@@ -29,8 +29,13 @@ class SandboxSettings:
     required: str = "none"  # refuse to run below this level
     memory_bytes: int = 8 * GiB  # address space of a child
     cpu_seconds: int = 3600  # CPU time of a child (its wall time has its own limit)
-    file_bytes: int = 4 * GiB  # largest file a child may write
+    # the largest file a child may write: plan.json is an honest child's largest, refused beyond 2 GiB anyway
+    file_bytes: int = 2 * GiB
     open_files: int = 512
+    # what a child may add to its scratch folder in all (`sandboxed/quota.py`): the samples' plan children
+    # write under 1 MiB, their score children 0.1 MiB; 15,000 samples of 2,048-token prompts with 10
+    # choices each would make a plan.json of about 1.3 GB
+    scratch_bytes: int = 2 * GiB
 
 
 @dataclass(frozen=True)

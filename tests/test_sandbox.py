@@ -10,10 +10,12 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from dataclasses import replace
@@ -467,7 +469,8 @@ def io_uring_connect(port):
     def submit(opcode, fd, off, addr, length):
         tail = struct.unpack_from("I", rings, sq_tail)[0]
         index = tail & struct.unpack_from("I", rings, sq_mask)[0]
-        sqes[64 * index: 64 * index + 64] = struct.pack("BBHiQQIIQ", opcode, 0, 0, fd, off, addr, length, 0, 1).ljust(64, b"\0")
+        entry = struct.pack("BBHiQQIIQ", opcode, 0, 0, fd, off, addr, length, 0, 1)
+        sqes[64 * index: 64 * index + 64] = entry.ljust(64, b"\0")
         struct.pack_into("I", rings, sq_array + 4 * index, index)
         struct.pack_into("I", rings, sq_tail, tail + 1)
         if libc.syscall(426, ring, 1, 1, 1, None, 0) < 0:  # io_uring_enter, waiting for the completion
@@ -648,3 +651,49 @@ def test_landlock_scopes_keep_sockets_and_signals_inside_the_child(tmp_path):
                                    "kill": "blocked errno 1", "SIGIO": "ALLOWED 'sent'"}, True)
     assert outcomes["plain"] == ({"abstract unix socket": "ALLOWED 'connected'", "TCP": "ALLOWED 'connected'",
                                   "kill": "ALLOWED None", "SIGIO": "ALLOWED 'sent'"}, False)
+
+
+# ------------------------------------------------------------------ the disk
+
+FILLERS = {  # each stops by itself at 2 GB: without the quota, the test fails rather than the disk
+    "files": "    for i in range(20):\n        with open(f'{HOME}/fill{i}', 'wb') as f:\n"
+             "            f.write(b'x' * (100 << 20))\n",
+    "deleted files": "    for i in range(20):\n        keep.append(open(f'{HOME}/fill{i}', 'wb'))\n"
+                     "        keep[-1].write(b'x' * (100 << 20))\n        keep[-1].flush()\n"
+                     "        os.unlink(f'{HOME}/fill{i}')\n",
+    "fallocate": "    for i in range(20):\n        keep.append(os.open(f'{HOME}/fill{i}', os.O_CREAT | os.O_WRONLY))\n"
+                 "        os.posix_fallocate(keep[-1], 0, 100 << 20)\n",
+    "many files": "    for i in range(20_000):\n        open(f'{HOME}/empty{i}', 'w').close()\n",
+}
+QUOTA = 300 << 20
+
+
+def disk_peak(folder: Path, stop: threading.Event, peak: list[int]) -> None:
+    """The most the file system of `folder` held above its use at the start, sampled every 5 ms."""
+    start = shutil.disk_usage(folder).used
+    while not stop.wait(0.005):
+        peak[0] = max(peak[0], shutil.disk_usage(folder).used - start)
+
+
+@pytest.mark.parametrize("level", [*LEVELS, "none"])
+@pytest.mark.parametrize("filler", sorted(FILLERS))
+def test_a_child_that_fills_its_scratch_folder_is_stopped_at_the_quota(tmp_path, level, filler):
+    if level == "none" and filler == "fallocate":
+        pytest.skip("level none loads no seccomp filter: fallocate's blocks come at once (docs/security.md)")
+    settings = (Limits(plan_seconds=120, sandbox=SandboxSettings(level="none", scratch_bytes=QUOTA))
+                if level == "none" else limits(level, scratch_bytes=QUOTA))
+    helper = ("import os\nHOME, keep = os.environ['HOME'], []  # HOME is the scratch folder\ndef attack(dataset):\n"
+              + FILLERS[filler] + "    return dataset\n")
+    folder = helper_task(tmp_path / "s", helper)
+    message = ("it created more than the 10,000 files its scratch folder may hold" if filler == "many files" else
+               "it wrote more into its scratch folder than the 300 MiB quota")
+    stop, peak = threading.Event(), [0]
+    watcher = threading.Thread(target=disk_peak, args=(tmp_path, stop, peak))
+    watcher.start()
+    try:
+        with pytest.raises(InvalidSubmission, match=rf"the task's process ended unexpectedly \({message}\)$"):
+            preflight(folder, tmp_path / "work", settings)
+    finally:
+        stop.set()
+        watcher.join()
+    assert peak[0] < QUOTA + (200 << 20), f"{level}, {filler}: the disk held {peak[0] >> 20} MiB more"

@@ -29,7 +29,7 @@ class SandboxSettings:
     required: str = "none"  # refuse to run below this level
     memory_bytes: int = 8 * GiB  # address space of a child
     cpu_seconds: int = 3600  # CPU time of a child (its wall time has its own limit)
-    # the largest file a child may write: plan.json is an honest child's largest, refused beyond 2 GiB anyway
+    # the largest file a child may write; the parent bounds plan.json, an honest child's largest, by MAX_PLAN_BYTES
     file_bytes: int = 2 * GiB
     open_files: int = 512
     # what a child may add to its scratch folder in all (`sandboxed/quota.py`): the samples' plan children

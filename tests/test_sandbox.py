@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from e2lmc.cli.main import main
 from e2lmc.errors import InvalidSubmission, UserError
 from e2lmc.formats.manifest import CheckpointManifest, read_manifest, write_manifest
 from e2lmc.formats.results import read_results
@@ -697,3 +698,27 @@ def test_a_child_that_fills_its_scratch_folder_is_stopped_at_the_quota(tmp_path,
         stop.set()
         watcher.join()
     assert peak[0] < QUOTA + (200 << 20), f"{level}, {filler}: the disk held {peak[0] >> 20} MiB more"
+
+
+# ------------------------------------------------------------------ what the parent reads
+
+DEEP_PLAN = r'''
+import e2lmc.formats.files as files
+
+def nested(path, text):
+    path.write_text("[" * 100_000 + "]" * 100_000)
+
+def attack(dataset):
+    files._atomic_write = nested  # what the plan child writes instead of its plan
+    return dataset
+'''
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_plan_nested_too_deeply_ends_in_one_sentence(tmp_path, capsys, level):
+    limits(level)
+    folder = helper_task(tmp_path / "s", DEEP_PLAN)
+    code = main(["validate", str(folder), "--sandbox", level])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and re.fullmatch(r"invalid submission: the task's process left an unreadable plan "
+                                      r"\(\S+/plan.json is not valid JSON: it is nested too deeply\)", err), err

@@ -16,10 +16,12 @@ test that attacks each wall. Levels, strongest first:
 - `none` — neither is available: only the limits and filters below apply.
 
 At `namespaces` and `landlock` the child also loads a seccomp filter (libseccomp): no new
-process, no program executed, no socket but a local one, no ptrace, no signal to
-another process, no undoing of the parent-death signal; it drops every capability, and
-resource limits bound its address space, CPU time, file sizes and open files. The
-child's environment holds only what it needs (no variable of the parent's).
+process, no program executed, no socket of any family, no io_uring, no ptrace, no signal
+to another process, no undoing of the parent-death signal; a second Landlock layer keeps
+TCP, abstract unix sockets and signals (SIGIO included) from leaving it where the kernel
+can; it drops every capability, and resource limits bound its address space, CPU time,
+file sizes and open files. At every level the parent bounds what it writes in all
+(`quota.py`). The child's environment holds only what it needs (no variable of the parent's).
 """
 
 from __future__ import annotations

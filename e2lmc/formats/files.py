@@ -78,13 +78,32 @@ def from_data(cls: Any, data: Any, where: str) -> Any:
     return data
 
 
-def _load(path: Path, kind: str) -> dict:
+class _TooManyObjects(ValueError):
+    pass
+
+
+def _counted(limit: int | None) -> Callable[[dict], dict] | None:
+    """A JSON object hook that stops the parse after `limit` objects (bounded memory)."""
+    if limit is None:
+        return None
+    count = [0]
+
+    def hook(obj: dict) -> dict:
+        count[0] += 1
+        if count[0] > limit:
+            raise _TooManyObjects(f"it holds more than {limit:,} objects")
+        return obj
+
+    return hook
+
+
+def _load(path: Path, kind: str, max_objects: int | None = None) -> dict:
     """Parse a JSON or YAML file into a dict, checking its format name and version."""
     if not path.is_file():
         raise UserError(f"{path} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text, object_hook=_counted(max_objects)) if path.suffix == ".json" else yaml.safe_load(text)
     except PARSE_ERRORS as exc:
         problem = "it is nested too deeply" if isinstance(exc, RecursionError) else first_line(exc, 200)
         raise UserError(f"{path} is not valid {path.suffix[1:].upper()}: {problem or type(exc).__name__}") from None
@@ -133,10 +152,12 @@ def write_format(path: Path, kind: str, obj: Any) -> Path:
     return path
 
 
-def read_format(cls: Any, path: Path, kind: str, prepare: Callable[[dict], dict] | None = None) -> Any:
+def read_format(cls: Any, path: Path, kind: str, prepare: Callable[[dict], dict] | None = None,
+                max_objects: int | None = None) -> Any:
     """Read a format, checking keys, types and (where the class has one) its `check`;
-    `prepare` rewrites the parsed data first (a shorthand the file may use)."""
-    data = _load(path, kind)
+    `prepare` rewrites the parsed data first (a shorthand the file may use); a JSON file of
+    more than `max_objects` objects is refused as it is parsed (bounded memory)."""
+    data = _load(path, kind, max_objects)
     obj = from_data(cls, prepare(data) if prepare else data, path.name)
     if hasattr(obj, "check"):
         obj.check(str(path))

@@ -22,6 +22,10 @@ from .requests import RequestKey, RequestKind
 
 PLAN_FILE = "plan.json"
 PLAN_KIND = "e2lmc.plan"
+# What the engine can evaluate bounds plan.json, which the trusted parent reads: 15,000 samples of
+# 32 requests each; 256 MiB of prompts is some 64 million tokens a checkpoint, hours of a GPU each.
+MAX_PLAN_OBJECTS = 15_000 * 32
+MAX_PLAN_BYTES = 256 << 20
 UNTRUSTED_METRICS = frozenset({"bypass"})  # lm-eval's, but it needs logged samples: no number for the leaderboard
 UNTRUSTED_FILTERS = frozenset({"custom"})  # lm-eval's, but it runs a function the task passes in
 
@@ -170,4 +174,4 @@ def write_plan(plan: Plan, directory: str | Path) -> Path:
 
 
 def read_plan(directory: str | Path) -> Plan:
-    return read_format(Plan, Path(directory) / PLAN_FILE, PLAN_KIND)
+    return read_format(Plan, Path(directory) / PLAN_FILE, PLAN_KIND, max_objects=MAX_PLAN_OBJECTS)

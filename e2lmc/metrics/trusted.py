@@ -101,7 +101,7 @@ def _groups(recipes: list[GroupRecipe], tasks: dict[str, Any]) -> dict[str, Any]
         AggMetricConfig(m.metric, m.filter_list, "mean", m.weight_by_size) for m in r.metrics]) for r in recipes}
     for recipe in recipes:
         for child in recipe.children:
-            item = groups.get(child) or tasks.get(child)
+            item = groups[child] if child in groups else tasks.get(child)  # an empty group is falsy
             if item is None:
                 raise UntrustedRecipe(f"group {recipe.group}: child {child} is not in the plan")
             groups[recipe.group].add(item)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidSubmission, UserError
-from ..formats.plan import PLAN_FILE, Plan, read_plan
+from ..formats.plan import MAX_PLAN_BYTES, PLAN_FILE, Plan, read_plan
 from ..limits import size_text
 from .confine import FORBIDDEN
 from .quota import ScratchQuota
@@ -39,7 +39,6 @@ from .submission import Submission
 
 STDERR_TAIL_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 20
-MAX_PLAN_BYTES = 2 << 30  # 15,000 five-shot samples of 2,048 tokens with their choices need far less
 HIDDEN_FAILURE = (
     "the submission's code failed while scoring a checkpoint whose values are hidden; no detail is shown, since "
     "any detail (message, error type, exit code) could carry those values — run the submission on the released "
@@ -184,9 +183,12 @@ def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: 
         raise InvalidSubmission(f"the task's requests take {size_text(size)}, more than the "
                                 f"{size_text(MAX_PLAN_BYTES)} any task within the rules needs")
     try:
-        return read_plan(plan_dir)
+        plan = read_plan(plan_dir)
     except UserError as exc:
         raise InvalidSubmission(f"the task's process left an unreadable plan ({exc})") from None
+    for path in [plan_dir, *plan_dir.rglob("*")]:  # what score children see tells nothing of when they start
+        os.utime(path, (0, 0), follow_symlinks=False)
+    return plan
 
 
 class ScoreChild:

@@ -21,6 +21,8 @@ from ..formats.results import RESULTS_FILE, read_results
 from .evaluation import Evaluation, Leaderboard, evaluate
 from .judge import draw, judge_samples
 
+INTEGER_COLUMNS = ("valid", "n_samples", "custom_code")
+
 CODABENCH_METADATA = "metadata"  # written by the Codabench worker next to our results
 SCORES_FILE = "scores.json"
 REPORT_FILE = "detailed_results.html"
@@ -68,7 +70,7 @@ def format_row(leaderboard: Leaderboard, sq_only: bool = False) -> str:
     widths = {k: max(len(k), 8) for k in row}
     head = "  ".join(k.rjust(widths[k]) for k in row)
     body = "  ".join(
-        (f"{v:.0f}" if k in ("valid", "n_samples", "custom_code") or (k == "alignment" and v < 0) else f"{v:.4f}").rjust(widths[k])
+        (f"{v:.0f}" if k in INTEGER_COLUMNS or (k == "alignment" and v < 0) else f"{v:.4f}").rjust(widths[k])
         for k, v in row.items()
     )
     return f"{head}\n{body}"

@@ -57,10 +57,13 @@ class EngineSettings:
         return self.token_budget or (32_768 if device.startswith("cuda") else 4_096)
 
 
+POOL_SIZE = 2  # score children of a task's own metric code, started ahead of their checkpoints
+
+
 @dataclass(frozen=True)
 class Limits:
     plan_seconds: float = 600.0  # building the task and recording its requests
-    score_seconds: float = 300.0  # scoring one checkpoint's responses
+    score_seconds: float = 60.0  # scoring one checkpoint's responses: what a child's delays can time (docs/security.md)
     engine: EngineSettings = field(default_factory=EngineSettings)  # token budget and devices of the evaluate stage
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # isolation and resource limits of the children
 

@@ -272,6 +272,12 @@ def test_the_plans_claims_are_recomputed_by_the_parent(tmp_path):
     dropped = forging_task(tmp_path, "dropped", "obj.samples = obj.samples[:100]")
     with pytest.raises(InvalidSubmission, match="a plan whose requests do not match its samples"):
         preflight(dropped, tmp_path / "w3", QUICK)
+    # arguments the parent parses: nested beyond any parser's depth, or of another shape
+    for i, arguments in enumerate(("'[' * 100_000", "'{\"a\": 1}'", "'[\"context\"]'")):
+        broken = forging_task(tmp_path, f"broken{i}", f"obj.requests[0].arguments = {arguments}")
+        with pytest.raises(InvalidSubmission, match=r"requests\[0\] has arguments that are not those of a "
+                                                     r"loglikelihood request"):
+            preflight(broken, tmp_path / f"w-broken{i}", QUICK)
 
 
 def test_the_judged_samples_are_drawn_with_the_phases_secret():
@@ -283,3 +289,15 @@ def test_the_judged_samples_are_drawn_with_the_phases_secret():
     assert len({s.doc_id for s in secret} & {s.doc_id for s in public}) < 100  # a participant cannot know them
     assert draw(samples, "abcd", "another phase") != secret
     assert read_reference(SAMPLE_REFERENCE).alignment.secret is None  # none in the kit's reference data
+
+
+def test_the_estimate_counts_a_fresh_child_per_checkpoint_for_custom_metric_code():
+    from e2lmc.organizer.estimate import DEVICES, TaskTokens, format_estimate
+    from e2lmc.organizer.placement import CheckpointSize
+
+    tokens = TaskTokens(requests=1000, one_by_one=10**6, needed=10**6, computed=10**6, generated=0)
+    phases = {"warm-up": [CheckpointSize(2 * 10**9, 10**9)] * 100}
+    trusted = format_estimate(tokens, phases, DEVICES["h100"])
+    custom = format_estimate(tokens, phases, DEVICES["h100"], child_seconds=600.0)
+    assert "fresh sandboxed child" not in trusted and "fresh sandboxed child: about 600.0 s each" in custom
+    assert custom.splitlines()[-1].split()[-4:-2] == ["8.3", "h"]  # 100 children of 600 s, two at a time

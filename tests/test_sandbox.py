@@ -261,7 +261,7 @@ def test_nothing_of_a_hidden_checkpoint_leaks_through_errors(tmp_path, level):
     for style in range(1, 6):
         responses = [[-style - 0.123456, False]] + [[-0.5 - i / 1000, False] for i in range(len(plan.requests) - 1)]
         for hidden in (True, False):
-            with ScoreChild.custom(submission, sandbox, workdir, 60) as scorer:
+            with ScoreChild.custom(submission, sandbox, workdir, 60, 60) as scorer:
                 scorer.submit(responses, hidden)
                 with pytest.raises(InvalidSubmission) as caught:
                     scorer.result()
@@ -394,7 +394,7 @@ def test_a_child_that_stops_reading_cannot_stall_the_parent(tmp_path, level):
     submission, plan = planned.submission, planned.plan
     responses = [[-0.5, False]] * len(plan.requests)
     assert len(json.dumps(responses)) > 1 << 16  # more than a pipe holds
-    with ScoreChild.custom(submission, sandbox, workdir, 5) as scorer:
+    with ScoreChild.custom(submission, sandbox, workdir, 5, 60) as scorer:
         scorer.ready()
         start = time.perf_counter()
         scorer.submit(responses, hidden=True)

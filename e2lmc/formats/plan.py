@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import UserError
 from .files import read_format, write_format
-from .requests import RequestKey, RequestKind
+from .requests import RequestKey, RequestKind, arguments_fit
 
 PLAN_FILE = "plan.json"
 PLAN_KIND = "e2lmc.plan"
@@ -142,8 +142,16 @@ class Plan:
     groups: list[GroupRecipe] = field(default_factory=list)
 
     def check(self, where: str) -> None:
-        """The plan is written by the child that ran the submission's code: its sample
-        records must point at its own requests."""
+        """The plan is written by the child that ran the submission's code: each request's
+        arguments must have the shape of its kind, and its sample records must point at its
+        own requests."""
+        for i, request in enumerate(self.requests):
+            try:
+                arguments = json.loads(request.arguments)
+            except (ValueError, RecursionError):
+                arguments = None
+            if not arguments_fit(request.kind, arguments):
+                raise UserError(f"{where}: requests[{i}] has arguments that are not those of a {request.kind} request")
         for i, sample in enumerate(self.samples):
             bad = [r for r in sample.requests if not 0 <= r < len(self.requests)]
             if bad or (sample.gold is not None and any(not 0 <= g < (sample.choices or 0) for g in sample.gold)):

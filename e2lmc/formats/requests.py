@@ -34,6 +34,19 @@ def unknown_kind(kind: object) -> ValueError:
     return ValueError(f"unknown request kind {kind!r} (the kinds are: {', '.join(KINDS)})")
 
 
+def arguments_fit(kind: str, arguments: Any) -> bool:
+    """Whether parsed arguments have the shape lm-eval gives a request of `kind`: a context
+    and a continuation, a text, or a context and the generation's settings."""
+    if kind == LOGLIKELIHOOD:
+        return isinstance(arguments, list) and len(arguments) == 2 and all(isinstance(a, str) for a in arguments)
+    if kind == ROLLING:
+        return isinstance(arguments, list) and len(arguments) == 1 and isinstance(arguments[0], str)
+    if kind == GENERATE:
+        return isinstance(arguments, list) and len(arguments) == 2 and isinstance(arguments[0], str) \
+            and isinstance(arguments[1], dict)
+    raise unknown_kind(kind)
+
+
 def prompt_of(kind: str, arguments: list[Any]) -> str:
     """The text a request puts before the model, as the prompt-length rule counts it: a
     log-likelihood request's context and continuation, the others' context (or text)."""

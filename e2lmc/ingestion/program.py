@@ -35,13 +35,11 @@ from ..engine.checkpoints import resolve
 from ..errors import InvalidSubmission, UserError, output_folder
 from ..formats.manifest import MANIFEST_FILE, ManifestEntry, read_manifest
 from ..formats.results import RESULTS_FILE, CheckpointResult, IngestionResults, read_results, write_results
-from ..limits import Limits
+from ..limits import POOL_SIZE, Limits
 from ..sandboxed.isolation import ScoreChild
 from ..sandboxed.sandbox import Sandbox, choose_level, private_workdir
 from .derived import alignment_samples, chance_level
 from .preflight import preflight
-
-POOL_SIZE = 2  # custom-code score children started ahead of their checkpoints
 
 
 def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits(),
@@ -82,10 +80,11 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         with contextlib.ExitStack() as stack:
             if custom:  # the submission's code: a fresh child per checkpoint, started before it is needed
                 def new_child() -> ScoreChild:
-                    return stack.enter_context(ScoreChild.custom(submission, sandbox, workdir, limits.score_seconds))
+                    return stack.enter_context(ScoreChild.custom(submission, sandbox, workdir, limits.score_seconds,
+                                                                 limits.plan_seconds))
             else:  # lm-eval's own metric from the plan: one trusted child for every checkpoint
                 trusted = stack.enter_context(ScoreChild.trusted(sandbox, workdir, limits.score_seconds,
-                                                                 plan.task_metric))
+                                                                 plan.task_metric, limits.plan_seconds))
 
                 def new_child() -> ScoreChild:
                     return trusted

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +35,7 @@ from ..errors import UserError
 from ..formats.manifest import read_manifest
 from ..formats.series import Series, read_series, series_reference
 from ..ingestion.preflight import preflight
-from ..limits import Limits
+from ..limits import POOL_SIZE, Limits
 from ..sandboxed.sandbox import private_workdir
 from .phases import PHASES, phase_reference
 from .placement import CheckpointSize, verify_placed
@@ -123,16 +124,24 @@ def task_tokens(encoder: Encoder, tokenized: Tokenized, max_length: int, token_b
                       round((work.tokens_computed + context) / scale), round(generated / scale))
 
 
-def format_estimate(tokens: TaskTokens, phases: dict[str, list[CheckpointSize]], throughput: Throughput) -> str:
-    """The per-checkpoint work, then each phase's predicted time and the limit that covers it."""
+def format_estimate(tokens: TaskTokens, phases: dict[str, list[CheckpointSize]], throughput: Throughput,
+                    child_seconds: float = 0.0) -> str:
+    """The per-checkpoint work, then each phase's predicted time and the limit that covers it.
+    `child_seconds`: a fresh score child's time per checkpoint, where the task's own code
+    computes its metric (on the CPU, `POOL_SIZE` at a time, beside the engine: a phase
+    takes the longer of the two)."""
     lines = [f"per checkpoint: {tokens.computed:,} tokens computed after sharing (needed: {tokens.needed:,}; lm-eval's "
              f"HF backend, request by request: {tokens.one_by_one:,}) for {tokens.requests:,} requests"]
+    if child_seconds:
+        lines.append(f"  and the task's own metric code in a fresh sandboxed child: about {child_seconds:.1f} s each "
+                     f"(measured by planning it here), {POOL_SIZE} at a time beside the engine")
     if tokens.generated:
         lines.append(f"  and up to {tokens.generated:,} generated tokens, decoded one at a time: slower per token than "
                      "this estimate counts")
     lines.append(f"{'phase':<12} {'checkpoints':>11} {'weights':>9} {'TFLOP':>10} {'predicted':>10} {'limit x1.5':>10}")
     for phase, sizes in phases.items():
-        seconds = phase_seconds(sizes, Workload(tokens.computed + tokens.generated), throughput)
+        seconds = max(phase_seconds(sizes, Workload(tokens.computed + tokens.generated), throughput),
+                      len(sizes) * child_seconds / POOL_SIZE)
         flops = sum(2 * s.parameters * (tokens.computed + tokens.generated) for s in sizes)
         weights = sum(s.bytes for s in sizes) / 1e12
         lines.append(f"{phase:<12} {len(sizes):>11,} {weights:>7.2f}TB {flops / 1e12:>10,.0f} "
@@ -169,7 +178,9 @@ def estimate_submission(submission: Path, series_file: Path, web_model: str | No
         checkpoint, scale = embedded
         counted = f"the embedded set's tokenizer, its counts / {scale:g} (an approximation of the series' tokenizer)"
     with private_workdir("estimate") as tmp:
+        start = time.perf_counter()
         planned = preflight(submission, Path(tmp), Limits())
+        plan_seconds = time.perf_counter() - start
     planned.check_prompts(checkpoint, scale)  # the prompt rule, as ingestion applies it
     if not planned.tokenized:
         raise UserError(f"{checkpoint} holds a tokenizer but no config.json: the estimate needs a checkpoint folder, "
@@ -184,4 +195,5 @@ def estimate_submission(submission: Path, series_file: Path, web_model: str | No
     plan = planned.plan
     print(f"task '{plan.task_name}': {plan.n_samples:,} samples; tokens counted with {counted}; "
           f"{device.upper()} throughput (e2lmc/organizer/estimate.py)")
-    print(format_estimate(tokens, {phase: [sizes[c] for c in ids] for phase, ids in phases.items()}, DEVICES[device]))
+    print(format_estimate(tokens, {phase: [sizes[c] for c in ids] for phase, ids in phases.items()}, DEVICES[device],
+                          plan_seconds if plan.custom_functions() else 0.0))

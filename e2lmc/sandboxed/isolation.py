@@ -199,30 +199,34 @@ class ScoreChild:
     hidden checkpoint's responses, any failure is reported with the fixed HIDDEN_FAILURE
     sentence."""
 
-    def __init__(self, child: TaskProcess, timeout: float, metric: str) -> None:
-        self.child, self.timeout, self.metric = child, timeout, metric
+    def __init__(self, child: TaskProcess, timeout: float, metric: str, build_timeout: float) -> None:
+        self.child, self.timeout, self.metric, self.build_timeout = child, timeout, metric, build_timeout
         self.seen_hidden = False
         self.built = False  # the child builds the task while the caller goes on (the first submit waits)
 
     @classmethod
-    def custom(cls, submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float) -> ScoreChild:
-        """A child running the submission's own code on the responses."""
+    def custom(cls, submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float,
+               build_timeout: float) -> ScoreChild:
+        """A child running the submission's own code on the responses; `timeout` bounds the
+        scoring of one checkpoint, `build_timeout` the building of the task before it."""
         scratch = Path(tempfile.mkdtemp(prefix="score-", dir=workdir))  # a fresh one: nothing of earlier children
         return cls(task_process("score", submission, sandbox, scratch, workdir / "plan"), timeout,
-                   submission.task_metric)
+                   submission.task_metric, build_timeout)
 
     @classmethod
-    def trusted(cls, sandbox: Sandbox, workdir: Path, timeout: float, metric: str) -> ScoreChild:
+    def trusted(cls, sandbox: Sandbox, workdir: Path, timeout: float, metric: str,
+                build_timeout: float) -> ScoreChild:
         """A child computing lm-eval's own metric from the plan: it never sees the submission."""
         scratch = Path(tempfile.mkdtemp(prefix="metric-", dir=workdir))
         plan_dir = workdir / "plan"
-        return cls(TaskProcess(sandbox, scratch, "e2lmc.metrics.child", [str(plan_dir)], [plan_dir]), timeout, metric)
+        return cls(TaskProcess(sandbox, scratch, "e2lmc.metrics.child", [str(plan_dir)], [plan_dir]), timeout, metric,
+                   build_timeout)
 
     def ready(self) -> None:
         """Wait until the child has built the task."""
         if not self.built:
             try:
-                self.child.receive(self.timeout, "Building the task for scoring")
+                self.child.receive(self.build_timeout, "Building the task for scoring")
             except ChildFailed as exc:  # it has seen no responses yet: the detail is safe
                 self.child.close()
                 raise InvalidSubmission(str(exc)) from None

@@ -272,6 +272,11 @@ def test_the_plans_claims_are_recomputed_by_the_parent(tmp_path):
     dropped = forging_task(tmp_path, "dropped", "obj.samples = obj.samples[:100]")
     with pytest.raises(InvalidSubmission, match="a plan whose requests do not match its samples"):
         preflight(dropped, tmp_path / "w3", QUICK)
+    # 100 of 120 samples moved under a decoy task: counted, but outside the submitted metric
+    decoy = forging_task(tmp_path, "decoy", "import dataclasses; obj.samples = obj.samples[:20] + "
+                                            "[dataclasses.replace(s, task='decoy') for s in obj.samples[20:]]")
+    with pytest.raises(InvalidSubmission, match="samples are not all under task 'numbers'"):
+        preflight(decoy, tmp_path / "w-decoy", QUICK)
     # arguments the parent parses: nested beyond any parser's depth, or of another shape
     for i, arguments in enumerate(("'[' * 100_000", "'{\"a\": 1}'", "'[\"context\"]'")):
         broken = forging_task(tmp_path, f"broken{i}", f"obj.requests[0].arguments = {arguments}")

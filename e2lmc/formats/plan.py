@@ -166,6 +166,18 @@ class Plan:
                    if s.target is None][:1]
         return [name for recipe in [*self.recipes, *self.groups] for name in recipe.custom] + untyped
 
+    def scored_tasks(self) -> set[str]:
+        """The tasks whose samples the submitted metric reads: `task_name` itself, or every
+        task under it through the groups."""
+        children = {g.group: g.children for g in self.groups}
+        found, todo = set(), [self.task_name]
+        while todo:
+            name = todo.pop()
+            if name not in found:
+                found.add(name)
+                todo += children.get(name, [])
+        return found - set(children)
+
     def request_keys(self) -> list[RequestKey]:
         """Every request's identity, in plan order: what the engine computes and the score
         child replays."""

@@ -34,6 +34,10 @@ def check_claims(plan: Plan, rules: SubmissionRules = SubmissionRules()) -> Plan
     used = {r for sample in plan.samples for r in sample.requests}
     if len(used) != len(plan.requests) or any(not sample.requests for sample in plan.samples):
         raise InvalidSubmission("the task's process wrote a plan whose requests do not match its samples")
+    scored, recipes = plan.scored_tasks(), {r.task for r in plan.recipes}
+    if plan.recipes and not ({s.task for s in plan.samples} <= scored <= recipes):
+        raise InvalidSubmission(f"the task's process wrote a plan whose samples are not all under task "
+                                f"'{plan.task_name}' (counted samples must be scored)")
     plan.n_samples = len({tuple(plan.requests[r].arguments for r in sample.requests) for sample in plan.samples})
     if problem := rules.sample_count_problem(plan.n_samples):
         duplicates = len(plan.samples) - plan.n_samples

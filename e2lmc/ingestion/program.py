@@ -123,19 +123,16 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                 _write_sorted(results, output, order)
 
             start = time.perf_counter()
-            evaluated = engine_run = None
             try:
                 # a checkpoint is scored in a child while the engine computes the next one
                 engine = Engine(plan.request_keys(), limits.engine, planned.tokenized)
-                engine_run = engine.run(checkpoints)
-                evaluated = tqdm(engine_run, total=len(todo), desc="checkpoints", unit="ckpt", file=sys.stderr,
-                                 disable=not progress)
-                for position, responses in evaluated:
+                for position, responses in tqdm(engine.run(checkpoints), total=len(todo), desc="checkpoints",
+                                                unit="ckpt", file=sys.stderr, disable=not progress):
                     if scoring:
                         record()
                     child = pool.popleft()
-                    if len(pool) + position + 1 < len(todo):
-                        pool.append(new_child())  # builds its task while this checkpoint is scored
+                    if len(pool) + position + 1 < len(todo):  # fewer ready than checkpoints left after this one
+                        pool.append(new_child())  # it builds its task while this checkpoint is scored
                     child.submit(responses, hidden=todo[position].role != "released")
                     scoring = child, todo[position].id, round(time.perf_counter() - start, 3)
                     start = time.perf_counter()

@@ -37,6 +37,7 @@ from .quota import ScratchQuota
 from .sandbox import Sandbox
 from .submission import Submission
 
+CUSTOM_SCRATCH = "score-"  # the prefix of a custom score child's scratch folder
 STDERR_TAIL_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 20
 HIDDEN_FAILURE = (
@@ -55,7 +56,7 @@ class TaskProcess:
     metric) that may read `read` and write `scratch`."""
 
     def __init__(self, sandbox: Sandbox, scratch: Path, module: str, args: list[str], read: list[Path]) -> None:
-        self.sandbox = sandbox
+        self.sandbox, self.scratch = sandbox, scratch
         self.process = sandbox.start(module, args, read=read, scratch=scratch)
         self.quota = ScratchQuota(self.process, scratch, sandbox.settings.scratch_bytes)
         self.stderr_tail: collections.deque[bytes] = collections.deque()
@@ -209,7 +210,7 @@ class ScoreChild:
                build_timeout: float) -> ScoreChild:
         """A child running the submission's own code on the responses; `timeout` bounds the
         scoring of one checkpoint, `build_timeout` the building of the task before it."""
-        scratch = Path(tempfile.mkdtemp(prefix="score-", dir=workdir))  # a fresh one: nothing of earlier children
+        scratch = Path(tempfile.mkdtemp(prefix=CUSTOM_SCRATCH, dir=workdir))  # a fresh one: nothing of earlier children
         return cls(task_process("score", submission, sandbox, scratch, workdir / "plan"), timeout,
                    submission.task_metric, build_timeout)
 
@@ -253,7 +254,10 @@ class ScoreChild:
             raise InvalidSubmission(HIDDEN_FAILURE if self.seen_hidden else str(exc)) from None
 
     def close(self) -> None:
+        """Stop the child; a custom child's scratch folder goes with it (one per checkpoint)."""
         self.child.close()
+        if self.child.scratch.name.startswith(CUSTOM_SCRATCH):
+            shutil.rmtree(self.child.scratch, ignore_errors=True)
 
     def __enter__(self) -> ScoreChild:
         return self

@@ -57,9 +57,6 @@ class EngineSettings:
         return self.token_budget or (32_768 if device.startswith("cuda") else 4_096)
 
 
-POOL_SIZE = 2  # score children of a task's own metric code, started ahead of their checkpoints
-
-
 @dataclass(frozen=True)
 class Limits:
     plan_seconds: float = 600.0  # building the task and recording its requests

@@ -45,8 +45,8 @@ GENERATION = {  # generate_until with lm-eval's regex, take_first and lowercase 
                 "  - name: loose\n    filter:\n      - function: lowercase\n      - function: take_first\n"
                 "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
                 "    ignore_case: true\n    ignore_punctuation: true\n",
-    "gen.jsonl": "".join(json.dumps({"q": f"What is {i} plus one?", "a": ["one", "Two", "three"][i % 3]}) + "\n"
-                         for i in range(120)),
+    "gen.jsonl": "".join(json.dumps({"q": f"What is {i} plus one?", "a": ["one", "Two", "three"][i % 3],
+                                     "choices": ["one", "two", "three"]}) + "\n" for i in range(120)),
     "metadata.yaml": "task_name: gen\ntask_metric: exact_match,strict\n",
 }
 ROLLING = {  # perplexities of whole texts, and a group averaging two tasks
@@ -99,6 +99,11 @@ def test_the_trusted_metric_equals_the_tasks_own_run(tmp_path):
 
 @pytest.mark.slow
 def test_the_submissions_own_code_on_the_response_path_is_named(tmp_path):
+    """Its own functions, and lm-eval's `multi_choice_regex`, which reads the raw document."""
+    regex = dict(GENERATION, **{"gen.yaml": GENERATION["gen.yaml"].replace("function: regex\n", "function: "
+                                                                            "multi_choice_regex\n")})
+    plan = preflight(write(tmp_path / "regex", regex), tmp_path / "work0", QUICK).plan
+    assert plan.custom_functions() == ["gen: filter multi_choice_regex"]
     custom = write(tmp_path / "mmlu", WINNERS["mmlu_early_training"]())
     plan = preflight(custom, tmp_path / "work", QUICK).plan
     assert plan.custom_functions() == ["mmlu_early_training: aggregation loglikelihood_diff"]
@@ -167,18 +172,52 @@ def process(doc, results):
     return {"acc": float(max(range(len(lls)), key=lls.__getitem__) == doc["label"])}
 '''
 STATEFUL = HONEST + '''
-import os, sys, time
-SEEN = []
+import fcntl, os, sys, threading, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BITS = sorted(os.path.join(HERE, name) for name in os.listdir(HERE))[:4]  # files every child may read
+INHERITED, SEEN, HELD = [0], [], []
+
+
+def probe():
+    """The count a child still alive publishes by holding locks on read-only files."""
+    value = 0
+    for i, path in enumerate(BITS):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            value |= 1 << i
+        finally:
+            os.close(fd)
+    return value
+
+
+def watch():
+    while True:
+        INHERITED[0] = max(INHERITED[0], probe())
+        time.sleep(0.02)
+
+
+threading.Thread(target=watch, daemon=True).start()
+
 
 def agg(items):
-    """Add 0.3 to released checkpoints' values only, told apart as an attacker would: the
-    first checkpoints a child scores (released ones came first), and a plan written less than
-    a minute ago (the run is young while released checkpoints are scored)."""
-    SEEN.append(len(items))
+    """Add 0.3 to released checkpoints' values only, told apart as an attacker would: the first
+    three checkpoints of the run (released ones came first), counted by this child and passed on to
+    the next through locks, and 0.2 while plan.json is less than a minute old (the run is young)."""
+    SEEN.append(1)
+    time.sleep(0.2)
+    count = INHERITED[0] + len(SEEN)
+    for i, path in enumerate(BITS):
+        if count >> i & 1:
+            fd = os.open(path, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            HELD.append(fd)
     plan = os.path.join(sys.argv[-1], "plan.json")  # the score child's last argument: the plan's folder
     young = os.path.exists(plan) and time.time() - os.path.getmtime(plan) < 60
-    early = len(SEEN) <= 3
-    return sum(items) / len(items) + (0.3 if early and young else 0.0)
+    return sum(items) / len(items) + (0.3 if count <= 3 else 0.0) + (0.2 if young else 0.0)
 '''
 
 
@@ -262,8 +301,10 @@ def test_the_plans_claims_are_recomputed_by_the_parent(tmp_path):
     with pytest.raises(InvalidSubmission, match=r"has 20 distinct samples; the rules allow 100 to 15,000 "
                                                  r"\(240 repeat another's requests\)"):
         preflight(repeated, tmp_path / "w1", QUICK)
-    # 120 questions that show their answers, claimed clean: the parent finds every one
-    leaking = forging_task(tmp_path, "leaking", "obj.leakage = []",
+    # 120 questions that show their answers, claimed clean, another choice claimed right: the parent
+    # finds every one, with the gold the trusted metric scores (from the target), not the claimed one
+    leaking = forging_task(tmp_path, "leaking", "obj.leakage = []\n        for s in obj.samples:\n"
+                                                "            s.gold = [(s.gold[0] + 1) % s.choices]",
                            question=lambda i: f"The number {i + 1} follows {i}: which number follows {i}?")
     plan = preflight(leaking, tmp_path / "w2", QUICK).plan
     assert plan.n_samples == 120 and len(plan.leakage) == 120
@@ -277,6 +318,14 @@ def test_the_plans_claims_are_recomputed_by_the_parent(tmp_path):
                                             "[dataclasses.replace(s, task='decoy') for s in obj.samples[20:]]")
     with pytest.raises(InvalidSubmission, match="samples are not all under task 'numbers'"):
         preflight(decoy, tmp_path / "w-decoy", QUICK)
+    # claims that would crash the parent or skip the leakage check; a metric named in a recipe's arguments
+    for name, change, refusal in (
+            ("choices", "obj.samples[0].choices = 50; obj.samples[0].gold = [49]", "claims 50 choices"),
+            ("contexts", "[setattr(s, 'input_index', 0) for s in obj.samples]", "does not ask its choices as contexts"),
+            ("kwargs", "obj.recipes[0].metrics = [plan_module.MetricRecipe('acc', None, None, {'metric': 'evil.py'})]",
+             "names a metric or filter in its arguments")):
+        with pytest.raises(InvalidSubmission, match=refusal):
+            preflight(forging_task(tmp_path, name, change), tmp_path / f"w-{name}", QUICK)
     # arguments the parent parses: nested beyond any parser's depth, or of another shape
     for i, arguments in enumerate(("'[' * 100_000", "'{\"a\": 1}'", "'[\"context\"]'")):
         broken = forging_task(tmp_path, f"broken{i}", f"obj.requests[0].arguments = {arguments}")
@@ -305,4 +354,4 @@ def test_the_estimate_counts_a_fresh_child_per_checkpoint_for_custom_metric_code
     trusted = format_estimate(tokens, phases, DEVICES["h100"])
     custom = format_estimate(tokens, phases, DEVICES["h100"], child_seconds=600.0)
     assert "fresh sandboxed child" not in trusted and "fresh sandboxed child: about 600.0 s each" in custom
-    assert custom.splitlines()[-1].split()[-4:-2] == ["8.3", "h"]  # 100 children of 600 s, two at a time
+    assert custom.splitlines()[-1].split()[-4:-2] == ["16.7", "h"]  # 100 children of 600 s, one at a time

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import UserError
 from .files import read_format, write_format
-from .requests import RequestKey, RequestKind, arguments_fit
+from .requests import LOGLIKELIHOOD, RequestKey, RequestKind, arguments_fit
 
 PLAN_FILE = "plan.json"
 PLAN_KIND = "e2lmc.plan"
@@ -27,7 +27,11 @@ PLAN_KIND = "e2lmc.plan"
 MAX_PLAN_OBJECTS = 15_000 * 32
 MAX_PLAN_BYTES = 256 << 20
 UNTRUSTED_METRICS = frozenset({"bypass"})  # lm-eval's, but it needs logged samples: no number for the leaderboard
-UNTRUSTED_FILTERS = frozenset({"custom"})  # lm-eval's, but it runs a function the task passes in
+# lm-eval's, but `custom` runs a function the task passes in, and `multi_choice_regex` reads a field of the raw
+# document that the plan does not record
+UNTRUSTED_FILTERS = frozenset({"custom", "multi_choice_regex"})
+RESERVED_METRIC_KEYS = frozenset({"metric", "aggregation", "higher_is_better", "hf_evaluate"})  # never a metric's kwarg
+RESERVED_FILTER_KEYS = frozenset({"function"})  # never a filter's kwarg
 
 
 @dataclass
@@ -152,10 +156,19 @@ class Plan:
                 arguments = None
             if not arguments_fit(request.kind, arguments):
                 raise UserError(f"{where}: requests[{i}] has arguments that are not those of a {request.kind} request")
+        for recipe in self.recipes:
+            if any(set(m.kwargs) & RESERVED_METRIC_KEYS for m in recipe.metrics or []) or \
+                    any(set(s.kwargs) & RESERVED_FILTER_KEYS for f in recipe.filters or [] for s in f.steps):
+                raise UserError(f"{where}: the recipe of task {recipe.task} names a metric or filter in its arguments")
         for i, sample in enumerate(self.samples):
             bad = [r for r in sample.requests if not 0 <= r < len(self.requests)]
             if bad or (sample.gold is not None and any(not 0 <= g < (sample.choices or 0) for g in sample.gold)):
                 raise UserError(f"{where}: samples[{i}] points outside the plan")
+            if sample.choices is not None and not (
+                    1 <= sample.choices <= len(sample.requests)
+                    and all(self.requests[r].kind == LOGLIKELIHOOD for r in sample.requests)
+                    and (sample.choice_texts is None or len(sample.choice_texts) == sample.choices)):
+                raise UserError(f"{where}: samples[{i}] claims {sample.choices} choices that its requests do not make")
 
     def custom_functions(self) -> list[str]:
         """The submission's own functions between responses and the metric (empty: lm-eval's

@@ -38,6 +38,9 @@ def check_claims(plan: Plan, rules: SubmissionRules = SubmissionRules()) -> Plan
     if plan.recipes and not ({s.task for s in plan.samples} <= scored <= recipes):
         raise InvalidSubmission(f"the task's process wrote a plan whose samples are not all under task "
                                 f"'{plan.task_name}' (counted samples must be scored)")
+    for sample in plan.samples:
+        if sample.choices is not None:
+            sample.gold = _scored_gold(plan, sample)
     plan.n_samples = len({tuple(plan.requests[r].arguments for r in sample.requests) for sample in plan.samples})
     if problem := rules.sample_count_problem(plan.n_samples):
         duplicates = len(plan.samples) - plan.n_samples
@@ -45,6 +48,29 @@ def check_claims(plan: Plan, rules: SubmissionRules = SubmissionRules()) -> Plan
                                 + (f" ({duplicates:,} repeat another's requests)" if duplicates else ""))
     plan.leakage = leaked_samples(plan)
     return plan
+
+
+def _scored_gold(plan: Plan, sample: PlannedSample) -> list[int]:
+    """The right choices as lm-eval's multiple-choice scoring reads them from the fields the
+    trusted metric uses (`target`, `choice_texts`, `input_index`), not as the child claims:
+    the gold the leakage check, the chance level and the judge see is the gold scored."""
+    assert sample.choices is not None
+    if sample.input_index is not None:  # the choices are contexts of one shared continuation
+        arguments = [json.loads(plan.requests[r].arguments) for r in sample.requests[:sample.choices]]
+        if len({a[1] for a in arguments}) != 1 or len({a[0] for a in arguments}) != sample.choices:
+            raise InvalidSubmission("the task's process wrote a plan whose multiple-input sample "
+                                    f"{sample.doc_id} does not ask its choices as contexts")
+        return [sample.input_index] if 0 <= sample.input_index < sample.choices else []
+    if sample.choice_texts is None:  # not recorded: the submission's own metric reads the document
+        return sample.gold or []
+    target = json.loads(sample.target) if sample.target else None
+    gold = []
+    for t in target if isinstance(target, list) else [target]:
+        if isinstance(t, str) and t in sample.choice_texts:
+            t = sample.choice_texts.index(t)
+        if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < sample.choices:
+            gold.append(t)
+    return gold
 
 
 def leaked_samples(plan: Plan) -> list[LeakageExample]:

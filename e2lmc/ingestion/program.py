@@ -21,7 +21,6 @@ Results are written after every checkpoint and a rerun of the same task resumes.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import random
 import sys
@@ -35,7 +34,7 @@ from ..engine.checkpoints import resolve
 from ..errors import InvalidSubmission, UserError, output_folder
 from ..formats.manifest import MANIFEST_FILE, ManifestEntry, read_manifest
 from ..formats.results import RESULTS_FILE, CheckpointResult, IngestionResults, read_results, write_results
-from ..limits import POOL_SIZE, Limits
+from ..limits import Limits
 from ..sandboxed.isolation import ScoreChild
 from ..sandboxed.sandbox import Sandbox, choose_level, private_workdir
 from .derived import alignment_samples, chance_level
@@ -44,13 +43,14 @@ from .preflight import preflight
 
 def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits(),
            cache_dir: Path | None = None, manifest_name: str = MANIFEST_FILE,
-           checkpoint_root: Path | None = None, show_progress: bool | None = None) -> IngestionResults:
+           checkpoint_root: Path | None = None, local: bool = False) -> IngestionResults:
     """Evaluate the submission at `source` on every checkpoint of the manifest
     `input_data/manifest_name` and write `output/ingestion_results.json` after each one.
     The manifest's relative paths lie under `checkpoint_root` (default: `input_data`),
-    such as the checkpoints the organizers placed at /app/data. A progress bar per checkpoint
-    is shown when `show_progress`, by default only when no checkpoint is hidden (its gaps
-    would time the hidden checkpoints' scoring)."""
+    such as the checkpoints the organizers placed at /app/data. Hidden checkpoints show no
+    progress (its gaps would time their scoring) and, once any was scored, a failure is told
+    in one fixed sentence; `local` (the participant's own machine, where nothing is hidden
+    from them) shows both."""
     manifest = read_manifest(input_data, manifest_name)
     threading.Thread(target=_import_model_libraries, daemon=True).start()  # while the plan child runs
     root = input_data if checkpoint_root is None else checkpoint_root
@@ -76,19 +76,20 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         done = {c.id for c in results.checkpoints if c.error is None} if results else set()
         todo = _secret_order([e for e in manifest.checkpoints if e.id not in done])
         custom = plan.custom_functions()
-        progress = show_progress if show_progress is not None else all(e.role == "released" for e in todo)
+        hidden = {e.id for e in todo if e.role != "released" and not local}  # kept from the logs
         with contextlib.ExitStack() as stack:
-            if custom:  # the submission's code: a fresh child per checkpoint, started before it is needed
-                def new_child() -> ScoreChild:
+
+            def new_child() -> ScoreChild:
+                """The submission's code: a fresh child per checkpoint, one alive at a time (children
+                alive together could talk: a lock on a file both can read). Else lm-eval's own
+                metric from the plan: one trusted child for every checkpoint."""
+                if custom:
                     return stack.enter_context(ScoreChild.custom(submission, sandbox, workdir, limits.score_seconds,
                                                                  limits.plan_seconds))
-            else:  # lm-eval's own metric from the plan: one trusted child for every checkpoint
-                trusted = stack.enter_context(ScoreChild.trusted(sandbox, workdir, limits.score_seconds,
-                                                                 plan.task_metric, limits.plan_seconds))
+                return stack.enter_context(ScoreChild.trusted(sandbox, workdir, limits.score_seconds,
+                                                              plan.task_metric, limits.plan_seconds))
 
-                def new_child() -> ScoreChild:
-                    return trusted
-            pool = collections.deque(new_child() for _ in range(min(POOL_SIZE if custom else 1, len(todo))))
+            child = new_child() if todo else None  # it builds while the engine computes the first checkpoint
             findings = planned.check_prompts(resolve(manifest.checkpoints[0], root, cache_dir),
                                              manifest.tokens_per_rule_token)
             results = results or IngestionResults(
@@ -98,27 +99,27 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
             results.custom_code = custom
             results.alignment_samples = alignment_samples(plan)
             results.checkpoints = [c for c in results.checkpoints if c.error is None]
-            hidden_count = sum(e.role != "released" for e in todo)
             print(f"task '{plan.task_name}': {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests; "
                   f"{len(todo)} of {len(manifest.checkpoints)} checkpoints to evaluate"
                   + (f"; the metric is the submission's own code ({custom[0]}{', …' if len(custom) > 1 else ''}), "
                      "run in a fresh sandboxed process per checkpoint" if custom else
                      "; the metric is computed by lm-eval's own code (trusted)")
-                  + ("" if progress else f"; no progress is shown while the {hidden_count} hidden ones run"),
+                  + (f"; no progress is shown while the {len(hidden)} hidden ones run" if hidden else ""),
                   file=sys.stderr)
             _write_sorted(results, output, order)
             checkpoints = [(e.id, _resolved(e, root, cache_dir, results, output)) for e in todo]
             scoring: tuple[ScoreChild, str, float] | None = None  # (child, checkpoint id, seconds computing it)
+            hidden_sent = False  # once a hidden checkpoint's responses went to a child, no failure is told
 
             def record() -> None:
                 assert scoring is not None and results is not None
-                child, checkpoint, seconds = scoring
+                scorer, checkpoint, seconds = scoring
                 try:
-                    value = child.result()
+                    value = scorer.result(detail=not hidden_sent)
                 except InvalidSubmission as exc:
-                    raise InvalidSubmission(f"{exc}; {_kept(results, output)}") from None
+                    raise InvalidSubmission(f"{exc}; {_kept(results, output, count=not hidden_sent)}") from None
                 if custom:
-                    child.close()  # it saw one checkpoint: it sees no other
+                    scorer.close()  # it saw one checkpoint: it sees no other
                 results.checkpoints.append(CheckpointResult(checkpoint, {plan.task_metric: value}, seconds))
                 _write_sorted(results, output, order)
 
@@ -127,14 +128,14 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                 # a checkpoint is scored in a child while the engine computes the next one
                 engine = Engine(plan.request_keys(), limits.engine, planned.tokenized)
                 for position, responses in tqdm(engine.run(checkpoints), total=len(todo), desc="checkpoints",
-                                                unit="ckpt", file=sys.stderr, disable=not progress):
+                                                unit="ckpt", file=sys.stderr, disable=bool(hidden)):
                     if scoring:
                         record()
-                    child = pool.popleft()
-                    if len(pool) + position + 1 < len(todo):  # fewer ready than checkpoints left after this one
-                        pool.append(new_child())  # it builds its task while this checkpoint is scored
-                    child.submit(responses, hidden=todo[position].role != "released")
+                    child = child or new_child()  # custom: the previous child is closed, this one starts now
+                    child.submit(responses)
+                    hidden_sent |= todo[position].id in hidden
                     scoring = child, todo[position].id, round(time.perf_counter() - start, 3)
+                    child = None if custom else child
                     start = time.perf_counter()
                 if scoring:
                     record()
@@ -203,6 +204,8 @@ def _resolved(entry: ManifestEntry, root: Path, cache_dir: Path | None, results:
         raise UserError(f"{exc}; {_kept(results, output)}") from None
 
 
-def _kept(results: IngestionResults, output: Path) -> str:
-    return (f"stopped after {len(results.checkpoints)} checkpoints, whose results are kept in "
-            f"{output / RESULTS_FILE} (a rerun resumes from there)")
+def _kept(results: IngestionResults, output: Path, count: bool = True) -> str:
+    """Where the results so far are; with `count`, how many (not where hidden checkpoints
+    were scored: it would tell the failing one's position in the secret order)."""
+    done = f"stopped after {len(results.checkpoints)} checkpoints, whose" if count else "stopped; the"
+    return f"{done} results are kept in {output / RESULTS_FILE} (a rerun resumes from there)"

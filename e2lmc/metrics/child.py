@@ -25,6 +25,7 @@ def main(plan_dir: str) -> int:
     def send(message: dict) -> None:
         protocol.write(json.dumps(message) + "\n")
 
+    sys.modules["evaluate"] = None  # type: ignore[assignment] - lm-eval loads an unknown metric through it: never here
     try:
         from .trusted import TrustedMetric
 

@@ -17,7 +17,16 @@ from typing import Any
 
 from lm_eval.api.model import LM
 
-from ..formats.plan import UNTRUSTED_FILTERS, UNTRUSTED_METRICS, GroupRecipe, Plan, PlannedSample, TaskRecipe
+from ..formats.plan import (
+    RESERVED_FILTER_KEYS,
+    RESERVED_METRIC_KEYS,
+    UNTRUSTED_FILTERS,
+    UNTRUSTED_METRICS,
+    GroupRecipe,
+    Plan,
+    PlannedSample,
+    TaskRecipe,
+)
 
 TEST_SPLIT = "test"
 
@@ -59,11 +68,12 @@ def check_recipe(recipe: TaskRecipe | GroupRecipe) -> None:
     if isinstance(recipe, GroupRecipe):
         return
     for m in recipe.metrics or []:
-        if m.metric not in METRIC_REGISTRY or m.metric in UNTRUSTED_METRICS or \
-                (m.aggregation is not None and m.aggregation not in AGGREGATION_REGISTRY):
+        if m.metric not in METRIC_REGISTRY or m.metric in UNTRUSTED_METRICS or set(m.kwargs) & RESERVED_METRIC_KEYS \
+                or (m.aggregation is not None and m.aggregation not in AGGREGATION_REGISTRY):
             raise UntrustedRecipe(f"{recipe.task}: metric {m.metric} with aggregation {m.aggregation}")
     for f in recipe.filters or []:
-        if any(step.function not in FILTER_REGISTRY or step.function in UNTRUSTED_FILTERS for step in f.steps):
+        if any(step.function not in FILTER_REGISTRY or step.function in UNTRUSTED_FILTERS
+               or set(step.kwargs) & RESERVED_FILTER_KEYS for step in f.steps):
             raise UntrustedRecipe(f"{recipe.task}: filter {f.name}")
 
 
@@ -83,12 +93,12 @@ def _task(recipe: TaskRecipe, samples: list[PlannedSample]) -> Any:
         "doc_to_choice": (lambda doc: json.loads(doc["choices"])) if recipe.has_choices else None,
     }
     if recipe.metrics is not None:
-        config["metric_list"] = [
-            {"metric": m.metric, **({"aggregation": m.aggregation} if m.aggregation else {}),
-             **({"higher_is_better": m.higher_is_better} if m.higher_is_better is not None else {}), **m.kwargs}
+        config["metric_list"] = [  # the names last: a keyword argument never replaces one (check_recipe refuses)
+            {**m.kwargs, "metric": m.metric, **({"aggregation": m.aggregation} if m.aggregation else {}),
+             **({"higher_is_better": m.higher_is_better} if m.higher_is_better is not None else {})}
             for m in recipe.metrics]
     if recipe.filters is not None:
-        config["filter_list"] = [{"name": f.name, "filter": [{"function": s.function, **s.kwargs} for s in f.steps]}
+        config["filter_list"] = [{"name": f.name, "filter": [{**s.kwargs, "function": s.function} for s in f.steps]}
                                  for f in recipe.filters]
     return ConfigurableTask(config=config)
 

@@ -35,7 +35,7 @@ from ..errors import UserError
 from ..formats.manifest import read_manifest
 from ..formats.series import Series, read_series, series_reference
 from ..ingestion.preflight import preflight
-from ..limits import POOL_SIZE, Limits
+from ..limits import Limits
 from ..sandboxed.sandbox import private_workdir
 from .phases import PHASES, phase_reference
 from .placement import CheckpointSize, verify_placed
@@ -128,20 +128,20 @@ def format_estimate(tokens: TaskTokens, phases: dict[str, list[CheckpointSize]],
                     child_seconds: float = 0.0) -> str:
     """The per-checkpoint work, then each phase's predicted time and the limit that covers it.
     `child_seconds`: a fresh score child's time per checkpoint, where the task's own code
-    computes its metric (on the CPU, `POOL_SIZE` at a time, beside the engine: a phase
-    takes the longer of the two)."""
+    computes its metric (on the CPU, one at a time, beside the engine: a phase takes the
+    longer of the two)."""
     lines = [f"per checkpoint: {tokens.computed:,} tokens computed after sharing (needed: {tokens.needed:,}; lm-eval's "
              f"HF backend, request by request: {tokens.one_by_one:,}) for {tokens.requests:,} requests"]
     if child_seconds:
         lines.append(f"  and the task's own metric code in a fresh sandboxed child: about {child_seconds:.1f} s each "
-                     f"(measured by planning it here), {POOL_SIZE} at a time beside the engine")
+                     "(measured by planning it here), one at a time beside the engine")
     if tokens.generated:
         lines.append(f"  and up to {tokens.generated:,} generated tokens, decoded one at a time: slower per token than "
                      "this estimate counts")
     lines.append(f"{'phase':<12} {'checkpoints':>11} {'weights':>9} {'TFLOP':>10} {'predicted':>10} {'limit x1.5':>10}")
     for phase, sizes in phases.items():
         seconds = max(phase_seconds(sizes, Workload(tokens.computed + tokens.generated), throughput),
-                      len(sizes) * child_seconds / POOL_SIZE)
+                      len(sizes) * child_seconds)
         flops = sum(2 * s.parameters * (tokens.computed + tokens.generated) for s in sizes)
         weights = sum(s.bytes for s in sizes) / 1e12
         lines.append(f"{phase:<12} {len(sizes):>11,} {weights:>7.2f}TB {flops / 1e12:>10,.0f} "

@@ -44,7 +44,7 @@ def run(submission: Path, limits: Limits, checkpoints: str = EMBEDDED, preset: s
     output = output or RUN_OUTPUT / (submission.stem + ("-" + RELEASED if checkpoints == RELEASED else ""))
     print(f"Ingestion: running {submission} on every checkpoint in {zoo} …")
     start = time.perf_counter()
-    ingest(submission, zoo, output / "res", limits, show_progress=True)  # the participant's own machine
+    ingest(submission, zoo, output / "res", limits, local=True)  # the participant's own machine: nothing hidden
     timings.append(("ingestion", time.perf_counter() - start))
     print("Scoring:")
     start = time.perf_counter()

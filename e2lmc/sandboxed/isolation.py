@@ -37,6 +37,7 @@ from .quota import ScratchQuota
 from .sandbox import Sandbox
 from .submission import Submission
 
+UNREAD_UNTIL = 2**31 - 1  # an access time in the future (2038): no read updates it
 CUSTOM_SCRATCH = "score-"  # the prefix of a custom score child's scratch folder
 STDERR_TAIL_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 20
@@ -171,9 +172,16 @@ def _copy_cached_datasets(names: frozenset[str], private_cache: Path) -> None:
             shutil.copytree(folder, private_cache / folder.name, symlinks=True)
 
 
+def planned_dir(workdir: Path) -> Path:
+    """The folder the score and metric children read plan.json from: it holds nothing else
+    (the plan child's own folder may hold whatever its code wrote there)."""
+    return workdir / "planned"
+
+
 def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float) -> Plan:
     """Build the task in a child process and record its requests (no model involved)."""
     plan_dir = workdir / "plan"
+    undated(submission.root)
     try:
         with task_process("plan", submission, sandbox, plan_dir, plan_dir) as child:
             child.receive(timeout, "Building the task and recording its requests")
@@ -187,23 +195,33 @@ def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: 
         plan = read_plan(plan_dir)
     except UserError as exc:
         raise InvalidSubmission(f"the task's process left an unreadable plan ({exc})") from None
-    for path in [plan_dir, *plan_dir.rglob("*")]:  # what score children see tells nothing of when they start
-        os.utime(path, (0, 0), follow_symlinks=False)
+    planned = planned_dir(workdir)
+    planned.mkdir()
+    shutil.copyfile(plan_dir / PLAN_FILE, planned / PLAN_FILE)
+    undated(planned)
     return plan
+
+
+def undated(folder: Path) -> None:
+    """Every file's times fixed: modified at the epoch (nothing tells when a child starts),
+    read in the future, so that reading it changes nothing a later child could see (under
+    the `relatime` rule, a file read after its last change gets a new access time)."""
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (UNREAD_UNTIL, 0), follow_symlinks=False)
 
 
 class ScoreChild:
     """A child process that turns checkpoints' responses into the task's metric: either the
     trusted metric (`trusted`: lm-eval's own code on the plan, no code of the submission;
-    one child serves every checkpoint) or the submission's own code (one fresh child per
-    checkpoint, so that a metric cannot keep state across them). Once it has been given a
-    hidden checkpoint's responses, any failure is reported with the fixed HIDDEN_FAILURE
-    sentence."""
+    one child serves every checkpoint) or the submission's own code (`custom`: one fresh
+    child per checkpoint, so that a metric cannot keep state across them). Both read the
+    plan from a folder that holds plan.json alone (`planned_dir`). A failure is told in full
+    only where the caller allows it (no hidden checkpoint's responses given to any child
+    yet); otherwise it is the fixed HIDDEN_FAILURE sentence."""
 
     def __init__(self, child: TaskProcess, timeout: float, metric: str, build_timeout: float) -> None:
         self.child, self.timeout, self.metric, self.build_timeout = child, timeout, metric, build_timeout
-        self.seen_hidden = False
-        self.built = False  # the child builds the task while the caller goes on (the first submit waits)
+        self.built = False  # the child builds the task while the caller goes on (the first result waits)
 
     @classmethod
     def custom(cls, submission: Submission, sandbox: Sandbox, workdir: Path, timeout: float,
@@ -211,7 +229,7 @@ class ScoreChild:
         """A child running the submission's own code on the responses; `timeout` bounds the
         scoring of one checkpoint, `build_timeout` the building of the task before it."""
         scratch = Path(tempfile.mkdtemp(prefix=CUSTOM_SCRATCH, dir=workdir))  # a fresh one: nothing of earlier children
-        return cls(task_process("score", submission, sandbox, scratch, workdir / "plan"), timeout,
+        return cls(task_process("score", submission, sandbox, scratch, planned_dir(workdir)), timeout,
                    submission.task_metric, build_timeout)
 
     @classmethod
@@ -219,30 +237,22 @@ class ScoreChild:
                 build_timeout: float) -> ScoreChild:
         """A child computing lm-eval's own metric from the plan: it never sees the submission."""
         scratch = Path(tempfile.mkdtemp(prefix="metric-", dir=workdir))
-        plan_dir = workdir / "plan"
-        return cls(TaskProcess(sandbox, scratch, "e2lmc.metrics.child", [str(plan_dir)], [plan_dir]), timeout, metric,
+        plan = planned_dir(workdir)
+        return cls(TaskProcess(sandbox, scratch, "e2lmc.metrics.child", [str(plan)], [plan]), timeout, metric,
                    build_timeout)
 
-    def ready(self) -> None:
-        """Wait until the child has built the task."""
-        if not self.built:
-            try:
-                self.child.receive(self.build_timeout, "Building the task for scoring")
-            except ChildFailed as exc:  # it has seen no responses yet: the detail is safe
-                self.child.close()
-                raise InvalidSubmission(str(exc)) from None
-            self.built = True
-
-    def submit(self, responses: list[Any], hidden: bool) -> None:
+    def submit(self, responses: list[Any]) -> None:
         """Start scoring one checkpoint's responses (in plan order); the child sees the
-        responses alone. The caller computes the next checkpoint meanwhile."""
-        self.ready()
-        self.seen_hidden |= hidden
+        responses alone. The message is written in the background: the caller computes the
+        next checkpoint meanwhile, while the child builds the task (once) and scores."""
         self.child.send({"responses": responses})
 
-    def result(self) -> float:
-        """The submitted metric on the checkpoint last submitted."""
+    def result(self, detail: bool) -> float:
+        """The submitted metric on the checkpoint last submitted; a failure in full with `detail`."""
         try:
+            if not self.built:
+                self.child.receive(self.build_timeout, "Building the task for scoring")
+                self.built = True
             value = self.child.receive(self.timeout, "Scoring a checkpoint").get("value")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                     (isinstance(value, int) and abs(value) > 2 ** 53) or not math.isfinite(value):
@@ -251,7 +261,7 @@ class ScoreChild:
             return float(value)
         except ChildFailed as exc:
             self.child.close()
-            raise InvalidSubmission(HIDDEN_FAILURE if self.seen_hidden else str(exc)) from None
+            raise InvalidSubmission(str(exc) if detail else HIDDEN_FAILURE) from None
 
     def close(self) -> None:
         """Stop the child; a custom child's scratch folder goes with it (one per checkpoint)."""

@@ -18,6 +18,8 @@ import json
 from typing import Any
 
 from ..formats.plan import (
+    RESERVED_FILTER_KEYS,
+    RESERVED_METRIC_KEYS,
     UNTRUSTED_FILTERS,
     UNTRUSTED_METRICS,
     FilterRecipe,
@@ -61,8 +63,7 @@ def task_recipe(name: str, task: Any) -> TaskRecipe:
         metrics = []
         for entry in config.metric_list:
             metric, aggregation = entry.get("metric"), entry.get("aggregation")
-            kwargs = _data({k: v for k, v in entry.items()
-                            if k not in ("metric", "aggregation", "higher_is_better", "hf_evaluate")})
+            kwargs = _data({k: v for k, v in entry.items() if k not in RESERVED_METRIC_KEYS})
             if not isinstance(metric, str) or metric not in METRIC_REGISTRY or metric in UNTRUSTED_METRICS \
                     or entry.get("hf_evaluate"):
                 custom.append(f"{name}: metric {metric if isinstance(metric, str) else _name(metric)}")
@@ -81,7 +82,7 @@ def task_recipe(name: str, task: Any) -> TaskRecipe:
             steps = []
             for step in entry.get("filter") or []:
                 function = step.get("function")
-                kwargs = _data({k: v for k, v in step.items() if k != "function"})
+                kwargs = _data({k: v for k, v in step.items() if k not in RESERVED_FILTER_KEYS})
                 if not isinstance(function, str) or function not in FILTER_REGISTRY or function in UNTRUSTED_FILTERS \
                         or kwargs is None:
                     custom.append(f"{name}: filter {function if isinstance(function, str) else _name(function)}")

@@ -34,10 +34,9 @@ from ..formats.plan import MAX_PLAN_BYTES, PLAN_FILE, Plan, read_plan
 from ..limits import size_text
 from .confine import FORBIDDEN
 from .quota import ScratchQuota
-from .sandbox import Sandbox
+from .sandbox import Sandbox, undated
 from .submission import Submission
 
-UNREAD_UNTIL = 2**31 - 1  # an access time in the future (2038): no read updates it
 CUSTOM_SCRATCH = "score-"  # the prefix of a custom score child's scratch folder
 STDERR_TAIL_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 20
@@ -200,14 +199,6 @@ def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: 
     shutil.copyfile(plan_dir / PLAN_FILE, planned / PLAN_FILE)
     undated(planned)
     return plan
-
-
-def undated(folder: Path) -> None:
-    """Every file's times fixed: modified at the epoch (nothing tells when a child starts),
-    read in the future, so that reading it changes nothing a later child could see (under
-    the `relatime` rule, a file read after its last change gets a new access time)."""
-    for path in [folder, *folder.rglob("*")]:
-        os.utime(path, (UNREAD_UNTIL, 0), follow_symlinks=False)
 
 
 class ScoreChild:

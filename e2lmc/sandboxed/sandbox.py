@@ -48,6 +48,7 @@ CHOICES = ("namespaces", "landlock", "uid", "none")  # what the command line acc
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SANDBOX_UID = 65534  # "nobody" inside the user namespace
 PRIVATE_TMP_BYTES = 64 << 20  # the namespaces' /tmp lives in memory
+UNREAD_UNTIL = 2**31 - 1  # an access time in the future (2038): no read updates it
 
 
 def rank(level: str) -> int:
@@ -141,6 +142,14 @@ def _missing(level: str) -> str:
     return "the kernel has no Landlock module enabled (Linux >= 5.13, lsm=landlock) or libseccomp is missing"
 
 
+def undated(folder: Path) -> None:
+    """Every file's times fixed: modified at the epoch (nothing tells when a child starts),
+    read in the future, so that reading it changes nothing a later child could see (under
+    the `relatime` rule, a file read after its last change gets a new access time)."""
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (UNREAD_UNTIL, 0), follow_symlinks=False)
+
+
 class Sandbox:
     """Starts children at one level; owns a read-only copy of this package in `workdir`
     (so that a child sees the package, not the folder it is installed in)."""
@@ -150,6 +159,7 @@ class Sandbox:
         self.level = choose_level(settings)
         self.package = Path(workdir) / "package"
         shutil.copytree(PACKAGE_DIR, self.package / PACKAGE_DIR.name, dirs_exist_ok=True)
+        undated(self.package)
 
     def start(self, module: str, args: list[str], read: list[Path], scratch: Path) -> subprocess.Popen:
         """`python -m module args` confined, with pipes on stdin, stdout and stderr. It starts

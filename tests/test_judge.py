@@ -209,11 +209,14 @@ def test_the_bundle_enables_the_judge_in_every_phase(tiny_zoo, tmp_path, capsys)
     (tmp_path / "alignment.yaml").write_text("enabled: true\nendpoint: http://judge:8000/v1\nthreshold: 0.5\n")
     out = tmp_path / "bundle.zip"
     argv = ["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(tiny_zoo[0]), "--out", str(out)]
-    assert main([*argv, "--alignment", str(tmp_path / "alignment.yaml")]) == 0
+    assert main([*argv, "--alignment", str(tmp_path / "alignment.yaml"), "--custom-metric-code", "refuse"]) == 0
     with zipfile.ZipFile(out) as archive:
-        blocks = [yaml.safe_load(archive.read(n))["alignment"] for n in archive.namelist()
-                  if n.endswith("reference_data/reference.yaml")]
+        references = [yaml.safe_load(archive.read(n)) for n in archive.namelist()
+                      if n.endswith("reference_data/reference.yaml")]
+    blocks = [reference["alignment"] for reference in references]
     assert len(blocks) == 3 and all(b["enabled"] and b["threshold"] == 0.5 for b in blocks)
+    assert len({b["secret"] for b in blocks}) == 3  # each phase draws its judged samples with a secret of its own
+    assert {reference["custom_metric_code"] for reference in references} == {"refuse"}
     (tmp_path / "alignment.yaml").write_text("enabled: true\nsamples: 500\n")
     assert main([*argv, "--alignment", str(tmp_path / "alignment.yaml")]) == 2
     assert "alignment.yaml: samples must lie in 1 … 200" in capsys.readouterr().err

@@ -65,7 +65,7 @@ COLUMNS = {  # leaderboard key -> (title, sorting, precision); the keys are the 
     "leakage": ("Leakage (fraction of samples)", "asc", 3),
     "n_samples": ("Samples", "desc", 0),
     "alignment": ("Alignment (judge; -1 not checked)", "desc", 3),
-    "custom_code": ("Metric by the submission's own code (1) / lm-eval's (0)", "asc", 0),
+    "custom_code": ("Own metric code (1) / lm-eval's (0)", "asc", 0),
 }
 STARTING_KIT_FILES = ("README.md", "sample_submissions", "data")
 

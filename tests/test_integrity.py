@@ -322,6 +322,8 @@ def test_the_plans_claims_are_recomputed_by_the_parent(tmp_path):
     for name, change, refusal in (
             ("choices", "obj.samples[0].choices = 50; obj.samples[0].gold = [49]", "claims 50 choices"),
             ("contexts", "[setattr(s, 'input_index', 0) for s in obj.samples]", "does not ask its choices as contexts"),
+            ("nochoices", "[(setattr(s, 'input_index', 0), setattr(s, 'choices', None)) for s in obj.samples]",
+             "does not ask its choices as contexts"),
             ("kwargs", "obj.recipes[0].metrics = [plan_module.MetricRecipe('acc', None, None, {'metric': 'evil.py'})]",
              "names a metric or filter in its arguments")):
         with pytest.raises(InvalidSubmission, match=refusal):

@@ -39,8 +39,10 @@ def check_claims(plan: Plan, rules: SubmissionRules = SubmissionRules()) -> Plan
         raise InvalidSubmission(f"the task's process wrote a plan whose samples are not all under task "
                                 f"'{plan.task_name}' (counted samples must be scored)")
     for sample in plan.samples:
+        if sample.input_index is not None:
+            _check_multiple_input(plan, sample)
         if sample.choices is not None:
-            sample.gold = _scored_gold(plan, sample)
+            sample.gold = _scored_gold(sample)
     plan.n_samples = len({tuple(plan.requests[r].arguments for r in sample.requests) for sample in plan.samples})
     if problem := rules.sample_count_problem(plan.n_samples):
         duplicates = len(plan.samples) - plan.n_samples
@@ -50,19 +52,24 @@ def check_claims(plan: Plan, rules: SubmissionRules = SubmissionRules()) -> Plan
     return plan
 
 
-def _scored_gold(plan: Plan, sample: PlannedSample) -> list[int]:
+def _check_multiple_input(plan: Plan, sample: PlannedSample) -> None:
+    """A sample claimed multiple-input (its gold an index of `doc_to_text`; no leakage
+    check) must ask its choices as contexts of one shared continuation."""
+    arguments = [json.loads(plan.requests[r].arguments) for r in sample.requests]
+    if len({a[1] for a in arguments}) != 1 or len({a[0] for a in arguments}) != len(arguments):
+        raise InvalidSubmission("the task's process wrote a plan whose multiple-input sample "
+                                f"{sample.doc_id} does not ask its choices as contexts")
+
+
+def _scored_gold(sample: PlannedSample) -> list[int]:
     """The right choices as lm-eval's multiple-choice scoring reads them from the fields the
     trusted metric uses (`target`, `choice_texts`, `input_index`), not as the child claims:
     the gold the leakage check, the chance level and the judge see is the gold scored."""
     assert sample.choices is not None
-    if sample.input_index is not None:  # the choices are contexts of one shared continuation
-        arguments = [json.loads(plan.requests[r].arguments) for r in sample.requests[:sample.choices]]
-        if len({a[1] for a in arguments}) != 1 or len({a[0] for a in arguments}) != sample.choices:
-            raise InvalidSubmission("the task's process wrote a plan whose multiple-input sample "
-                                    f"{sample.doc_id} does not ask its choices as contexts")
+    if sample.input_index is not None:
         return [sample.input_index] if 0 <= sample.input_index < sample.choices else []
     if sample.choice_texts is None:  # not recorded: the submission's own metric reads the document
-        return sample.gold or []
+        return []
     target = json.loads(sample.target) if sample.target else None
     gold = []
     for t in target if isinstance(target, list) else [target]:
@@ -77,13 +84,14 @@ def leaked_samples(plan: Plan) -> list[LeakageExample]:
     """Samples whose gold answer appears, as a whole word ignoring case, in their own
     prompt: the context of their first request, less the start every sample of the task
     shares (a description, fixed few-shot examples)."""
-    contexts = {s.task: [] for s in plan.samples}
-    for sample in plan.samples:
-        contexts[sample.task].append(_context(plan, sample))
-    shared = {task: len(os.path.commonprefix(texts)) if len(texts) > 1 else 0 for task, texts in contexts.items()}
+    prompts = [_context(plan, sample) for sample in plan.samples]
+    by_task: dict[str, list[str]] = {}
+    for sample, prompt in zip(plan.samples, prompts, strict=True):
+        by_task.setdefault(sample.task, []).append(prompt)
+    shared = {task: len(os.path.commonprefix(texts)) if len(texts) > 1 else 0 for task, texts in by_task.items()}
     leaks = []
-    for sample in plan.samples:
-        answer, prompt = _gold_text(plan, sample), _context(plan, sample)[shared[sample.task]:]
+    for sample, context in zip(plan.samples, prompts, strict=True):
+        answer, prompt = _gold_text(plan, sample), context[shared[sample.task]:]
         match = re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", prompt, re.IGNORECASE) if answer else None
         if match:
             excerpt = prompt[max(0, match.start() - EXCERPT_CHARACTERS): match.end() + EXCERPT_CHARACTERS]

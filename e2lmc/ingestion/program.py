@@ -9,9 +9,9 @@ Three stages (docs/architecture.md):
 3. score — where the task names only lm-eval's own metrics, aggregations and filters, a
    trusted child (`metrics/`) computes the metric from the responses and the plan, and no
    code of the submission sees a response; otherwise the submission's own code does, in a
-   fresh child per checkpoint (started ahead, from a small pool), with checkpoints in an
-   order drawn from a secret of this run, released and hidden interleaved, so that it
-   cannot keep state across checkpoints or tell which one it scores. A checkpoint is
+   fresh child per checkpoint (one alive at a time, each building the task while the engine
+   runs), with checkpoints in an order drawn from a secret of this run, released and hidden
+   interleaved, so that it cannot keep state across checkpoints or tell which one it scores. A checkpoint is
    scored while the engine computes the next.
 
 Every child runs in the sandbox (`sandboxed/sandbox.py`); the level is logged and recorded.

@@ -1,6 +1,6 @@
 """The trusted metric process: responses in, lm-eval's own metric out, no code of the submission.
 
-Started by `sandboxed.isolation.MetricChild` as `python -m e2lmc.sandboxed.confine
+Started by `sandboxed.isolation.ScoreChild.trusted` as `python -m e2lmc.sandboxed.confine
 CONFINEMENT e2lmc.metrics.child PLAN_DIR`: it runs only this package's code and lm-eval's,
 but on the submission's data (its regular expressions, its targets), so it is confined
 and time-limited like any child, and it never sees the submission's folder. It reads

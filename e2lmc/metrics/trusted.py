@@ -18,8 +18,6 @@ from typing import Any
 from lm_eval.api.model import LM
 
 from ..formats.plan import (
-    RESERVED_FILTER_KEYS,
-    RESERVED_METRIC_KEYS,
     UNTRUSTED_FILTERS,
     UNTRUSTED_METRICS,
     GroupRecipe,
@@ -56,24 +54,19 @@ class PlanLM(LM):
         return self._answer(requests)
 
 
-def check_recipe(recipe: TaskRecipe | GroupRecipe) -> None:
-    """Every name is in lm-eval's own registries (of this process: no submission's module
-    registered anything here) and nothing of the submission's is on the path."""
+def check_recipe(recipe: TaskRecipe) -> None:
+    """Every name is in lm-eval's own registries of this process, where no submission's
+    module registered anything (the plan's reader has refused names in keyword arguments)."""
     import lm_eval.api.metrics
     import lm_eval.filters  # noqa: F401 - both fill the registries as they are imported
     from lm_eval.api.registry import AGGREGATION_REGISTRY, FILTER_REGISTRY, METRIC_REGISTRY
 
-    if recipe.custom:
-        raise UntrustedRecipe(recipe.custom[0])
-    if isinstance(recipe, GroupRecipe):
-        return
     for m in recipe.metrics or []:
-        if m.metric not in METRIC_REGISTRY or m.metric in UNTRUSTED_METRICS or set(m.kwargs) & RESERVED_METRIC_KEYS \
-                or (m.aggregation is not None and m.aggregation not in AGGREGATION_REGISTRY):
+        if m.metric not in METRIC_REGISTRY or m.metric in UNTRUSTED_METRICS or \
+                (m.aggregation is not None and m.aggregation not in AGGREGATION_REGISTRY):
             raise UntrustedRecipe(f"{recipe.task}: metric {m.metric} with aggregation {m.aggregation}")
     for f in recipe.filters or []:
-        if any(step.function not in FILTER_REGISTRY or step.function in UNTRUSTED_FILTERS
-               or set(step.kwargs) & RESERVED_FILTER_KEYS for step in f.steps):
+        if any(step.function not in FILTER_REGISTRY or step.function in UNTRUSTED_FILTERS for step in f.steps):
             raise UntrustedRecipe(f"{recipe.task}: filter {f.name}")
 
 
@@ -122,10 +115,12 @@ class TrustedMetric:
     """The plan's metric, computed by lm-eval from each checkpoint's responses (in plan order)."""
 
     def __init__(self, plan: Plan) -> None:
-        for recipe in [*plan.recipes, *plan.groups]:
-            check_recipe(recipe)
+        from lm_eval.api.instance import Instance
+
         if custom := plan.custom_functions():
             raise UntrustedRecipe(custom[0])
+        for recipe in plan.recipes:
+            check_recipe(recipe)
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
         self.plan, self.tasks, index = plan, {}, {}
         for recipe in plan.recipes:
@@ -135,8 +130,6 @@ class TrustedMetric:
             task = _task(recipe, samples)
             self.tasks[recipe.task] = task
             instances = []
-            from lm_eval.api.instance import Instance
-
             for position, sample in enumerate(samples):
                 for idx, r in enumerate(sample.requests):
                     request = plan.requests[r]

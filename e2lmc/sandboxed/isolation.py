@@ -37,7 +37,6 @@ from .quota import ScratchQuota
 from .sandbox import Sandbox, undated
 from .submission import Submission
 
-CUSTOM_SCRATCH = "score-"  # the prefix of a custom score child's scratch folder
 STDERR_TAIL_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 20
 HIDDEN_FAILURE = (
@@ -219,7 +218,7 @@ class ScoreChild:
                build_timeout: float) -> ScoreChild:
         """A child running the submission's own code on the responses; `timeout` bounds the
         scoring of one checkpoint, `build_timeout` the building of the task before it."""
-        scratch = Path(tempfile.mkdtemp(prefix=CUSTOM_SCRATCH, dir=workdir))  # a fresh one: nothing of earlier children
+        scratch = Path(tempfile.mkdtemp(prefix="score-", dir=workdir))  # a fresh one: nothing of earlier children
         return cls(task_process("score", submission, sandbox, scratch, planned_dir(workdir)), timeout,
                    submission.task_metric, build_timeout)
 
@@ -255,10 +254,9 @@ class ScoreChild:
             raise InvalidSubmission(str(exc) if detail else HIDDEN_FAILURE) from None
 
     def close(self) -> None:
-        """Stop the child; a custom child's scratch folder goes with it (one per checkpoint)."""
+        """Stop the child; its scratch folder, its own, goes with it (a custom child's: one per checkpoint)."""
         self.child.close()
-        if self.child.scratch.name.startswith(CUSTOM_SCRATCH):
-            shutil.rmtree(self.child.scratch, ignore_errors=True)
+        shutil.rmtree(self.child.scratch, ignore_errors=True)
 
     def __enter__(self) -> ScoreChild:
         return self

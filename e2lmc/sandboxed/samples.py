@@ -1,16 +1,15 @@
 """What the plan child learns about each sample of a task, besides its requests.
 
 Runs in the plan child (it renders the submission's templates): which requests each
-sample makes, in lm-eval's order (a multiple-choice sample's choices first), its gold
-answer(s) and what lm-eval's own metrics read of its document (`recipe.sample_fields`).
+sample makes, in lm-eval's order (a multiple-choice sample's choices first), and what
+lm-eval's own metrics read of its document (`recipe.sample_fields`): the target and the
+choices, from which the parent derives the gold answers as they are scored.
 All of it goes into plan.json, from which the trusted parent derives the rest — the sample
 count, leakage, the metric itself — without running the task's code again
 (`ingestion/derived.py`, `metrics/`, `participant/diagnose.py`).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from ..formats.plan import PlannedSample
 from ..formats.requests import RequestKey
@@ -20,7 +19,8 @@ from .tasks import RecordingLM
 
 def planned_samples(task_dict: dict, lm: RecordingLM, index: dict[RequestKey, int]) -> list[PlannedSample]:
     """Every sample that made a request: its requests (indices into the plan's) in lm-eval's
-    order and, for a multiple-choice task, its number of choices and gold indices."""
+    order, what lm-eval's metrics read of its document, and for a multiple-choice task its
+    number of choices."""
     samples = []
     for name, task in task_dict["tasks"].items():
         multiple_choice = task.OUTPUT_TYPE == "multiple_choice" and not task.multiple_input
@@ -30,22 +30,6 @@ def planned_samples(task_dict: dict, lm: RecordingLM, index: dict[RequestKey, in
                 continue
             requests = [index[key] for _, key in sorted(asked, key=lambda a: a[0])]
             fields = sample_fields(task, doc)
-            if multiple_choice:
-                choices = list(task.doc_to_choice(doc))
-                samples.append(PlannedSample(name, doc_id, requests, len(choices), _gold(task.doc_to_target(doc),
-                                                                                          choices), **fields))
-            else:
-                samples.append(PlannedSample(name, doc_id, requests, **fields))
+            choices = len(fields["choice_texts"]) if multiple_choice else None  # the parent derives the gold
+            samples.append(PlannedSample(name, doc_id, requests, choices, **fields))
     return samples
-
-
-def _gold(target: Any, choices: list) -> list[int]:
-    """The gold choice indices as lm-eval's multiple-choice scoring reads the target: an
-    index, a choice's text, or a list of either (several right answers)."""
-    gold = []
-    for t in target if isinstance(target, list) else [target]:
-        if isinstance(t, str):
-            t = choices.index(t) if t in choices else int(t) if t.strip().isdigit() else -1
-        if isinstance(t, int) and 0 <= t < len(choices):
-            gold.append(t)
-    return gold

@@ -304,7 +304,7 @@ def test_the_plans_claims_are_recomputed_by_the_parent(tmp_path):
     # 120 questions that show their answers, claimed clean, another choice claimed right: the parent
     # finds every one, with the gold the trusted metric scores (from the target), not the claimed one
     leaking = forging_task(tmp_path, "leaking", "obj.leakage = []\n        for s in obj.samples:\n"
-                                                "            s.gold = [(s.gold[0] + 1) % s.choices]",
+                                                "            s.gold = [1]",  # the right one is 0
                            question=lambda i: f"The number {i + 1} follows {i}: which number follows {i}?")
     plan = preflight(leaking, tmp_path / "w2", QUICK).plan
     assert plan.n_samples == 120 and len(plan.leakage) == 120

@@ -78,12 +78,13 @@ def engine_responses(checkpoint: Path, requests: list, **settings) -> list:
 
 @pytest.fixture(scope="session")
 def zoo_bundle(tiny_zoo, tmp_path_factory) -> Path:
-    """The embedded-set bundle of the tiny set, built with every default."""
+    """The embedded-set bundle of the tiny set, built with every default and the local CPU image."""
     from e2lmc.cli.main import main
 
     zoo, _ = tiny_zoo
     out = tmp_path_factory.mktemp("bundle") / "bundle.zip"
-    assert main(["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(zoo), "--out", str(out)]) == 0
+    assert main(["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(zoo), "--out", str(out),
+                 "--allow-local-image"]) == 0
     return out
 
 

@@ -6,6 +6,8 @@ skipped with the reason, never silently; CI installs bubblewrap, so both run the
 Every test here starts real child processes (seconds each): the module is `slow`.
 """
 
+import ctypes
+import errno
 import json
 import os
 import platform
@@ -31,8 +33,9 @@ from e2lmc.ingestion.preflight import preflight
 from e2lmc.ingestion.program import _secret_order, ingest
 from e2lmc.limits import GiB, Limits, SandboxSettings
 from e2lmc.sandboxed.isolation import HIDDEN_FAILURE, ScoreChild
-from e2lmc.sandboxed.sandbox import Sandbox, filters_work, namespaces_work, private_workdir
+from e2lmc.sandboxed.sandbox import Sandbox, filters_problem, namespaces_problem, private_workdir
 
+from .conftest import REPO
 from .test_ingestion import make_task
 
 LEVELS = ["namespaces", "landlock"]
@@ -40,11 +43,10 @@ pytestmark = pytest.mark.slow
 
 
 def limits(level: str, **sandbox) -> Limits:
-    if level == "namespaces" and not namespaces_work():
-        pytest.skip("bubblewrap cannot create namespaces on this machine (install 'bubblewrap'); the landlock "
-                    "fallback tests still run")
-    if not filters_work():
-        pytest.skip("this kernel has no Landlock module (or libseccomp is missing): only level 'none' is possible")
+    if level == "namespaces" and namespaces_problem():
+        pytest.skip(f"{namespaces_problem()}; the landlock fallback tests still run")
+    if filters_problem():
+        pytest.skip(f"{filters_problem()}: only level 'none' is possible")
     return Limits(plan_seconds=120, score_seconds=60, sandbox=SandboxSettings(level=level, **sandbox))
 
 
@@ -356,12 +358,98 @@ def test_the_level_is_recorded_and_a_required_level_is_enforced(tiny_zoo, tmp_pa
 
     import e2lmc.sandboxed.sandbox as sandbox
 
-    monkeypatch.setattr(sandbox, "namespaces_work", lambda: False)
+    monkeypatch.setattr(sandbox, "namespaces_problem", lambda: "bubblewrap cannot create namespaces (test)")
     with pytest.raises(UserError, match=r"must run in a sandbox of level 'namespaces' or stronger, but this host "
-                                        r"allows only 'landlock' \(bubblewrap cannot create namespaces"):
+                                        r"allows only 'landlock': bubblewrap cannot create namespaces"):
         ingest(folder, tmp_path / "input", tmp_path / "output2",
                Limits(sandbox=SandboxSettings(required="namespaces")))
     assert not (tmp_path / "output2").exists()  # refused before any work
+
+
+POISON = r'''
+import ctypes, errno, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+# a failed ctypes call: its errno stays saved, and success never resets it
+assert libc.open(b"/no/such/file", 0) == -1 and ctypes.get_errno() == errno.ENOENT
+'''
+
+
+def test_a_failed_ctypes_call_before_the_level_choice_or_the_confinement_changes_nothing(tmp_path):
+    """The `landlock` package reads ctypes' saved errno, not the return value: without care a
+    stale ENOENT would drop the level to 'none' (every submission refused) or stop the child."""
+    if filters_problem():
+        pytest.skip(filters_problem())
+    level = "from e2lmc.sandboxed import sandbox; print(sandbox.strongest_level())"
+    clean = subprocess.run([sys.executable, "-c", level], capture_output=True, text=True, check=True).stdout
+    poisoned = subprocess.run([sys.executable, "-c", POISON + level], capture_output=True, text=True, check=True)
+    assert poisoned.stdout == clean and clean.strip() in ("landlock", "namespaces")
+
+    from e2lmc.sandboxed.confine import Confinement
+    from e2lmc.sandboxed.sandbox import python_roots
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    confinement = Confinement("landlock", [str(p) for p in python_roots()] + [str(REPO)], [str(tmp_path / "w")],
+                              1 << 32, 60, 1 << 20, 64, None)
+    (tmp_path / "w").mkdir()
+    child = POISON + f'''
+from e2lmc.sandboxed.confine import Confinement, confine
+confine(Confinement(**json.loads({json.dumps(json.dumps(confinement.__dict__))})))
+try:
+    open({str(secret)!r}).read()
+    print("READ")
+except PermissionError:
+    print("confined")
+'''
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=tmp_path / "w")
+    assert done.stdout.strip() == "confined", done.stderr[-500:]
+
+
+@pytest.mark.parametrize("error, cause", [
+    (errno.ENOSYS, r"the kernel \(.*\) has no Landlock: it needs Linux 5.13"),
+    (errno.EOPNOTSUPP, r"has Landlock but it is off: add 'landlock' to the lsm= boot parameter"),
+])
+def test_a_refused_landlock_is_blamed_on_the_kernel_on_a_host(monkeypatch, error, cause):
+    import e2lmc.sandboxed.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "seccomp_filtered", lambda: False)
+    assert re.search(cause, sandbox.landlock_refusal(error))
+
+
+@pytest.mark.parametrize("error", [errno.ENOSYS, errno.EPERM])
+def test_a_refused_landlock_under_a_seccomp_filter_on_a_new_kernel_is_blamed_on_the_engine(monkeypatch, error):
+    import e2lmc.sandboxed.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "seccomp_filtered", lambda: True)
+    monkeypatch.setattr(sandbox.platform, "release", lambda: "6.1.0-18-amd64")
+    sentence = sandbox.landlock_refusal(error)
+    assert "the container engine's seccomp profile does not allow them" in sentence
+    assert "Docker 20.10.18 or later (23.0 and later included)" in sentence and "e2lmc doctor" in sentence
+    monkeypatch.setattr(sandbox.platform, "release", lambda: "5.10.0-28-amd64")  # too old: the kernel's fault
+    assert sandbox.landlock_refusal(errno.ENOSYS).startswith("the kernel (5.10.0-28-amd64) has no Landlock")
+
+
+def test_a_missing_library_is_named_with_its_fix(monkeypatch):
+    import builtins
+
+    import e2lmc.sandboxed.sandbox as sandbox
+
+    real_import = builtins.__import__
+
+    def without_seccomp(name, *args, **kwargs):
+        if name == "pyseccomp":
+            raise OSError("libseccomp.so.2: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_seccomp)
+    sandbox.filters_problem.cache_clear()
+    try:
+        assert sandbox.filters_problem().startswith("libseccomp is missing (Debian and Ubuntu: apt-get install "
+                                                    "libseccomp2")
+        assert sandbox.strongest_level() == "none"
+    finally:
+        monkeypatch.undo()
+        sandbox.filters_problem.cache_clear()
 
 
 STALLER = '''
@@ -413,6 +501,8 @@ def test_the_parent_reads_no_oversized_plan(tmp_path, monkeypatch):
 # ------------------------------------------------------ sockets by any route, signals
 
 REPORTER = r'''
+import ctypes
+import errno
 import json
 
 def attempt(name, action):
@@ -622,13 +712,11 @@ print(json.dumps({"abstract unix socket": attempt(lambda: connect(socket.AF_UNIX
 def test_landlock_scopes_keep_sockets_and_signals_inside_the_child(tmp_path):
     """The second Landlock layer on its own (no seccomp filter): what it stops, and that the
     same attempts succeed without it."""
-    from e2lmc.sandboxed.confine import LANDLOCK_SCOPE_ABI
+    from e2lmc.sandboxed.confine import LANDLOCK_SCOPE_ABI, landlock_abi
 
-    if not filters_work():
-        pytest.skip("this kernel has no Landlock module")
-    import landlock
-
-    if (abi := landlock.landlock_abi_version()) < LANDLOCK_SCOPE_ABI:
+    if filters_problem():
+        pytest.skip(filters_problem())
+    if (abi := landlock_abi(ctypes.CDLL(None, use_errno=True))[0]) < LANDLOCK_SCOPE_ABI:
         pytest.skip(f"this kernel's Landlock ABI is {abi}: scopes need {LANDLOCK_SCOPE_ABI} (Linux >= 6.12)")
     outcomes = {}
     for mode in ("scoped", "plain"):

@@ -39,7 +39,7 @@ def _bundle(args: argparse.Namespace) -> int:
                             **({"docker_image": args.docker_image} if args.docker_image else {}))
     started = time.perf_counter()
     if args.checkpoints == "zoo":
-        misplaced = [f"--{k.replace('_', '-')}" for k in ("series", "web_model", "data", "allow_local_image")
+        misplaced = [f"--{k.replace('_', '-')}" for k in ("series", "web_model", "data")
                      if getattr(args, k)]
         if misplaced:
             raise UserError(f"{', '.join(misplaced)}: only for --checkpoints e2lm (the zoo bundle carries the "
@@ -139,10 +139,10 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
                         "from the checkpoints in --data)")
     p.add_argument("--queue", help="e2lm: the vhost (a UUID) of your Codabench queue of GPU workers "
                                    "(Resources -> Queues)")
-    p.add_argument("--docker-image", help="the worker image, pushed where the workers can pull it "
-                                          "(default: the local tag e2lmc/worker:VERSION, see docker/)")
+    p.add_argument("--docker-image", help="the worker image, pushed where the workers can pull it (docker/README.md)")
     p.add_argument("--allow-local-image", action="store_true",
-                   help="e2lm: accept the local default image (a rehearsal on a worker that has it)")
+                   help="name the local tag docker/build.sh gives (e2lmc/worker:VERSION-cpu for zoo, "
+                        "e2lmc/worker:VERSION for e2lm): a rehearsal on a worker that has the image")
     p.add_argument("--require-sandbox", choices=CHOICES, default="landlock",
                    help="the weakest isolation of submission code the ingestion programs accept; a worker that "
                         "cannot provide it fails the submission with one sentence (default: %(default)s; see "

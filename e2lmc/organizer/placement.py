@@ -126,6 +126,16 @@ def verify_placed(data: Path) -> dict[str, CheckpointSize]:
     return sizes
 
 
+def placed_sizes(series: Series, data: Path) -> dict[str, CheckpointSize]:
+    """`verify_placed`, and every checkpoint of the series among them."""
+    sizes = verify_placed(data)
+    missing = [e.id for e in placed_manifest(series).checkpoints if e.id not in sizes]
+    if missing:
+        raise UserError(f"{data} lacks {len(missing)} checkpoints of the series (first: {missing[0]}): place them "
+                        "with `e2lmc checkpoints fetch --series FILE --to DATA`")
+    return sizes
+
+
 # ---------------------------------------------------------------------- fetching
 
 

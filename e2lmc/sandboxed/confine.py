@@ -80,6 +80,7 @@ def confine(c: Confinement) -> None:
 def _landlock(c: Confinement) -> None:
     import landlock
 
+    ctypes.set_errno(0)  # the package reads ctypes' saved errno, not the return value: it must start clean
     ruleset = landlock.Ruleset()
     readable = landlock.FSAccess.READ_FILE | landlock.FSAccess.READ_DIR | landlock.FSAccess.EXECUTE
     for path in [*c.read, *SYSTEM_DIRS, "/sys/devices/system/cpu"]:
@@ -102,18 +103,26 @@ class _ScopedRulesetAttr(ctypes.Structure):
                 ("scoped", ctypes.c_uint64)]
 
 
+def landlock_abi(libc: ctypes.CDLL) -> tuple[int, int]:
+    """The kernel's Landlock ABI version and, where there is none (0), the error number of
+    `landlock_create_ruleset`. Read from the return value: ctypes' saved errno is stale
+    after a success (one failed ctypes call earlier would make any later one look failed)."""
+    libc.syscall.restype = ctypes.c_long
+    ctypes.set_errno(0)
+    abi = libc.syscall(LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                       ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    return (abi, 0) if abi > 0 else (0, ctypes.get_errno() or errno.ENOSYS)
+
+
 def landlock_scopes(libc: ctypes.CDLL) -> int:
     """A second Landlock layer, of what the `landlock` package cannot express: no TCP bind or
     connect whatever made the socket (ABI >= 4), and neither a connection to an abstract unix
     socket nor a signal (`kill`, or the SIGIO of `fcntl(F_SETOWN)`) reaching a process outside
     this child (ABI >= 6). Applied at `namespaces` too: it is cheap. Returns the kernel's ABI;
-    below 4 there is nothing to add. Results are read from the return values only: ctypes'
-    saved errno may be stale after a success."""
-    libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
-                       ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    below 4 there is nothing to add. Results are read from the return values only."""
+    abi, _ = landlock_abi(libc)
     if abi < LANDLOCK_NET_ABI:
-        return max(abi, 0)
+        return abi
     scoped = abi >= LANDLOCK_SCOPE_ABI
     attr = _ScopedRulesetAttr(0, LANDLOCK_ACCESS_NET_BIND_TCP | LANDLOCK_ACCESS_NET_CONNECT_TCP,
                               LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL if scoped else 0)

@@ -26,10 +26,14 @@ file sizes and open files. At every level the parent bounds what it writes in al
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import functools
 import json
 import os
+import platform
+import re
 import shutil
 import site
 import subprocess
@@ -40,7 +44,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..limits import SandboxSettings
-from .confine import SYSTEM_DIRS, SYSTEM_FILES, Confinement
+from .confine import SYSTEM_DIRS, SYSTEM_FILES, Confinement, landlock_abi
 
 LEVELS = ("none", "landlock", "namespaces")  # weakest first
 ALIASES = {"uid": "landlock"}  # the fallback's earlier name, still accepted (docs/security.md)
@@ -90,36 +94,82 @@ def _bwrap_view(read: list[Path], write: list[Path], cwd: Path) -> list[str]:
 
 
 @functools.cache
-def namespaces_work() -> bool:
-    """Whether bubblewrap can build a sandbox here (it cannot in a default Docker container)."""
+def namespaces_problem() -> str | None:
+    """Why bubblewrap cannot build a sandbox here (None: it can). In a container as Codabench
+    starts it, it cannot: no CAP_SETFCAP, and the engine masks /proc; `landlock` is the level there."""
     if shutil.which("bwrap") is None:
-        return False
+        return "bubblewrap is not installed (Debian and Ubuntu: apt-get install bubblewrap)"
     argv = _bwrap_view(python_roots(), [], Path("/")) + [sys.executable, "-c", "pass"]
     try:
-        return subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.SubprocessError):
+        done = subprocess.run(argv, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"bubblewrap could not start ({type(exc).__name__})"
+    if done.returncode == 0:
+        return None
+    said = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    where = ("in a container, as Codabench starts it, this is expected: use level 'landlock', the bundle's default"
+             if in_container() else "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+             "or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04)")
+    return f"bubblewrap cannot create namespaces ({said[:200]}); {where}"
+
+
+def in_container() -> bool:
+    """Whether this process runs in a container (Docker's and Podman's marker files)."""
+    return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+
+
+def seccomp_filtered() -> bool:
+    """Whether a seccomp filter (a container engine's profile, say) constrains this process."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
         return False
+    return any(line.split() == ["Seccomp:", "2"] for line in status.splitlines())
+
+
+def landlock_refusal(error: int) -> str:
+    """The sentence for a kernel call `landlock_create_ruleset` refused with `error`: which of
+    the kernel, its boot settings or a container engine's seccomp profile is the cause, and the fix."""
+    release = platform.release()
+    name = errno.errorcode.get(error, str(error))
+    kernel = tuple(int(n) for n in re.findall(r"\d+", release)[:2]) if re.match(r"\d+\.\d+", release) else (0, 0)
+    if error in (errno.ENOSYS, errno.EPERM) and kernel >= (5, 13) and seccomp_filtered():
+        return (f"Landlock's system calls are refused ({name}) by the seccomp filter this process runs under, on "
+                f"kernel {release}, which is new enough: the container engine's seccomp profile does not allow them. "
+                f"{ENGINES_WITH_LANDLOCK}; check the worker host with `e2lmc doctor`")
+    if error == errno.EOPNOTSUPP:
+        return (f"the kernel ({release}) has Landlock but it is off: add 'landlock' to the lsm= boot parameter "
+                "(or to CONFIG_LSM) and reboot")
+    if error == errno.ENOSYS:
+        return (f"the kernel ({release}) has no Landlock: it needs Linux 5.13 or later built with "
+                "CONFIG_SECURITY_LANDLOCK=y (Ubuntu 22.04 and Debian 12 kernels have it)")
+    return f"the kernel ({release}) refused landlock_create_ruleset ({name})"
+
+
+ENGINES_WITH_LANDLOCK = ("Docker 20.10.18 or later (23.0 and later included) allows them by default; with another "
+                         "engine, use a seccomp profile that allows landlock_create_ruleset, landlock_add_rule and "
+                         "landlock_restrict_self")
 
 
 @functools.cache
-def filters_work() -> bool:
-    """Whether Landlock and seccomp can confine a process here (Linux >= 5.13 with the
-    Landlock module, libseccomp)."""
+def filters_problem() -> str | None:
+    """Why Landlock and seccomp cannot confine a process here (None: they can)."""
     try:
-        import landlock
+        import landlock  # noqa: F401 - the file rules of level landlock
+    except ImportError:
+        return "the Python package 'landlock' is missing (pip install landlock)"
+    try:
         import pyseccomp  # noqa: F401 - loads libseccomp
     except (ImportError, OSError, AttributeError):
-        return False
-    try:
-        return landlock.landlock_abi_version() >= 1
-    except OSError:
-        return False
+        return "libseccomp is missing (Debian and Ubuntu: apt-get install libseccomp2; and pip install pyseccomp)"
+    abi, error = landlock_abi(ctypes.CDLL(None, use_errno=True))
+    return None if abi >= 1 else landlock_refusal(error)
 
 
 def strongest_level() -> str:
-    if namespaces_work() and filters_work():
+    if namespaces_problem() is None and filters_problem() is None:
         return "namespaces"
-    return "landlock" if filters_work() else "none"
+    return "landlock" if filters_problem() is None else "none"
 
 
 def choose_level(settings: SandboxSettings) -> str:
@@ -128,18 +178,17 @@ def choose_level(settings: SandboxSettings) -> str:
     available = strongest_level()
     wanted = available if settings.level == "auto" else ALIASES.get(settings.level, settings.level)
     if rank(wanted) > rank(available):
-        raise UserError(f"sandbox level '{wanted}' is not available here ({_missing(wanted)})")
+        raise UserError(f"sandbox level '{wanted}' is not available here: {_missing(wanted)}")
     if rank(wanted) < rank(settings.required):
         raise UserError(f"the submission must run in a sandbox of level '{settings.required}' or stronger, but this "
-                        f"host allows only '{wanted}' ({_missing(settings.required)}); see docs/security.md")
+                        f"host allows only '{wanted}': {_missing(settings.required)}; see docs/security.md")
     return wanted
 
 
 def _missing(level: str) -> str:
-    if rank(level) >= rank("namespaces") and not namespaces_work():
-        return ("bubblewrap cannot create namespaces: install the 'bubblewrap' package, or allow user namespaces "
-                "in the container (a default Docker seccomp profile refuses them)")
-    return "the kernel has no Landlock module enabled (Linux >= 5.13, lsm=landlock) or libseccomp is missing"
+    """Why `level` is out of reach here: the first thing it needs that is missing."""
+    problems = [filters_problem()] + ([namespaces_problem()] if rank(level) >= rank("namespaces") else [])
+    return next((p for p in problems if p), "nothing is missing")
 
 
 def undated(folder: Path, keep_modified: bool = False) -> None:

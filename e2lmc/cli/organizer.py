@@ -1,4 +1,4 @@
-"""The organizers' commands: bundle, worker, estimate, checkpoints fetch/verify, zoo build.
+"""The organizers' commands: bundle, worker, doctor, estimate, checkpoints fetch/verify, zoo build.
 
 Each handler turns its options into a call of the organizer's package (`organizer/`,
 `embedded/`) and prints what comes back.
@@ -89,6 +89,22 @@ def _worker(args: argparse.Namespace) -> int:
     print(json.dumps(json.loads(scores.read_text()), indent=1))
     print(f"scores: {scores}\ndetailed results: {scoring.output / 'detailed_results.html'}")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from ..organizer.doctor import DoctorOptions, doctor, network_disabled_setting, write_probe
+
+    if args.probe:  # inside the container the doctor starts: this host's view, for the doctor outside
+        write_probe(args.probe)
+        return 0
+    series = None
+    if args.data is not None or args.series is not None:
+        from ..formats.series import E2LM_SERIES, read_series
+
+        series = read_series(args.series or E2LM_SERIES, args.web_model)
+    return doctor(DoctorOptions(image=args.image, container=not args.no_container, gpus=args.gpus, data=args.data,
+                                series=series, network_disabled=network_disabled_setting(args.worker_env),
+                                required=args.require_sandbox))
 
 
 def _zoo_build(args: argparse.Namespace) -> int:
@@ -187,6 +203,30 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="a host folder seen read-only at /app/data")
     p.add_argument("--workdir", type=Path, help="an empty folder for the steps' layout (default: a new temp folder)")
     p.set_defaults(func=_worker)
+
+    p = add_command(
+        sub, "doctor", help="check a worker host before opening a competition: sandbox, engine, GPUs, data, disk",
+        description="One line per check and a verdict (exit 0 ready, 1 not): the kernel's Landlock, the sandbox "
+        "level here and in a container of the worker image started with Codabench's options (the engine's "
+        "seccomp profile may refuse Landlock), the GPUs that container sees through CDI, its network, the data "
+        "folder against the series and the free disk.",
+        examples=["e2lmc doctor                                   # the CPU image, e2lmc/worker:VERSION-cpu",
+                  "e2lmc doctor --gpus --image REGISTRY/e2lmc-worker:TAG --data /srv/e2lm-data "
+                  "--worker-env /opt/codabench/.env"],
+    )
+    p.add_argument("--image", help="the worker image (default: docker/build.sh's local tag, the GPU one with --gpus)")
+    p.add_argument("--gpus", action="store_true", help="request the GPUs as Codabench's USE_GPU=true does; fail "
+                                                       "without one")
+    p.add_argument("--data", type=Path, help="the worker's $HOST_DIRECTORY/data: checked against the series, its "
+                                             "disk's free space against what is still to place")
+    _add_series_options(p)
+    p.add_argument("--worker-env", type=Path, help="the compute worker's .env, for COMPETITION_CONTAINER_NETWORK_"
+                                                   "DISABLED (default: this environment's)")
+    p.add_argument("--require-sandbox", choices=CHOICES, default="landlock",
+                   help="the bundle's --require-sandbox (default: %(default)s)")
+    p.add_argument("--no-container", action="store_true", help="this host's checks only (no engine)")
+    p.add_argument("--probe", type=Path, help=argparse.SUPPRESS)  # inside the doctor's container
+    p.set_defaults(func=_doctor)
 
     p = add_command(
         sub, "estimate", help="predict a submission's GPU time per phase: tokens after sharing, FLOPs, hours, limits",

@@ -99,15 +99,22 @@ def run_process(spec: StepSpec, time_limit: int) -> int:
         raise _time_limit_exceeded(time_limit) from None
 
 
-def run_container(spec: StepSpec, time_limit: int) -> int:
-    """The step in a container, created as Codabench creates it; its logs to stderr."""
+def docker_client():  # noqa: ANN201 - docker.APIClient, imported only where an engine is used
+    """The docker SDK's low-level client, the one Codabench's compute worker uses (DOCKER_HOST
+    and the like from the environment); one sentence when no engine answers."""
     try:
         import docker
         client = docker.from_env().api
         client.ping()
     except Exception as exc:  # noqa: BLE001 - no SDK, no engine, no permission: one sentence
-        raise UserError(f"no Docker engine answers here ({type(exc).__name__}): run with --no-container (the same "
-                        "steps as plain processes)") from None
+        raise UserError(f"no Docker engine answers here ({type(exc).__name__}): start it (systemctl start docker), "
+                        "or run with --no-container (the same steps as plain processes)") from None
+    return client
+
+
+def run_container(spec: StepSpec, time_limit: int) -> int:
+    """The step in a container, created as Codabench creates it; its logs to stderr."""
+    client = docker_client()
     container = client.create_container(host_config=client.create_host_config(**spec.host_config()),
                                         **spec.create_container())
     try:

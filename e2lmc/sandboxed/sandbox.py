@@ -108,14 +108,15 @@ def namespaces_problem() -> str | None:
         return None
     said = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {done.returncode}"])[-1]
     where = ("in a container, as Codabench starts it, this is expected: use level 'landlock', the bundle's default"
-             if in_container() else "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
-             "or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04)")
+             if container_engine() else "allow unprivileged user namespaces (sysctl "
+             "kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04)")
     return f"bubblewrap cannot create namespaces ({said[:200]}); {where}"
 
 
-def in_container() -> bool:
-    """Whether this process runs in a container (Docker's and Podman's marker files)."""
-    return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+def container_engine() -> str | None:
+    """The engine whose container this process runs in, by its marker file (None: none found)."""
+    markers = {"/.dockerenv": "Docker", "/run/.containerenv": "Podman"}
+    return next((engine for marker, engine in markers.items() if Path(marker).exists()), None)
 
 
 def seccomp_filtered() -> bool:
@@ -135,7 +136,8 @@ def landlock_refusal(error: int) -> str:
     kernel = tuple(int(n) for n in re.findall(r"\d+", release)[:2]) if re.match(r"\d+\.\d+", release) else (0, 0)
     if error in (errno.ENOSYS, errno.EPERM) and kernel >= (5, 13) and seccomp_filtered():
         return (f"Landlock's system calls are refused ({name}) by the seccomp filter this process runs under, on "
-                f"kernel {release}, which is new enough: the container engine's seccomp profile does not allow them. "
+                f"kernel {release}, which is new enough: the container engine's seccomp profile does not allow them"
+                f"{f' (this is a {container_engine()} container)' if container_engine() else ''}. "
                 f"{ENGINES_WITH_LANDLOCK}; check the worker host with `e2lmc doctor`")
     if error == errno.EOPNOTSUPP:
         return (f"the kernel ({release}) has Landlock but it is off: add 'landlock' to the lsm= boot parameter "

@@ -168,8 +168,10 @@ def data_checks(options: DoctorOptions, seen: Probe | None) -> list[Check]:
     if to_place:
         try:
             needed = _total({k: v for k, v in nominal_sizes(options.series).items() if k in to_place})
-        except UserError as exc:
-            return [*checks, Check("free disk", "skip", str(exc))]
+        except UserError:  # size labels such as "small"
+            return [*checks, Check("free disk", "skip", f"{_gb(free)} free on {folder}; the {len(to_place)} "
+                                                        "checkpoints still to place cannot be sized from the series' "
+                                                        "size labels")]
     detail = f"{_gb(free)} free on {folder}" + (f", {_gb(needed)} of the series still to place" if needed else "")
     return [*checks, Check("free disk", "ok" if free > needed * 1.05 else "fail", detail)]
 

@@ -1,0 +1,283 @@
+"""The worker image run for real, and `e2lmc doctor`.
+
+Where a container engine answers and the CPU image is built from this tree (.ci/run does
+both: .ci/worker-image), the steps run in containers created as Codabench's compute worker
+creates them: every phase of the tiny bundle gives the no-container twin's scores, a
+container made by Codabench's own literal calls is the one `container.StepSpec` makes and
+gets level `landlock`, and an engine profile that refuses Landlock fails a submission with
+a sentence that names the engine. Elsewhere those tests are skipped with one line saying
+why (and fail where E2LMC_REQUIRE_ENGINE=1, as in CI). The doctor's failure sentences are
+tested on constructed states, engine or not.
+"""
+
+import errno
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import e2lmc.organizer.container as container
+import e2lmc.organizer.doctor as doctor
+from e2lmc.cli.main import main
+from e2lmc.errors import UserError
+from e2lmc.formats.results import read_results
+from e2lmc.organizer.bundle import LOCAL_IMAGES
+from e2lmc.organizer.container import Mount, StepSpec, docker_client
+from e2lmc.organizer.doctor import Check, DoctorOptions, Probe
+from e2lmc.organizer.phases import PHASE_NAMES
+
+from .conftest import REPO
+
+IMAGE = LOCAL_IMAGES["zoo"]
+REFUSE_LANDLOCK = json.dumps({  # what the default profile of Docker before 20.10.18 does to Landlock's calls
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "syscalls": [{"names": ["landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"],
+                  "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS}]})
+PACKAGE_DIGEST = ("import hashlib, pathlib, e2lmc; root = pathlib.Path(e2lmc.__file__).parent; "
+                  "print(hashlib.sha256(b''.join(p.read_bytes() for p in sorted(root.rglob('*.py')))).hexdigest())")
+
+
+def _digest_here() -> str:
+    root = REPO / "e2lmc"
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(root.rglob("*.py")))).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """The engine's client, once the CPU image holds this tree's package; else one line why not."""
+    try:
+        client = docker_client()
+        client.inspect_image(IMAGE)
+        box = client.create_container(IMAGE, command=["python3", "-c", PACKAGE_DIGEST], network_disabled=True)
+        try:
+            client.start(box)
+            client.wait(box, timeout=120)
+            same = client.logs(box, stderr=False).decode().strip() == _digest_here()
+        finally:
+            client.remove_container(box, force=True)
+        reason = None if same else f"the image {IMAGE} holds another version of e2lmc: rebuild it (.ci/worker-image)"
+    except UserError as exc:
+        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - docker.errors.ImageNotFound
+        reason = f"the worker image {IMAGE} is not built here ({type(exc).__name__}): .ci/worker-image builds it"
+    if reason is None:
+        return client
+    if os.environ.get("E2LMC_REQUIRE_ENGINE") == "1":
+        pytest.fail(f"E2LMC_REQUIRE_ENGINE=1, but {reason}")
+    pytest.skip(f"no container test runs here: {reason}")
+
+
+def _worker(submission: Path, bundle: Path, phase: str, workdir: Path, *more: str) -> int:
+    return main(["worker", str(submission), "--bundle", str(bundle), "--phase", phase, "--workdir", str(workdir),
+                 *more])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", PHASE_NAMES)
+def test_every_phase_in_containers_gives_the_no_container_scores(engine, zoo_bundle, short_science, phase, tmp_path):
+    started = time.perf_counter()
+    assert _worker(short_science, zoo_bundle, phase, tmp_path / "container") == 0
+    seconds = time.perf_counter() - started
+    assert _worker(short_science, zoo_bundle, phase, tmp_path / "process", "--no-container") == 0
+    outputs = {mode: tmp_path / mode / "scoring" / "app" / "output" for mode in ("container", "process")}
+    scores = {mode: json.loads((out / "scores.json").read_text()) for mode, out in outputs.items()}
+    assert scores["container"] == scores["process"] and all(math.isfinite(v) for v in scores["container"].values())
+    results = {mode: read_results(tmp_path / mode / "prediction" / "app" / "output") for mode in outputs}
+    assert results["container"].sandbox == "landlock"  # namespaces are impossible in Codabench's container
+    assert [c.metrics for c in results["container"].checkpoints] == [c.metrics for c in results["process"].checkpoints]
+    print(f"{phase}: both steps in containers in {seconds:.0f} s")
+
+
+# Codabench's compute worker (compute_worker/compute_worker.py, `_run_program_directory`, at
+# codalab/codabench c7dbc756), its calls written out as it makes them for a scoring step
+# without GPU, COMPETITION_CONTAINER_NETWORK_DISABLED=true.
+def codabench_container(client, image: str, program: str, output: str, data: str, shared: str, input_dir: str,
+                        command: str):
+    volumes_host = [program, output, data, shared, input_dir]
+    volumes_config = {program: {"bind": "/app/program", "mode": "z"}, output: {"bind": "/app/output", "mode": "z"},
+                      data: {"bind": "/app/data", "mode": "ro"}, shared: {"bind": "/app/shared"},
+                      input_dir: {"bind": "/app/input"}}
+    cap_drop_list = ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                     "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"]
+    host_config = client.create_host_config(auto_remove=False, cap_drop=cap_drop_list, binds=volumes_config,
+                                            userns_mode="host", security_opt=["no-new-privileges"])
+    return client.create_container(image, host_config=host_config, detach=False, volumes=volumes_host,
+                                   command=command, working_dir="/app/program",
+                                   environment=["PYTHONUNBUFFERED=1", "http_proxy=", "https_proxy="],
+                                   network_disabled="true".lower() == "true")
+
+
+COMPARED = ("Config.Image", "Config.Cmd", "Config.WorkingDir", "Config.User", "Config.Env", "Config.Volumes",
+            "Config.NetworkDisabled", "HostConfig.Binds", "HostConfig.CapDrop", "HostConfig.CapAdd",
+            "HostConfig.SecurityOpt", "HostConfig.UsernsMode", "HostConfig.AutoRemove", "HostConfig.Privileged",
+            "HostConfig.DeviceRequests", "HostConfig.NetworkMode")
+
+
+def _field(inspected: dict, path: str):
+    section, key = path.split(".")
+    return inspected[section][key]
+
+
+@pytest.mark.slow
+def test_codabenchs_literal_calls_make_the_container_stepspec_makes_and_a_step_in_it_gets_landlock(engine, tmp_path):
+    folders = {name: tmp_path / name for name in ("program", "output", "data", "shared", "input")}
+    for folder in folders.values():
+        folder.mkdir()
+    os.chmod(folders["output"], 0o777)  # the container's root has no DAC_OVERRIDE
+    command = f"e2lmc doctor --probe /app/output/{doctor.PROBE_FILE}"
+    literal = codabench_container(engine, IMAGE, *(str(f) for f in folders.values()), command)
+    spec = StepSpec(IMAGE, command, (Mount(folders["program"], "/app/program", "z"),
+                                     Mount(folders["output"], "/app/output", "z"),
+                                     Mount(folders["data"], "/app/data", "ro"), Mount(folders["shared"], "/app/shared"),
+                                     Mount(folders["input"], "/app/input")))
+    ours = engine.create_container(host_config=engine.create_host_config(**spec.host_config()),
+                                   **spec.create_container())
+    try:
+        a, b = engine.inspect_container(literal), engine.inspect_container(ours)
+        assert {f: _field(a, f) for f in COMPARED} == {f: _field(b, f) for f in COMPARED}
+        engine.start(literal)
+        assert engine.wait(literal, timeout=300)["StatusCode"] == 0
+    finally:
+        for box in (literal, ours):
+            engine.remove_container(box, force=True)
+    seen = doctor.read_probe(folders["output"] / doctor.PROBE_FILE)
+    assert seen.level == "landlock" and seen.landlock_abi >= 1 and seen.interfaces == []
+    assert seen.data_checkpoints is None and not seen.data_writable
+    assert any("bubblewrap cannot create namespaces" in p for p in seen.problems)
+
+
+@pytest.mark.slow
+def test_an_engine_profile_that_refuses_landlock_fails_a_submission_naming_the_engine(engine, zoo_bundle,
+                                                                                     short_science, tmp_path,
+                                                                                     monkeypatch, capfd):
+    monkeypatch.setattr(container, "SECURITY_OPT", ("no-new-privileges", f"seccomp={REFUSE_LANDLOCK}"))
+    assert _worker(short_science, zoo_bundle, "warm-up", tmp_path / "w") == 1
+    printed = capfd.readouterr()
+    assert "Landlock's system calls are refused (ENOSYS)" in printed.err
+    assert "the container engine's seccomp profile does not allow them (this is a Docker container)" in printed.err
+    assert "Docker 20.10.18 or later (23.0 and later included)" in printed.err
+    metadata = (tmp_path / "w" / "prediction" / "app" / "output" / "metadata").read_text()
+    assert "ingestionExitCode: 2" in metadata  # refused before any work: no model loaded
+
+    assert main(["doctor"]) == 1
+    lines = capfd.readouterr().out.splitlines()
+    line = next(line for line in lines if " sandbox in a container " in line)
+    assert line.startswith("fail") and "'none'" in line and "seccomp profile does not allow them" in line
+    assert lines[-1].startswith("verdict: not ready — 1 check failed (sandbox in a container)")
+
+
+@pytest.mark.slow
+def test_the_doctor_on_this_engine(engine, tiny_zoo, capfd):
+    zoo, _ = tiny_zoo
+    assert main(["doctor", "--data", str(zoo), "--series", str(zoo / "series.yaml")]) == 0
+    lines = capfd.readouterr().out.splitlines()
+
+    def line(name: str) -> str:
+        return next(line for line in lines if line[6:].startswith(name + "  "))
+
+    assert line("container engine").startswith("ok") and "seccomp" in line("container engine")
+    assert line("worker image").startswith(f"ok    worker image            {IMAGE}, ")
+    assert line("sandbox in a container").endswith("'landlock' (Landlock ABI " + line("kernel Landlock").split()[4]
+                                                   + "), the level a step gets")
+    assert "84 checkpoints" in line("data folder") and "sees 84 of them at /app/data, read-only" in line("data folder")
+    assert line("network in a container").startswith("warn")
+    assert lines[-1].startswith("verdict: ready")
+    assert main(["doctor", "--image", "e2lmc/no-such-image:0", "--no-container"]) == 0  # host checks only
+    assert main(["doctor", "--image", "e2lmc/no-such-image:0"]) == 1
+    out = capfd.readouterr().out
+    assert "fail  worker image" in out and "docker pull e2lmc/no-such-image:0" in out
+
+
+# ------------------------------------------------------- the doctor's sentences, constructed
+
+
+def _probe(**changes) -> Probe:
+    return Probe(**{**dict(version=1, e2lmc="0", landlock_abi=6, level="landlock", problems=[], gpus=[],
+                           interfaces=[], data_checkpoints=None, data_writable=False), **changes})
+
+
+def test_a_kernel_without_landlock_fails_the_first_check_and_the_verdict(monkeypatch):
+    import e2lmc.sandboxed.confine as confine
+    import e2lmc.sandboxed.sandbox as sandbox
+
+    monkeypatch.setattr(confine, "landlock_abi", lambda libc: (0, errno.ENOSYS))
+    monkeypatch.setattr(sandbox, "seccomp_filtered", lambda: False)
+    monkeypatch.setattr(doctor, "strongest_level", lambda: "none")
+    kernel, level = doctor.host_checks(DoctorOptions(container=False))
+    assert kernel.verdict == "fail" and "has no Landlock: it needs Linux 5.13 or later" in kernel.detail
+    assert level.verdict == "fail" and level.detail.startswith("'none'")
+    text, code = doctor.report([kernel, level])
+    assert code == 1 and text.endswith("verdict: not ready — 2 checks failed (kernel Landlock, sandbox level here)")
+
+
+def test_no_engine_fails_on_a_host_and_is_skipped_inside_a_container(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    monkeypatch.setattr(doctor, "container_engine", lambda: None)
+    checks, seen = doctor.container_checks(DoctorOptions(), IMAGE)
+    assert seen is None and checks[0].verdict == "fail" and "no Docker engine answers here" in checks[0].detail
+    assert {c.verdict for c in checks[1:]} == {"skip"}
+    monkeypatch.setattr(doctor, "container_engine", lambda: "Docker")
+    checks, _ = doctor.container_checks(DoctorOptions(), IMAGE)
+    assert {c.verdict for c in checks} == {"skip"} and "this is itself a Docker container" in checks[0].detail
+
+
+@pytest.mark.parametrize("gpus, seen, failure, verdict, said", [
+    (False, [], None, "skip", "not asked (--gpus"),
+    (True, ["NVIDIA H200", "NVIDIA H200"], None, "ok", "2: NVIDIA H200"),
+    (True, [], None, "fail", "the container sees no GPU; Codabench asks for GPUs through CDI"),
+    (True, [], "the engine refused the container: unknown device", "fail", "refused the container"),
+])
+def test_the_gpu_check(gpus, seen, failure, verdict, said):
+    check = doctor._gpu_check(_probe(gpus=seen), DoctorOptions(gpus=gpus), failure)
+    assert check.verdict == verdict and said in check.detail
+
+
+@pytest.mark.parametrize("disabled, interfaces, verdict, said", [
+    (True, [], "ok", "off (COMPETITION_CONTAINER_NETWORK_DISABLED=true): loopback only"),
+    (True, ["eth0"], "fail", "yet the container has eth0"),
+    (False, ["eth0"], "warn", "set COMPETITION_CONTAINER_NETWORK_DISABLED=true in the compute worker's .env"),
+])
+def test_the_network_check(disabled, interfaces, verdict, said):
+    check = doctor._network_check(_probe(interfaces=interfaces), DoctorOptions(network_disabled=disabled))
+    assert check.verdict == verdict and said in check.detail
+
+
+def test_a_level_below_the_bundles_names_what_is_missing():
+    refusal = "Landlock's system calls are refused (ENOSYS) by the seccomp filter this process runs under"
+    check = doctor._sandbox_check(_probe(level="none", landlock_abi=0, problems=[refusal]), DoctorOptions())
+    assert check.verdict == "fail" and check.detail.endswith(f"below the bundle's 'landlock': {refusal}")
+
+
+def test_the_network_setting_is_read_from_the_workers_env_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(doctor.NETWORK_VARIABLE, raising=False)
+    env = tmp_path / ".env"
+    env.write_text("SUBMISSIONS_API_URL=https://www.codabench.org/api\nCOMPETITION_CONTAINER_NETWORK_DISABLED='True'\n")
+    assert doctor.network_disabled_setting(env) and not doctor.network_disabled_setting(None)
+    with pytest.raises(UserError, match=r"\.env-missing: cannot read it"):
+        doctor.network_disabled_setting(tmp_path / ".env-missing")
+
+
+def test_the_data_folder_and_the_disk_against_the_series(tiny_zoo, tmp_path, monkeypatch):
+    from e2lmc.formats.series import E2LM_SERIES, read_series
+
+    zoo, _ = tiny_zoo
+    data = Path(shutil.copytree(zoo, tmp_path / "data"))
+    series = read_series(data / "series.yaml")
+    shutil.rmtree(data / "dense-large-arch2" / "iter_0000060")
+    folder, disk = doctor.data_checks(DoctorOptions(data=data, series=series), None)
+    assert folder == Check("data folder", "fail", f"{data / 'dense-large-arch2' / 'iter_0000060'} is missing")
+    assert disk.verdict == "skip" and disk.detail.endswith("the 84 checkpoints still to place cannot be sized from "
+                                                           "the series' size labels")  # none verified: all to place
+
+    real = read_series(E2LM_SERIES, "org/web")
+    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 5e9, 5e9))
+    folder, disk = doctor.data_checks(DoctorOptions(data=tmp_path / "empty", series=real), None)
+    assert folder.verdict == "fail" and "has no manifest.yaml" in folder.detail
+    assert disk.verdict == "fail" and disk.detail.startswith(f"5.0 GB free on {tmp_path}, ")
+    assert "of the series still to place" in disk.detail
+    assert [c.verdict for c in doctor.data_checks(DoctorOptions(), None)] == ["skip", "skip"]

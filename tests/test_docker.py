@@ -1,6 +1,10 @@
-"""The worker image's recipe, checked without a Docker engine (this machine has none)."""
+"""The worker image's recipe, read, and docker/build.sh's commands, recorded by a stand-in
+`docker`: both without an engine. The image itself is built by .ci/worker-image and run in
+tests/test_container.py."""
 
+import os
 import re
+import subprocess
 
 import tomllib
 
@@ -36,10 +40,32 @@ def test_dockerfile_installs_the_package_and_runs_as_codabench_needs():
     assert re.search(r"apt-get install [^&]*bubblewrap libseccomp2", text)  # the sandbox's tools (docs/security.md)
 
 
-def test_the_cpu_variant_builds_from_the_same_recipe_without_cuda():
+def _build_commands(tmp_path, *args: str) -> list[str]:
+    """The docker commands `docker/build.sh ARGS` runs, recorded by a stand-in on PATH."""
+    (tmp_path / "docker").write_text('#!/bin/sh\necho "$@" >> "$RECORD"\n')
+    (tmp_path / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin", "RECORD": str(tmp_path / "record")}
+    subprocess.run(["bash", str(DOCKER / "build.sh"), *args], env=env, check=True, capture_output=True)
+    return (tmp_path / "record").read_text().splitlines()
+
+
+def test_build_sh_makes_both_variants_from_one_recipe_without_python(tmp_path):
     script = (DOCKER / "build.sh").read_text()
-    assert "--build-arg BASE=ubuntu:" in script and "TORCH_INDEX=https://download.pytorch.org/whl/cpu" in script
-    assert script.count("docker build -f docker/Dockerfile") == 1  # one recipe, two variants
+    assert "python" not in script.replace("# Build the worker image from the repository root (any bash, no Python", "")
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    gpu = _build_commands(tmp_path)
+    assert gpu[0] == f"build -f docker/Dockerfile -t e2lmc/worker:{version} ." and gpu[1].startswith("run --rm")
+    (tmp_path / "record").unlink()
+    cpu = _build_commands(tmp_path, "--cpu")[0]
+    assert cpu == (f"build -f docker/Dockerfile --build-arg BASE=ubuntu:24.04 --build-arg TORCH_INDEX="
+                   f"https://download.pytorch.org/whl/cpu -t e2lmc/worker:{version}-cpu .")
+    (tmp_path / "record").unlink()
+    local = _build_commands(tmp_path, "--cpu", "--base", "local/bookworm-python", "--torch-index",
+                            "http://127.0.0.1:1/simple", "reg/e2lmc:1", "--", "--network", "host")[0]
+    assert local == ("build -f docker/Dockerfile --build-arg BASE=local/bookworm-python --build-arg TORCH_INDEX="
+                     "http://127.0.0.1:1/simple --network host -t reg/e2lmc:1 .")
+    with open(os.devnull, "w") as quiet:
+        assert subprocess.run(["bash", str(DOCKER / "build.sh"), "--gpu"], stderr=quiet).returncode == 1
 
 
 def test_the_build_context_leaves_out_what_the_image_does_not_need():

@@ -208,7 +208,8 @@ def test_the_bundle_enables_the_judge_in_every_phase(tiny_zoo, tmp_path, capsys)
 
     (tmp_path / "alignment.yaml").write_text("enabled: true\nendpoint: http://judge:8000/v1\nthreshold: 0.5\n")
     out = tmp_path / "bundle.zip"
-    argv = ["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(tiny_zoo[0]), "--out", str(out)]
+    argv = ["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(tiny_zoo[0]), "--out", str(out),
+            "--allow-local-image"]
     assert main([*argv, "--alignment", str(tmp_path / "alignment.yaml"), "--custom-metric-code", "refuse"]) == 0
     with zipfile.ZipFile(out) as archive:
         references = [yaml.safe_load(archive.read(n)) for n in archive.namelist()

@@ -276,10 +276,15 @@ def _pages(bundle: Path) -> dict[str, str]:
 
 def test_pages_differ_per_kind_and_carry_the_bundles_dates(real_bundle, tiny_zoo, tmp_path, capsys):
     zoo_out = tmp_path / "zoo.zip"
-    assert main(["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(tiny_zoo[0]),
-                 "--out", str(zoo_out), "--start", "2099-02-01"]) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and f"local tag {DEFAULT_IMAGE}" in warnings[0]  # no past phase: only the image
+    zoo_bundle = ["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(tiny_zoo[0]), "--out",
+                  str(zoo_out), "--start", "2099-02-01"]
+    assert main(zoo_bundle) == 2  # the local default image: refused, as for e2lm
+    assert (f"--docker-image is needed: the default {DEFAULT_IMAGE}-cpu is a local tag that Codabench's workers "
+            f"cannot pull; push the image where they can (for Codabench's shared free queue: a public repository "
+            f"they pull without a login") in capsys.readouterr().err
+    assert main([*zoo_bundle, "--docker-image", "ghcr.io/org/e2lmc-worker:0.1.0-cpu"]) == 0
+    assert "warning:" not in capsys.readouterr().err  # no past phase
+    assert competition_of(zoo_out)["docker_image"] == "ghcr.io/org/e2lmc-worker:0.1.0-cpu"
     zoo, real = _pages(zoo_out), _pages(real_bundle)
     assert "embedded checkpoint set" in zoo["overview.md"] and "0.5B, 1B and 3B" in real["overview.md"]
     assert "miniature" not in real["overview.md"] + real["tasks_and_data.md"]

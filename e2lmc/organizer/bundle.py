@@ -263,11 +263,13 @@ def with_image(options: BundleOptions, kind: str) -> BundleOptions:
         return options
     local = LOCAL_IMAGES[kind]
     if not options.allow_local_image:
-        workers = ("Codabench's workers: for its shared free queue, on a registry they pull from without a login "
-                   "(a public Docker Hub or ghcr.io repository)" if kind == "zoo" else "your GPU workers")
+        free_queue = "for Codabench's shared free queue: a public repository they pull without a login, such as " \
+                     "Docker Hub or ghcr.io"
+        workers, where = ("Codabench's workers", free_queue) if kind == "zoo" else ("your GPU workers", "")
         raise UserError(f"--docker-image is needed: the default {local} is a local tag that {workers} cannot pull; "
-                        f"push the image (docker/README.md) and name it, or pass --allow-local-image for a rehearsal "
-                        f"where the image is present (e2lmc worker, e2lmc doctor)")
+                        f"push the image where they can ({where + '; ' if where else ''}docker/README.md) and name "
+                        f"it, or pass --allow-local-image for a rehearsal where the image is present (e2lmc worker, "
+                        f"e2lmc doctor)")
     return dataclasses.replace(options, docker_image=local)
 
 

@@ -15,8 +15,8 @@ checkpoints are placed) is seen read-only at /app/data in both steps.
 Each step is one `container.StepSpec`: with Docker it runs in the worker image exactly as
 Codabench's compute worker creates the container; with `container=False` the same
 description runs as a plain process, every `/app/…` path moved to its mount's folder
-under a work folder (`<workdir>/<step>/app/…`). Tests use that twin; this machine has no
-Docker engine.
+under a work folder (`<workdir>/<step>/app/…`). Both give the same scores
+(tests/test_container.py runs every phase both ways where an engine answers).
 """
 
 from __future__ import annotations

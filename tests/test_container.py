@@ -281,3 +281,20 @@ def test_the_data_folder_and_the_disk_against_the_series(tiny_zoo, tmp_path, mon
     assert disk.verdict == "fail" and disk.detail.startswith(f"5.0 GB free on {tmp_path}, ")
     assert "of the series still to place" in disk.detail
     assert [c.verdict for c in doctor.data_checks(DoctorOptions(), None)] == ["skip", "skip"]
+
+
+@pytest.mark.slow
+def test_a_gpu_request_the_engine_cannot_serve_ends_in_one_sentence(engine, zoo_bundle, short_science, tmp_path,
+                                                                    capfd):
+    """Docker before 25 has no CDI: the worker's --gpus and the doctor's both name the fix."""
+    if int(engine.version()["Version"].split(".")[0]) >= 25:
+        pytest.skip("this engine may serve CDI requests: the refusal needs one that cannot")
+    assert _worker(short_science, zoo_bundle, "warm-up", tmp_path / "w", "--gpus") == 2
+    err = capfd.readouterr().err
+    assert "error: the container engine refused the step's container in e2lmc/worker:" in err
+    assert container.CDI_FIX in err and "Traceback" not in err
+    assert main(["doctor", "--gpus", "--image", IMAGE]) == 1
+    out = capfd.readouterr().out
+    line = next(line for line in out.splitlines() if " GPUs in a container " in line)
+    assert line.startswith("fail") and container.CDI_FIX in line
+    assert "ok    sandbox in a container" in out  # asked again without GPUs, the rest still answers

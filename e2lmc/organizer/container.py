@@ -33,6 +33,9 @@ CAP_DROP = ("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", 
 SECURITY_OPT = ("no-new-privileges",)
 ENVIRONMENT = ("PYTHONUNBUFFERED=1", "http_proxy=", "https_proxy=")  # the proxies empty unless the worker sets one
 GPU_DEVICES = ("nvidia.com/gpu=all",)
+CDI_FIX = ("Codabench asks for GPUs through CDI (nvidia.com/gpu=all): install the NVIDIA Container Toolkit, write "
+           "the CDI spec (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml) and use Docker 25 or later with "
+           "CDI enabled (on by default from 28)")
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,19 @@ def docker_client():  # noqa: ANN201 - docker.APIClient, imported only where an 
 
 def run_container(spec: StepSpec, time_limit: int) -> int:
     """The step in a container, created as Codabench creates it; its logs to stderr."""
+    import docker
+
     client = docker_client()
-    container = client.create_container(host_config=client.create_host_config(**spec.host_config()),
-                                        **spec.create_container())
     try:
-        client.start(container)
+        container = client.create_container(host_config=client.create_host_config(**spec.host_config()),
+                                            **spec.create_container())
+    except docker.errors.APIError as exc:
+        raise UserError(refusal(exc, spec)) from None
+    try:
+        try:
+            client.start(container)
+        except docker.errors.APIError as exc:
+            raise UserError(refusal(exc, spec)) from None
         logs = threading.Thread(target=_copy_logs, args=(client, container), daemon=True)
         logs.start()
         start = time.monotonic()
@@ -133,6 +144,14 @@ def run_container(spec: StepSpec, time_limit: int) -> int:
         return int(status.get("StatusCode", 1))
     finally:
         client.remove_container(container, force=True)
+
+
+def refusal(exc: Exception, spec: StepSpec) -> str:
+    """The engine's refusal to create or start a step's container, in one sentence (a GPU
+    request where CDI is not set up, an image it does not have)."""
+    said = getattr(exc, "explanation", None) or str(exc)
+    fix = f"; {CDI_FIX}" if spec.gpus and "cdi" in said.lower() else ""
+    return f"the container engine refused the step's container in {spec.image}: {str(said)[:300]}{fix}"
 
 
 def _copy_logs(client, container) -> None:

@@ -39,7 +39,7 @@ from ..sandboxed.sandbox import (
     strongest_level,
 )
 from .bundle import LOCAL_IMAGES
-from .container import Mount, StepSpec, docker_client, run_container
+from .container import CDI_FIX, Mount, StepSpec, docker_client, run_container
 from .estimate import nominal_sizes
 from .placement import placed_sizes
 
@@ -47,9 +47,6 @@ PROBE_FILE = "probe.json"
 PROBE_VERSION = 1
 PROBE_SECONDS = 300  # a container's start, torch's import, the GPUs' discovery
 NETWORK_VARIABLE = "COMPETITION_CONTAINER_NETWORK_DISABLED"  # the compute worker's .env setting
-CDI_FIX = ("Codabench asks for GPUs through CDI (nvidia.com/gpu=all): install the NVIDIA Container Toolkit, write "
-           "the CDI spec (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml) and use Docker 25 or later with "
-           "CDI enabled (on by default from 28)")
 
 
 @dataclass(frozen=True)
@@ -85,14 +82,20 @@ class Probe:
     data_writable: bool
 
 
-def probe(data: Path = Path("/app/data")) -> Probe:
-    """This process's view (in a container of the worker image, as a step's)."""
+def kernel_landlock() -> tuple[int, int]:
+    """The kernel's Landlock ABI, and the error number where there is none (by the system call)."""
     import ctypes
 
-    from ..formats.manifest import MANIFEST_FILE, read_manifest
     from ..sandboxed.confine import landlock_abi
 
-    abi, _ = landlock_abi(ctypes.CDLL(None, use_errno=True))
+    return landlock_abi(ctypes.CDLL(None, use_errno=True))
+
+
+def probe(data: Path = Path("/app/data")) -> Probe:
+    """This process's view (in a container of the worker image, as a step's)."""
+    from ..formats.manifest import MANIFEST_FILE, read_manifest
+
+    abi, _ = kernel_landlock()
     gpus = []
     try:
         import torch
@@ -103,8 +106,10 @@ def probe(data: Path = Path("/app/data")) -> Probe:
     interfaces = sorted(i.name for i in net.iterdir() if i.name != "lo") if net.is_dir() else []
     checkpoints = None
     if (data / MANIFEST_FILE).is_file():
-        manifest = read_manifest(data)
-        checkpoints = sum(1 for e in manifest.checkpoints if e.path and (data / e.path).is_dir())
+        try:
+            checkpoints = sum(1 for e in read_manifest(data).checkpoints if e.path and (data / e.path).is_dir())
+        except UserError:  # a damaged manifest: the data folder's check on the host names it
+            checkpoints = 0
     return Probe(PROBE_VERSION, __version__, abi, strongest_level(),
                  [p for p in (filters_problem(), namespaces_problem()) if p], gpus, interfaces, checkpoints,
                  data.is_dir() and os.access(data, os.W_OK))
@@ -126,11 +131,7 @@ def read_probe(path: Path) -> Probe:
 
 
 def host_checks(options: DoctorOptions) -> list[Check]:
-    import ctypes
-
-    from ..sandboxed.confine import landlock_abi
-
-    abi, error = landlock_abi(ctypes.CDLL(None, use_errno=True))
+    abi, error = kernel_landlock()
     kernel = Check("kernel Landlock", "ok", f"ABI {abi} (Linux {os.uname().release})") if abi else \
         Check("kernel Landlock", "fail", landlock_refusal(error))
     level = strongest_level()
@@ -237,8 +238,8 @@ def _probe_container(options: DoctorOptions, image: str, gpus: bool) -> tuple[Pr
                          Mount(data, "/app/data", "ro")), gpus=gpus, network_disabled=options.network_disabled)
         try:
             code = run_container(spec, PROBE_SECONDS)
-        except Exception as exc:  # noqa: BLE001 - the engine's refusal (a GPU request without CDI, say)
-            return None, f"the engine refused the container: {str(exc)[:300]}" + (f"; {CDI_FIX}" if gpus else "")
+        except UserError as exc:  # the engine's refusal (a GPU request without CDI, say)
+            return None, str(exc)
         if code != 0 or not (output / PROBE_FILE).is_file():
             return None, (f"the probe exited with {code} in {image} (its output is above): is the image built from "
                           f"this version's docker/Dockerfile?")

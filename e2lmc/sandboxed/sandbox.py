@@ -110,7 +110,7 @@ def namespaces_problem() -> str | None:
     where = ("in a container, as Codabench starts it, this is expected: use level 'landlock', the bundle's default"
              if container_engine() else "allow unprivileged user namespaces (sysctl "
              "kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04)")
-    return f"bubblewrap cannot create namespaces ({said[:200]}); {where}"
+    return f"bubblewrap cannot create namespaces ({said.split('. ')[0][:200]}); {where}"
 
 
 def container_engine() -> str | None:

@@ -429,6 +429,16 @@ def test_a_refused_landlock_under_a_seccomp_filter_on_a_new_kernel_is_blamed_on_
     assert sandbox.landlock_refusal(errno.ENOSYS).startswith("the kernel (5.10.0-28-amd64) has no Landlock")
 
 
+def test_asking_for_a_level_below_the_required_one_is_refused_as_such():
+    from e2lmc.sandboxed.sandbox import choose_level
+
+    if filters_problem():
+        pytest.skip(filters_problem())
+    with pytest.raises(UserError, match=r"^--sandbox none is below the level 'landlock' the submission must run at, "
+                                        r"and this host has '(landlock|namespaces)': leave --sandbox at auto$"):
+        choose_level(SandboxSettings(level="none", required="landlock"))
+
+
 def test_a_missing_library_is_named_with_its_fix(monkeypatch):
     import builtins
 

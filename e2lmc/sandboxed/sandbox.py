@@ -181,6 +181,9 @@ def choose_level(settings: SandboxSettings) -> str:
     wanted = available if settings.level == "auto" else ALIASES.get(settings.level, settings.level)
     if rank(wanted) > rank(available):
         raise UserError(f"sandbox level '{wanted}' is not available here: {_missing(wanted)}")
+    if rank(wanted) < rank(settings.required) <= rank(available):
+        raise UserError(f"--sandbox {wanted} is below the level '{settings.required}' the submission must run at, "
+                        f"and this host has '{available}': leave --sandbox at auto")
     if rank(wanted) < rank(settings.required):
         raise UserError(f"the submission must run in a sandbox of level '{settings.required}' or stronger, but this "
                         f"host allows only '{wanted}': {_missing(settings.required)}; see docs/security.md")
@@ -190,7 +193,7 @@ def choose_level(settings: SandboxSettings) -> str:
 def _missing(level: str) -> str:
     """Why `level` is out of reach here: the first thing it needs that is missing."""
     problems = [filters_problem()] + ([namespaces_problem()] if rank(level) >= rank("namespaces") else [])
-    return next((p for p in problems if p), "nothing is missing")
+    return next(p for p in problems if p)
 
 
 def undated(folder: Path, keep_modified: bool = False) -> None:

@@ -298,3 +298,13 @@ def test_a_gpu_request_the_engine_cannot_serve_ends_in_one_sentence(engine, zoo_
     line = next(line for line in out.splitlines() if " GPUs in a container " in line)
     assert line.startswith("fail") and container.CDI_FIX in line
     assert "ok    sandbox in a container" in out  # asked again without GPUs, the rest still answers
+
+
+@pytest.mark.slow
+def test_a_missing_image_is_pulled_and_one_that_cannot_be_is_named(engine, zoo_bundle, short_science, tmp_path,
+                                                                   capfd):
+    assert _worker(short_science, zoo_bundle, "warm-up", tmp_path / "w", "--image", "e2lmc/no-such-image:0") == 2
+    err = capfd.readouterr().err
+    assert "worker: e2lmc/no-such-image:0 is not on this host: pulling it, as Codabench's worker does" in err
+    assert "error: the image e2lmc/no-such-image:0 is not on this host and cannot be pulled (" in err
+    assert "Traceback" not in err

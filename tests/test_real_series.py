@@ -424,6 +424,9 @@ class FakeAPIClient:
     def ping(self):
         return True
 
+    def inspect_image(self, image):
+        return {"Id": image}
+
     def create_host_config(self, **kwargs):
         self.calls.append(("host_config", kwargs))
         return {"host": kwargs}

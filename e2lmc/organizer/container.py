@@ -120,6 +120,7 @@ def run_container(spec: StepSpec, time_limit: int) -> int:
     import docker
 
     client = docker_client()
+    _pull_if_missing(client, spec.image)
     try:
         container = client.create_container(host_config=client.create_host_config(**spec.host_config()),
                                             **spec.create_container())
@@ -144,6 +145,23 @@ def run_container(spec: StepSpec, time_limit: int) -> int:
         return int(status.get("StatusCode", 1))
     finally:
         client.remove_container(container, force=True)
+
+
+def _pull_if_missing(client, image: str) -> None:  # noqa: ANN001 - docker.APIClient
+    """The image pulled when the host lacks it, as Codabench's compute worker does before a step."""
+    import docker
+
+    try:
+        client.inspect_image(image)
+        return
+    except docker.errors.ImageNotFound:
+        print(f"worker: {image} is not on this host: pulling it, as Codabench's worker does", file=sys.stderr)
+    try:
+        client.pull(image)
+    except docker.errors.APIError as exc:
+        raise UserError(f"the image {image} is not on this host and cannot be pulled "
+                        f"({str(getattr(exc, 'explanation', None) or exc)[:200]}): build it (docker/build.sh) or name "
+                        f"an image this host has or can pull (--image)") from None
 
 
 def refusal(exc: Exception, spec: StepSpec) -> str:

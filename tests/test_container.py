@@ -15,12 +15,14 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+import e2lmc
 import e2lmc.organizer.container as container
 import e2lmc.organizer.doctor as doctor
 from e2lmc.cli.main import main
@@ -28,8 +30,9 @@ from e2lmc.errors import UserError
 from e2lmc.formats.results import read_results
 from e2lmc.organizer.bundle import LOCAL_IMAGES
 from e2lmc.organizer.container import Mount, StepSpec, docker_client
-from e2lmc.organizer.doctor import Check, DoctorOptions, Probe
+from e2lmc.organizer.doctor import DoctorOptions, Probe
 from e2lmc.organizer.phases import PHASE_NAMES
+from e2lmc.organizer.worker_env import VARIABLES, WorkerEnv, read_worker_env
 
 from .conftest import REPO
 
@@ -70,6 +73,11 @@ def engine():
     if os.environ.get("E2LMC_REQUIRE_ENGINE") == "1":
         pytest.fail(f"E2LMC_REQUIRE_ENGINE=1, but {reason}")
     pytest.skip(f"no container test runs here: {reason}")
+
+
+def _doctor_lines(out: str) -> dict[str, tuple[str, str]]:
+    """The doctor's printed checks: name -> (verdict, detail)."""
+    return {m[2]: (m[1], m[3]) for m in re.finditer(r"^(ok|warn|fail|skip) +(\S+(?: \S+)*?)  +(.*)$", out, re.M)}
 
 
 def _worker(submission: Path, bundle: Path, phase: str, workdir: Path, *more: str) -> int:
@@ -160,37 +168,73 @@ def test_an_engine_profile_that_refuses_landlock_fails_a_submission_naming_the_e
     printed = capfd.readouterr()
     assert "Landlock's system calls are refused (ENOSYS)" in printed.err
     assert "the container engine's seccomp profile does not allow them (this is a Docker container)" in printed.err
-    assert "Docker 20.10.18 or later (23.0 and later included)" in printed.err
+    assert "from 20.10.18 on (23.0 and later included)" in printed.err
     metadata = (tmp_path / "w" / "prediction" / "app" / "output" / "metadata").read_text()
     assert "ingestionExitCode: 2" in metadata  # refused before any work: no model loaded
 
     assert main(["doctor"]) == 1
-    lines = capfd.readouterr().out.splitlines()
-    line = next(line for line in lines if " sandbox in a container " in line)
-    assert line.startswith("fail") and "'none'" in line and "seccomp profile does not allow them" in line
+    out = capfd.readouterr().out
+    verdict, detail = _doctor_lines(out)["sandbox in a container"]
+    assert verdict == "fail" and "'none'" in detail and "seccomp profile does not allow them" in detail
+    lines = out.splitlines()
     assert lines[-1].startswith("verdict: not ready — 1 check failed (sandbox in a container)")
 
 
 @pytest.mark.slow
-def test_the_doctor_on_this_engine(engine, tiny_zoo, capfd):
+def test_the_doctor_on_this_engine(engine, tiny_zoo, tmp_path, capfd):
     zoo, _ = tiny_zoo
-    assert main(["doctor", "--data", str(zoo), "--series", str(zoo / "series.yaml")]) == 0
-    lines = capfd.readouterr().out.splitlines()
-
-    def line(name: str) -> str:
-        return next(line for line in lines if line[6:].startswith(name + "  "))
-
-    assert line("container engine").startswith("ok") and "seccomp" in line("container engine")
-    assert line("worker image").startswith(f"ok    worker image            {IMAGE}, ")
-    assert line("sandbox in a container").endswith("'landlock' (Landlock ABI " + line("kernel Landlock").split()[4]
-                                                   + "), the level a step gets")
-    assert "84 checkpoints" in line("data folder") and "sees 84 of them at /app/data, read-only" in line("data folder")
-    assert line("network in a container").startswith("warn")
-    assert lines[-1].startswith("verdict: ready")
-    assert main(["doctor", "--image", "e2lmc/no-such-image:0", "--no-container"]) == 0  # host checks only
-    assert main(["doctor", "--image", "e2lmc/no-such-image:0"]) == 1
+    env = tmp_path / ".env"  # the worker's .env: its data folder is HOST_DIRECTORY/data
+    (tmp_path / "data").symlink_to(zoo)
+    env.write_text(f"HOST_DIRECTORY={tmp_path}  # the worker's folders\n#USE_GPU=True\n")
+    assert main(["doctor", "--worker-env", str(env)]) == 0  # the series: the one placed with the checkpoints
     out = capfd.readouterr().out
-    assert "fail  worker image" in out and "docker pull e2lmc/no-such-image:0" in out
+    checks = _doctor_lines(out)
+    assert checks["container engine"][0] == "ok" and "seccomp" in checks["container engine"][1]
+    assert checks["worker image"][0] == "ok" and checks["worker image"][1].startswith(f"{IMAGE}, ")
+    assert checks["worker image"][1].endswith(f", e2lmc {e2lmc.__version__}")
+    here = next(v for k, v in checks.items() if "Landlock" in k)  # on a host, or in a container (as CI's may be)
+    abi = here[1].split()[1]
+    assert checks["sandbox in a container"] == ("ok", f"'landlock' (Landlock ABI {abi}), the level a step gets")
+    assert checks["data folder"][0] == "ok" and "84 of the series' 84 checkpoints complete" in checks["data folder"][1]
+    assert checks["data folder"][1].endswith("sees 84 of them complete at /app/data, read-only")
+    assert checks["network in a container"][0] == "warn"
+    assert out.splitlines()[-1].startswith("verdict: ready") and "verifying" not in out
+    assert main(["doctor", "--image", "e2lmc/no-such-image:0", "--no-container"]) == 0  # host checks only
+    assert "verdict: ready (for steps run without a container" in capfd.readouterr().out
+    assert main(["doctor", "--image", "e2lmc/no-such-image:0"]) == 1
+    printed = capfd.readouterr()
+    assert "e2lmc/no-such-image:0 is not on this host: pulling it" in printed.err
+    verdict, detail = _doctor_lines(printed.out)["worker image"]
+    assert verdict == "fail" and detail.startswith("the image e2lmc/no-such-image:0 is not on this host and cannot be "
+                                                   "pulled")
+
+
+@pytest.mark.slow
+def test_a_link_out_of_the_data_folder_an_image_without_e2lmc_and_a_missing_data_folder(engine, tiny_zoo, tmp_path,
+                                                                                          zoo_bundle, short_science,
+                                                                                          capfd):
+    """Complete on the host, empty in a container: the doctor names the link; an image that is
+    not the worker's fails its own line; the worker refuses a data folder that does not exist."""
+    zoo, _ = tiny_zoo
+    data = Path(shutil.copytree(zoo, tmp_path / "data"))
+    moved = data / "dense-large-arch2" / "iter_0000060"
+    shutil.move(moved, tmp_path / "elsewhere")
+    moved.symlink_to(tmp_path / "elsewhere")
+    assert main(["doctor", "--data", str(data)]) == 1
+    verdict, detail = _doctor_lines(capfd.readouterr().out)["data folder"]
+    assert verdict == "fail" and "84 of the series' 84 checkpoints complete" in detail
+    assert f"sees 83 of them complete at /app/data: {moved} is a link to {tmp_path / 'elsewhere'}, outside" in detail
+
+    base = next(t for i in engine.images() for t in i.get("RepoTags") or [] if t.startswith("local/bookworm-python"))
+    assert main(["doctor", "--image", base]) == 1
+    out = capfd.readouterr().out
+    verdict, detail = _doctor_lines(out)["worker image"]
+    assert verdict == "fail" and detail.startswith(f"the image {base} has no e2lmc to run (the engine says: ")
+    assert "verdict: not ready — 1 check failed (worker image)" in out
+
+    assert _worker(short_science, zoo_bundle, "warm-up", tmp_path / "w", "--data", str(tmp_path / "nowhere")) == 2
+    assert f"error: --data {tmp_path / 'nowhere'}: no such folder" in capfd.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
 
 
 # ------------------------------------------------------- the doctor's sentences, constructed
@@ -208,14 +252,18 @@ def test_a_kernel_without_landlock_fails_the_first_check_and_the_verdict(monkeyp
     monkeypatch.setattr(confine, "landlock_abi", lambda libc: (0, errno.ENOSYS))
     monkeypatch.setattr(sandbox, "seccomp_filtered", lambda: False)
     monkeypatch.setattr(doctor, "strongest_level", lambda: "none")
+    monkeypatch.setattr(doctor, "container_engine", lambda: None)
     kernel, level = doctor.host_checks(DoctorOptions(container=False))
     assert kernel.verdict == "fail" and "has no Landlock: it needs Linux 5.13 or later" in kernel.detail
     assert level.verdict == "fail" and level.detail.startswith("'none'")
     text, code = doctor.report([kernel, level])
     assert code == 1 and text.endswith("verdict: not ready — 2 checks failed (kernel Landlock, sandbox level here)")
+    warned = Check("network in a container", "warn", "on")
+    assert doctor.report([warned], "for steps run without a container") == (
+        "warn  network in a container  on\nverdict: ready (for steps run without a container; 1 warning to decide)", 0)
 
 
-def test_no_engine_fails_on_a_host_and_is_skipped_inside_a_container(monkeypatch, tmp_path):
+def test_no_engine_fails_on_a_host_and_inside_a_container(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     monkeypatch.setattr(doctor, "container_engine", lambda: None)
     checks, seen = doctor.container_checks(DoctorOptions(), IMAGE)
@@ -223,7 +271,26 @@ def test_no_engine_fails_on_a_host_and_is_skipped_inside_a_container(monkeypatch
     assert {c.verdict for c in checks[1:]} == {"skip"}
     monkeypatch.setattr(doctor, "container_engine", lambda: "Docker")
     checks, _ = doctor.container_checks(DoctorOptions(), IMAGE)
-    assert {c.verdict for c in checks} == {"skip"} and "this is itself a Docker container" in checks[0].detail
+    assert checks[0].verdict == "fail" and "no engine answers in this Docker container" in checks[0].detail
+    text, code = doctor.report(checks)
+    assert code == 1 and "verdict: not ready — 1 check failed (container engine)" in text
+
+
+class _OldEngine:
+    """A client of Docker 24, which has no CDI device requests."""
+
+    def version(self) -> dict:
+        return {"Version": "24.0.7", "ApiVersion": "1.43", "Components": [{"Name": "Engine"}]}
+
+    def info(self) -> dict:
+        return {"SecurityOptions": ["name=seccomp,profile=builtin"]}
+
+
+def test_a_gpu_request_to_docker_before_25_fails_the_engine_line():
+    check = doctor._engine_check(_OldEngine(), DoctorOptions(gpus=True))
+    assert check.verdict == "fail" and check.detail.startswith("Docker 24.0.7 (API 1.43; security: seccomp,profile")
+    assert "too old for the GPU request; " + container.CDI_FIX in check.detail
+    assert doctor._engine_check(_OldEngine(), DoctorOptions()).verdict == "ok"
 
 
 @pytest.mark.parametrize("gpus, seen, failure, verdict, said", [
@@ -253,33 +320,48 @@ def test_a_level_below_the_bundles_names_what_is_missing():
     assert check.verdict == "fail" and check.detail.endswith(f"below the bundle's 'landlock': {refusal}")
 
 
-def test_the_network_setting_is_read_from_the_workers_env_file(tmp_path, monkeypatch):
-    monkeypatch.delenv(doctor.NETWORK_VARIABLE, raising=False)
+def test_the_workers_env_file_is_read_as_docker_compose_reads_it(tmp_path, monkeypatch):
+    for variable in VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
     env = tmp_path / ".env"
-    env.write_text("SUBMISSIONS_API_URL=https://www.codabench.org/api\nCOMPETITION_CONTAINER_NETWORK_DISABLED='True'\n")
-    assert doctor.network_disabled_setting(env) and not doctor.network_disabled_setting(None)
+    env.write_text("BROKER_URL=pyamqp://login:pass@www.codabench.org:5672/\n"
+                   "HOST_DIRECTORY=/srv/codabench   # the worker's folders\n"
+                   "#USE_GPU=False\nexport USE_GPU=True\n"
+                   "GPU_DEVICE='nvidia.com/gpu=1' # the second one\n"
+                   "COMPETITION_CONTAINER_NETWORK_DISABLED=\"True\"\n")
+    settings = read_worker_env(env)
+    assert settings == WorkerEnv(use_gpu=True, gpu_device="nvidia.com/gpu=1", host_directory=Path("/srv/codabench"),
+                                 network_disabled=True)
+    assert settings.data == Path("/srv/codabench/data")
+    assert read_worker_env(None) == WorkerEnv()  # the compute worker's defaults
+    monkeypatch.setenv("COMPETITION_CONTAINER_NETWORK_DISABLED", "true")
+    assert read_worker_env(None).network_disabled
     with pytest.raises(UserError, match=r"\.env-missing: cannot read it"):
-        doctor.network_disabled_setting(tmp_path / ".env-missing")
+        read_worker_env(tmp_path / ".env-missing")
 
 
 def test_the_data_folder_and_the_disk_against_the_series(tiny_zoo, tmp_path, monkeypatch):
-    from e2lmc.formats.series import E2LM_SERIES, read_series
+    from e2lmc.formats.series import E2LM_SERIES, placed_manifest, read_series
 
     zoo, _ = tiny_zoo
     data = Path(shutil.copytree(zoo, tmp_path / "data"))
     series = read_series(data / "series.yaml")
     shutil.rmtree(data / "dense-large-arch2" / "iter_0000060")
     folder, disk = doctor.data_checks(DoctorOptions(data=data, series=series), None)
-    assert folder == Check("data folder", "fail", f"{data / 'dense-large-arch2' / 'iter_0000060'} is missing")
-    assert disk.verdict == "skip" and disk.detail.endswith("the 84 checkpoints still to place cannot be sized from "
-                                                           "the series' size labels")  # none verified: all to place
+    assert folder.verdict == "fail" and folder.detail.startswith("83 of the series' 84 checkpoints complete, ")
+    assert folder.detail.endswith(f"; {data / 'dense-large-arch2' / 'iter_0000060'} is missing")
+    assert disk.verdict == "skip" and disk.detail.endswith("the 1 checkpoint still to place cannot be sized from "
+                                                           "the series' size labels")  # only what is not placed
+    folder, _ = doctor.data_checks(DoctorOptions(data=zoo, series=series), _probe(data_checkpoints=84,
+                                                                                  data_writable=True))
+    assert folder.verdict == "fail" and folder.detail.endswith("WRITABLE: the data folder must be mounted read-only")
 
     real = read_series(E2LM_SERIES, "org/web")
     monkeypatch.setattr(doctor.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 5e9, 5e9))
     folder, disk = doctor.data_checks(DoctorOptions(data=tmp_path / "empty", series=real), None)
-    assert folder.verdict == "fail" and "has no manifest.yaml" in folder.detail
+    assert folder.verdict == "fail" and f"{tmp_path / 'empty'} does not exist or is not a folder" in folder.detail
     assert disk.verdict == "fail" and disk.detail.startswith(f"5.0 GB free on {tmp_path}, ")
-    assert "of the series still to place" in disk.detail
+    assert f"for the {len(placed_manifest(real).checkpoints)} checkpoints still to place" in disk.detail
     assert [c.verdict for c in doctor.data_checks(DoctorOptions(), None)] == ["skip", "skip"]
 
 
@@ -295,9 +377,10 @@ def test_a_gpu_request_the_engine_cannot_serve_ends_in_one_sentence(engine, zoo_
     assert container.CDI_FIX in err and "Traceback" not in err
     assert main(["doctor", "--gpus", "--image", IMAGE]) == 1
     out = capfd.readouterr().out
-    line = next(line for line in out.splitlines() if " GPUs in a container " in line)
-    assert line.startswith("fail") and container.CDI_FIX in line
-    assert "ok    sandbox in a container" in out  # asked again without GPUs, the rest still answers
+    checks = _doctor_lines(out)
+    assert checks["GPUs in a container"][0] == "fail" and container.CDI_FIX in checks["GPUs in a container"][1]
+    assert checks["container engine"][0] == "fail"  # Docker 20.10 takes no CDI request
+    assert checks["sandbox in a container"][0] == "ok"  # asked again without GPUs, the rest still answers
 
 
 @pytest.mark.slow
@@ -305,6 +388,6 @@ def test_a_missing_image_is_pulled_and_one_that_cannot_be_is_named(engine, zoo_b
                                                                    capfd):
     assert _worker(short_science, zoo_bundle, "warm-up", tmp_path / "w", "--image", "e2lmc/no-such-image:0") == 2
     err = capfd.readouterr().err
-    assert "worker: e2lmc/no-such-image:0 is not on this host: pulling it, as Codabench's worker does" in err
+    assert "e2lmc/no-such-image:0 is not on this host: pulling it, as Codabench's worker does" in err
     assert "error: the image e2lmc/no-such-image:0 is not on this host and cannot be pulled (" in err
     assert "Traceback" not in err

@@ -321,6 +321,8 @@ def test_the_container_is_described_as_codabenchs_compute_worker_creates_it(tmp_
     assert create["environment"] == ["PYTHONUNBUFFERED=1", "http_proxy=", "https_proxy="]
     assert create["network_disabled"] is True and "user" not in create  # the image's default user: root
     assert "device_requests" not in StepSpec("i", "c", ()).host_config()  # USE_GPU unset: no GPU request
+    one = StepSpec("i", "c", (), gpus=True, gpu_device="nvidia.com/gpu=1").host_config()  # the .env's GPU_DEVICE
+    assert one["device_requests"] == [{"Driver": "cdi", "DeviceIDs": ["nvidia.com/gpu=1"]}]
     # the docker SDK accepts exactly this description
     import docker
 
@@ -472,6 +474,21 @@ def test_the_docker_runner_creates_codabenchs_container_and_removes_it(monkeypat
     assert created["host_config"] == {"host": spec.host_config()}
     assert {k: v for k, v in created.items() if k != "host_config"} == spec.create_container()
     assert [c[0] for c in client.calls][-1] == "remove" and "step log line" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("flags, gpus, device", [
+    ([], False, "nvidia.com/gpu=all"),
+    (["--gpus"], True, "nvidia.com/gpu=all"),
+    (["--gpu-device", "nvidia.com/gpu=1"], True, "nvidia.com/gpu=1"),  # names a device: asks for it
+])
+def test_the_workers_gpu_flags_reach_its_steps(monkeypatch, tmp_path, flags, gpus, device):
+    import e2lmc.organizer.worker as worker
+    from e2lmc.cli.main import main
+
+    seen, failed = [], worker.StepResult(tmp_path, 1, 0.0)
+    monkeypatch.setattr(worker, "run_submission", lambda *args: seen.append(args[-1]) or (failed, failed))
+    assert main(["worker", str(tmp_path), "--bundle", str(tmp_path), "--phase", "final", *flags]) == 1
+    assert (seen[0].gpus, seen[0].gpu_device) == (gpus, device)
 
 
 def test_the_docker_runner_stops_a_container_at_the_time_limit(monkeypatch, tmp_path):

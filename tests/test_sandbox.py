@@ -424,7 +424,7 @@ def test_a_refused_landlock_under_a_seccomp_filter_on_a_new_kernel_is_blamed_on_
     monkeypatch.setattr(sandbox.platform, "release", lambda: "6.1.0-18-amd64")
     sentence = sandbox.landlock_refusal(error)
     assert "the container engine's seccomp profile does not allow them" in sentence
-    assert "Docker 20.10.18 or later (23.0 and later included)" in sentence and "e2lmc doctor" in sentence
+    assert "from 20.10.18 on (23.0 and later included)" in sentence and "e2lmc doctor" in sentence
     monkeypatch.setattr(sandbox.platform, "release", lambda: "5.10.0-28-amd64")  # too old: the kernel's fault
     assert sandbox.landlock_refusal(errno.ENOSYS).startswith("the kernel (5.10.0-28-amd64) has no Landlock")
 

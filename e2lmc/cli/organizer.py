@@ -14,6 +14,7 @@ from pathlib import Path
 from ..embedded.sets import DEFAULT_PRESET, PRESETS, ROOT, set_folder
 from ..errors import UserError
 from ..formats.reference import CUSTOM_CODE_POLICIES
+from ..organizer.container import GPU_DEVICE
 from ..sandboxed.sandbox import CHOICES
 from .options import add_command, add_set_options
 
@@ -78,8 +79,9 @@ def _worker(args: argparse.Namespace) -> int:
     from ..organizer.worker import WorkerOptions, run_submission
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="e2lmc-worker-"))
-    options = WorkerOptions(container=not args.no_container, image=args.image, gpus=args.gpus, data=args.data,
-                            network=args.network)
+    options = WorkerOptions(container=not args.no_container, image=args.image,
+                            gpus=args.gpus or args.gpu_device is not None,
+                            gpu_device=args.gpu_device or GPU_DEVICE, data=args.data, network=args.network)
     _, scoring = run_submission(args.submission, args.bundle, args.phase, workdir, options)
     scores = scoring.output / "scores.json"
     if scoring.exit_code != 0 or not scores.is_file():
@@ -92,19 +94,24 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from ..organizer.doctor import DoctorOptions, doctor, network_disabled_setting, write_probe
+    from ..formats.series import E2LM_SERIES, SERIES_FILE, read_series
+    from ..organizer.doctor import DoctorOptions, doctor, write_probe
+    from ..organizer.worker_env import read_worker_env
 
     if args.probe:  # inside the container the doctor starts: this host's view, for the doctor outside
         write_probe(args.probe)
         return 0
+    env = read_worker_env(args.worker_env)
+    data = args.data or (env.data if args.worker_env else None)
     series = None
-    if args.data is not None or args.series is not None:
-        from ..formats.series import E2LM_SERIES, read_series
-
+    if args.series or args.web_model:
         series = read_series(args.series or E2LM_SERIES, args.web_model)
-    return doctor(DoctorOptions(image=args.image, container=not args.no_container, gpus=args.gpus, data=args.data,
-                                series=series, network_disabled=network_disabled_setting(args.worker_env),
-                                required=args.require_sandbox))
+    elif data is not None and (data / SERIES_FILE).is_file():  # the series `checkpoints fetch` placed
+        series = read_series(data / SERIES_FILE)
+    return doctor(DoctorOptions(image=args.image, container=not args.no_container,
+                                gpus=args.gpus or args.gpu_device is not None or env.use_gpu,
+                                gpu_device=args.gpu_device or env.gpu_device, data=data, series=series,
+                                network_disabled=env.network_disabled, required=args.require_sandbox))
 
 
 def _zoo_build(args: argparse.Namespace) -> int:
@@ -126,11 +133,17 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_series_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    p.add_argument("--series", type=Path, help=f"{prefix}the checkpoint series file (default: the real competition's, "
-                                               "e2lmc/data/series/e2lm.yaml)")
+def _add_series_options(p: argparse.ArgumentParser, prefix: str = "", default: str = "") -> None:
+    p.add_argument("--series", type=Path, help=f"{prefix}the checkpoint series file (default: {default}the real "
+                                               "competition's, e2lmc/data/series/e2lm.yaml)")
     p.add_argument("--web-model", help=f"{prefix}hub repo of the hidden web-only model, if the series file leaves it "
                                        "out")
+
+
+def _add_gpu_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu-device", metavar="CDI_NAME",
+                   help=f"the CDI device a GPU request names, as the worker's GPU_DEVICE (default: {GPU_DEVICE}; "
+                        "implies --gpus)")
 
 
 def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
@@ -196,7 +209,8 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-container", action="store_true", help="run the steps as plain processes (no Docker)")
     p.add_argument("--image", help="the Docker image (default: the bundle's docker_image)")
     p.add_argument("--gpus", action="store_true",
-                   help="request every GPU through CDI (nvidia.com/gpu=all), as Codabench's USE_GPU=true does")
+                   help="request the GPUs through CDI, as Codabench's USE_GPU=true does")
+    _add_gpu_device_option(p)
     p.add_argument("--network", action="store_true",
                    help="leave the containers' network on (Codabench's default unless the worker sets "
                         "COMPETITION_CONTAINER_NETWORK_DISABLED=true; off here by default)")
@@ -217,11 +231,14 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", help="the worker image (default: docker/build.sh's local tag, the GPU one with --gpus)")
     p.add_argument("--gpus", action="store_true", help="request the GPUs as Codabench's USE_GPU=true does; fail "
                                                        "without one")
+    _add_gpu_device_option(p)
     p.add_argument("--data", type=Path, help="the worker's $HOST_DIRECTORY/data: checked against the series, its "
-                                             "disk's free space against what is still to place")
-    _add_series_options(p)
-    p.add_argument("--worker-env", type=Path, help="the compute worker's .env, for COMPETITION_CONTAINER_NETWORK_"
-                                                   "DISABLED (default: this environment's)")
+                                             "disk's free space against what is still to place (default: from "
+                                             "--worker-env)")
+    _add_series_options(p, "with --data: ", default="the one `checkpoints fetch` placed in --data, else ")
+    p.add_argument("--worker-env", type=Path, help="the compute worker's .env: its USE_GPU, GPU_DEVICE, "
+                                                   "HOST_DIRECTORY and COMPETITION_CONTAINER_NETWORK_DISABLED decide "
+                                                   "what is checked (default: this environment's)")
     p.add_argument("--require-sandbox", choices=CHOICES, default="landlock",
                    help="the bundle's --require-sandbox (default: %(default)s)")
     p.add_argument("--no-container", action="store_true", help="this host's checks only (no engine)")

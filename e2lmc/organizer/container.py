@@ -6,11 +6,11 @@ docker API: the step folders bound at /app/… (program and output mode `z`, the
 data read-only at /app/data), working directory /app/program, the metadata.yaml command
 as one string, no `user=` (the image's default user: root), capabilities dropped,
 `no-new-privileges`, the host's user namespace, three environment variables, GPUs through
-CDI (`nvidia.com/gpu=all`, since January 2026) and the network off when the worker sets
-COMPETITION_CONTAINER_NETWORK_DISABLED. `StepSpec` is that description; `run_container`
-starts it with the docker SDK (the client Codabench uses), and `run_process` runs the same
-command as a plain process, every /app/… path of it moved to the mount's host folder —
-both read the one description, so the two cannot drift.
+CDI (the .env's GPU_DEVICE, `nvidia.com/gpu=all` unless set, since January 2026) and the
+network off when the worker sets COMPETITION_CONTAINER_NETWORK_DISABLED. `StepSpec` is
+that description; `run_container` starts it with the docker SDK (the client Codabench
+uses), and `run_process` runs the same command as a plain process, every /app/… path of
+it moved to the mount's host folder — both read the one description, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ CAP_DROP = ("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", 
             "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT")
 SECURITY_OPT = ("no-new-privileges",)
 ENVIRONMENT = ("PYTHONUNBUFFERED=1", "http_proxy=", "https_proxy=")  # the proxies empty unless the worker sets one
-GPU_DEVICES = ("nvidia.com/gpu=all",)
-CDI_FIX = ("Codabench asks for GPUs through CDI (nvidia.com/gpu=all): install the NVIDIA Container Toolkit, write "
-           "the CDI spec (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml) and use Docker 25 or later with "
-           "CDI enabled (on by default from 28)")
+GPU_DEVICE = "nvidia.com/gpu=all"  # the compute worker's GPU_DEVICE when its .env leaves it out
+CDI_FIX = ("Codabench asks for GPUs through CDI (GPU_DEVICE, default nvidia.com/gpu=all): install the NVIDIA "
+           "Container Toolkit, write the CDI spec (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml) and use "
+           "Docker 25 or later with CDI enabled (on by default from 28)")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class StepSpec:
     mounts: tuple[Mount, ...]
     gpus: bool = False
     network_disabled: bool = True
+    gpu_device: str = GPU_DEVICE  # the CDI device a GPU request names (Codabench's GPU_DEVICE)
 
     def binds(self) -> dict[str, dict]:
         return {str(m.host.resolve()): {"bind": m.container, **({"mode": m.mode} if m.mode else {})}
@@ -62,7 +63,7 @@ class StepSpec:
         config = {"auto_remove": False, "cap_drop": list(CAP_DROP), "binds": self.binds(), "userns_mode": "host",
                   "security_opt": list(SECURITY_OPT)}
         if self.gpus:
-            config["device_requests"] = [{"Driver": "cdi", "DeviceIDs": list(GPU_DEVICES)}]
+            config["device_requests"] = [{"Driver": "cdi", "DeviceIDs": [self.gpu_device]}]
         return config
 
     def create_container(self) -> dict:
@@ -120,17 +121,17 @@ def run_container(spec: StepSpec, time_limit: int) -> int:
     import docker
 
     client = docker_client()
-    _pull_if_missing(client, spec.image)
+    pull_if_missing(client, spec.image)
     try:
         container = client.create_container(host_config=client.create_host_config(**spec.host_config()),
                                             **spec.create_container())
     except docker.errors.APIError as exc:
-        raise UserError(refusal(exc, spec)) from None
+        raise refusal(exc, spec) from None
     try:
         try:
             client.start(container)
         except docker.errors.APIError as exc:
-            raise UserError(refusal(exc, spec)) from None
+            raise refusal(exc, spec) from None
         logs = threading.Thread(target=_copy_logs, args=(client, container), daemon=True)
         logs.start()
         start = time.monotonic()
@@ -147,29 +148,38 @@ def run_container(spec: StepSpec, time_limit: int) -> int:
         client.remove_container(container, force=True)
 
 
-def _pull_if_missing(client, image: str) -> None:  # noqa: ANN001 - docker.APIClient
-    """The image pulled when the host lacks it, as Codabench's compute worker does before a step."""
+class ImageUnusable(UserError):
+    """The worker image is missing and cannot be pulled, or cannot run a step's command."""
+
+
+def pull_if_missing(client, image: str) -> dict:  # noqa: ANN001 - docker.APIClient
+    """The image's description, pulled first when the host lacks it (as Codabench's compute
+    worker does before a step)."""
     import docker
 
     try:
-        client.inspect_image(image)
-        return
+        return client.inspect_image(image)
     except docker.errors.ImageNotFound:
-        print(f"worker: {image} is not on this host: pulling it, as Codabench's worker does", file=sys.stderr)
+        print(f"{image} is not on this host: pulling it, as Codabench's worker does", file=sys.stderr)
     try:
         client.pull(image)
+        return client.inspect_image(image)
     except docker.errors.APIError as exc:
-        raise UserError(f"the image {image} is not on this host and cannot be pulled "
-                        f"({str(getattr(exc, 'explanation', None) or exc)[:200]}): build it (docker/build.sh) or name "
-                        f"an image this host has or can pull (--image)") from None
+        raise ImageUnusable(f"the image {image} is not on this host and cannot be pulled "
+                            f"({str(getattr(exc, 'explanation', None) or exc)[:200]}): build it (docker/build.sh) or "
+                            f"name an image this host has or can pull (--image)") from None
 
 
-def refusal(exc: Exception, spec: StepSpec) -> str:
+def refusal(exc: Exception, spec: StepSpec) -> UserError:
     """The engine's refusal to create or start a step's container, in one sentence (a GPU
-    request where CDI is not set up, an image it does not have)."""
-    said = getattr(exc, "explanation", None) or str(exc)
+    request where CDI is not set up, an image without the step's program)."""
+    said = str(getattr(exc, "explanation", None) or exc)
+    if "executable file not found" in said or ("exec:" in said and "no such file or directory" in said):
+        program = shlex.split(spec.command)[0] if spec.command.strip() else "its command"
+        return ImageUnusable(f"the image {spec.image} has no {program} to run (the engine says: {said[:200]}): is "
+                             "it built from this project's docker/Dockerfile (docker/build.sh)?")
     fix = f"; {CDI_FIX}" if spec.gpus and "cdi" in said.lower() else ""
-    return f"the container engine refused the step's container in {spec.image}: {str(said)[:300]}{fix}"
+    return UserError(f"the container engine refused the step's container in {spec.image}: {said[:300]}{fix}")
 
 
 def _copy_logs(client, container) -> None:

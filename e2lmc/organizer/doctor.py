@@ -13,6 +13,9 @@ before, and says in one line per check what is wrong and how to fix it:
   its network, and the data folder at /app/data;
 - the data folder against the series, and the free disk against what is not yet placed.
 
+The worker's own settings (its `.env`: USE_GPU, GPU_DEVICE, HOST_DIRECTORY, the network)
+decide what is checked when given (`worker_env`).
+
 Inside the container the image's own e2lmc answers (`e2lmc doctor --probe FILE`, writing a
 `Probe`); a check that cannot run says why in its line. The verdict is "ready" when no
 check failed (warnings are things to decide, not faults).
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -29,7 +33,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import UserError
-from ..formats.series import Series, placed_manifest
+from ..formats.series import Series
 from ..sandboxed.sandbox import (
     container_engine,
     filters_problem,
@@ -39,14 +43,24 @@ from ..sandboxed.sandbox import (
     strongest_level,
 )
 from .bundle import LOCAL_IMAGES
-from .container import CDI_FIX, Mount, StepSpec, docker_client, run_container
+from .container import (
+    CDI_FIX,
+    GPU_DEVICE,
+    ImageUnusable,
+    Mount,
+    StepSpec,
+    docker_client,
+    pull_if_missing,
+    run_container,
+)
 from .estimate import nominal_sizes
-from .placement import placed_sizes
+from .placement import Survey, link_leaving, survey_placed
+from .worker_env import NETWORK_VARIABLE
 
 PROBE_FILE = "probe.json"
 PROBE_VERSION = 1
 PROBE_SECONDS = 300  # a container's start, torch's import, the GPUs' discovery
-NETWORK_VARIABLE = "COMPETITION_CONTAINER_NETWORK_DISABLED"  # the compute worker's .env setting
+CDI_DOCKER = 25  # the first Docker release whose API takes CDI device requests
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,7 @@ class DoctorOptions:
     image: str | None = None  # default: docker/build.sh's local tag (the GPU one with gpus)
     container: bool = True  # check the engine and a container of the image
     gpus: bool = False  # request GPUs as Codabench's USE_GPU=true does, and expect at least one
+    gpu_device: str = GPU_DEVICE  # the CDI device that request names (the worker's GPU_DEVICE)
     data: Path | None = None  # the worker's $HOST_DIRECTORY/data
     series: Series | None = None  # what the data folder must hold
     network_disabled: bool = False  # the worker's COMPETITION_CONTAINER_NETWORK_DISABLED
@@ -78,7 +93,7 @@ class Probe:
     problems: list[str]  # why a stronger level is out of reach
     gpus: list[str]  # the GPUs torch sees
     interfaces: list[str]  # network interfaces besides loopback
-    data_checkpoints: int | None  # checkpoints of /app/data's manifest that are there (None: no manifest)
+    data_checkpoints: int | None  # complete checkpoints of /app/data's manifest (None: no manifest)
     data_writable: bool
 
 
@@ -93,7 +108,7 @@ def kernel_landlock() -> tuple[int, int]:
 
 def probe(data: Path = Path("/app/data")) -> Probe:
     """This process's view (in a container of the worker image, as a step's)."""
-    from ..formats.manifest import MANIFEST_FILE, read_manifest
+    from ..formats.manifest import MANIFEST_FILE
 
     abi, _ = kernel_landlock()
     gpus = []
@@ -104,12 +119,7 @@ def probe(data: Path = Path("/app/data")) -> Probe:
         gpus = [f"none usable ({type(exc).__name__}: {str(exc)[:200]})"] if os.path.exists("/dev/nvidiactl") else []
     net = Path("/sys/class/net")
     interfaces = sorted(i.name for i in net.iterdir() if i.name != "lo") if net.is_dir() else []
-    checkpoints = None
-    if (data / MANIFEST_FILE).is_file():
-        try:
-            checkpoints = sum(1 for e in read_manifest(data).checkpoints if e.path and (data / e.path).is_dir())
-        except UserError:  # a damaged manifest: the data folder's check on the host names it
-            checkpoints = 0
+    checkpoints = len(survey_placed(data, progress=False).sizes) if (data / MANIFEST_FILE).is_file() else None
     return Probe(PROBE_VERSION, __version__, abi, strongest_level(),
                  [p for p in (filters_problem(), namespaces_problem()) if p], gpus, interfaces, checkpoints,
                  data.is_dir() and os.access(data, os.W_OK))
@@ -132,8 +142,9 @@ def read_probe(path: Path) -> Probe:
 
 def host_checks(options: DoctorOptions) -> list[Check]:
     abi, error = kernel_landlock()
-    kernel = Check("kernel Landlock", "ok", f"ABI {abi} (Linux {os.uname().release})") if abi else \
-        Check("kernel Landlock", "fail", landlock_refusal(error))
+    name = f"Landlock in this {container_engine()} container" if container_engine() else "kernel Landlock"
+    kernel = Check(name, "ok", f"ABI {abi} (Linux {os.uname().release})") if abi else \
+        Check(name, "fail", landlock_refusal(error))
     level = strongest_level()
     where = "in this container" if container_engine() else "on this host (a step run with --no-container)"
     problems = "; ".join(p for p in (filters_problem(), namespaces_problem()) if p)
@@ -145,36 +156,53 @@ def host_checks(options: DoctorOptions) -> list[Check]:
 def data_checks(options: DoctorOptions, seen: Probe | None) -> list[Check]:
     """The data folder against the series (and as a container sees it), and the disk it lies on."""
     if options.data is None:
-        why = "not asked (--data: the worker's $HOST_DIRECTORY/data, for the real checkpoints)"
+        why = "not asked (--data, or HOST_DIRECTORY in --worker-env: where the real checkpoints are placed)"
         return [Check("data folder", "skip", why), Check("free disk", "skip", why)]
-    placed, checks = {}, []
-    if options.series is None:
-        checks.append(Check("data folder", "skip", "no series to check it against (--series)"))
-    else:
-        try:
-            placed = placed_sizes(options.series, options.data)
-            inside = "" if seen is None else (f"; a step's container sees {seen.data_checkpoints or 0} of them at "
-                                              f"/app/data, {'WRITABLE' if seen.data_writable else 'read-only'}")
-            verdict = "ok" if seen is None or (seen.data_checkpoints == len(placed) and not seen.data_writable) \
-                else "fail"
-            checks.append(Check("data folder", verdict, f"{len(placed)} checkpoints, {_gb(_total(placed))}, "
-                                                        f"all complete and all of the series{inside}"))
-        except UserError as exc:
-            checks.append(Check("data folder", "fail", str(exc)))
+    survey = survey_placed(options.data, options.series, progress=False)
+    return [_data_check(options, survey, seen), _disk_check(options, survey)]
+
+
+def _data_check(options: DoctorOptions, survey: Survey, seen: Probe | None) -> Check:
+    name, found = "data folder", len(survey.sizes)
+    against = (f"{found} of the series' {found + len(survey.missing)} checkpoints" if options.series else
+               f"{found} checkpoints of its manifest (no series to check it against: --series)")
+    detail = f"{against} complete, {_gb(_total(survey.sizes))}"
+    if survey.problem or survey.missing:
+        fault = survey.problem or (f"it lacks {survey.missing[0]}: place the series with `e2lmc checkpoints fetch "
+                                   f"--series FILE --to {options.data}`")
+        return Check(name, "fail", f"{detail}; {fault}")
+    if seen is None:
+        return Check(name, "ok", detail)
+    inside = f"; a step's container sees {seen.data_checkpoints or 0} of them complete at /app/data"
+    if seen.data_writable:
+        return Check(name, "fail", f"{detail}{inside}, WRITABLE: the data folder must be mounted read-only")
+    if (seen.data_checkpoints or 0) < found:
+        leaving = link_leaving(options.data)
+        why = (f": {leaving[0]} is a link to {leaving[1]}, outside the folder the container sees; place copies or "
+               "hard links (`e2lmc checkpoints fetch` does)" if leaving else ": can the container's root read them?")
+        return Check(name, "fail", f"{detail}{inside}{why}")
+    return Check(name, "ok", f"{detail}{inside}, read-only")
+
+
+def _disk_check(options: DoctorOptions, survey: Survey) -> Check:
     folder = options.data
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    free, needed = shutil.disk_usage(folder).free, 0
-    to_place = {e.id for e in placed_manifest(options.series).checkpoints} - set(placed) if options.series else set()
-    if to_place:
-        try:
-            needed = _total({k: v for k, v in nominal_sizes(options.series).items() if k in to_place})
-        except UserError:  # size labels such as "small"
-            return [*checks, Check("free disk", "skip", f"{_gb(free)} free on {folder}; the {len(to_place)} "
-                                                        "checkpoints still to place cannot be sized from the series' "
-                                                        "size labels")]
-    detail = f"{_gb(free)} free on {folder}" + (f", {_gb(needed)} of the series still to place" if needed else "")
-    return [*checks, Check("free disk", "ok" if free > needed * 1.05 else "fail", detail)]
+    free = shutil.disk_usage(folder).free
+    detail = f"{_gb(free)} free on {folder}"
+    if not survey.missing:
+        return Check("free disk", "ok", detail)
+    try:
+        needed = _total({k: v for k, v in nominal_sizes(options.series).items() if k in set(survey.missing)})
+    except UserError:  # size labels such as "small"
+        return Check("free disk", "skip", f"{detail}; the {_checkpoints(len(survey.missing))} still to place cannot "
+                                          "be sized from the series' size labels")
+    detail += f", {_gb(needed)} for the {_checkpoints(len(survey.missing))} still to place"
+    return Check("free disk", "ok" if free > needed * 1.05 else "fail", detail)
+
+
+def _checkpoints(count: int) -> str:
+    return f"{count} checkpoint{'s' * (count != 1)}"
 
 
 def _total(sizes: dict) -> int:
@@ -195,37 +223,47 @@ def container_checks(options: DoctorOptions, image: str) -> tuple[list[Check], P
     try:
         client = docker_client()
     except UserError as exc:
-        if container_engine():
-            why = (f"this is itself a {container_engine()} container: run the doctor on the worker host for the "
-                   f"engine's checks")
-            return [Check(name, "skip", why) for name in names], None
-        return [Check(names[0], "fail", str(exc)), *(Check(n, "skip", "needs the engine") for n in names[1:])], None
+        why = (f"no engine answers in this {container_engine()} container: run the doctor on the worker host, or "
+               f"pass --no-container for this container's own checks" if container_engine() else str(exc))
+        return [Check(names[0], "fail", why), *(Check(n, "skip", "needs the engine") for n in names[1:])], None
+    checks = [_engine_check(client, options)]
+    try:
+        size = pull_if_missing(client, image)["Size"]
+        seen, gpu_failure = _probe_container(options, image, options.gpus)
+        if seen is None and options.gpus:  # the GPU request failed: the rest still answers without it
+            seen, _ = _probe_container(options, image, False)
+    except ImageUnusable as exc:
+        return [*checks, Check(names[1], "fail", str(exc)),
+                *(Check(n, "skip", "needs a usable image") for n in names[2:])], None
+    if seen is None:
+        return [*checks, Check(names[1], "ok", f"{image}, {_gb(size)}"),
+                Check(names[2], "fail", gpu_failure or "the probe container failed"),
+                *(Check(n, "skip", "needs the probe container") for n in names[3:])], None
+    if seen.e2lmc != __version__:
+        image_check = Check(names[1], "warn", f"{image}, {_gb(size)}, holds e2lmc {seen.e2lmc}, not this "
+                                              f"{__version__}: the bundle's programs run the image's (rebuild it: "
+                                              "docker/build.sh)")
+    else:
+        image_check = Check(names[1], "ok", f"{image}, {_gb(size)}, e2lmc {seen.e2lmc}")
+    return [*checks, image_check, _sandbox_check(seen, options), _gpu_check(seen, options, gpu_failure),
+            _network_check(seen, options)], seen
+
+
+def _engine_check(client, options: DoctorOptions) -> Check:  # noqa: ANN001 - docker.APIClient
     version = client.version()
     engine = next((c["Name"] for c in version.get("Components") or [] if "Engine" in c.get("Name", "")), "Engine")
+    engine = "Docker" if engine == "Engine" else engine
     security = ", ".join(o.removeprefix("name=") for o in client.info().get("SecurityOptions") or []) or "none"
-    checks = [Check(names[0], "ok", f"{'Docker' if engine == 'Engine' else engine} {version.get('Version')} "
-                                    f"(API {version.get('ApiVersion')}; security: {security})")]
-    try:
-        size = client.inspect_image(image)["Size"]
-    except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound, or an unreadable name
-        return [*checks, Check(names[1], "fail", f"{image} is not on this host: build it (docker/build.sh) or pull "
-                                                 f"it (docker pull {image}); Codabench pulls it at the first "
-                                                 f"submission"),
-                *(Check(n, "skip", "needs the image") for n in names[2:])], None
-    checks.append(Check(names[1], "ok", f"{image}, {_gb(size)}"))
-    seen, gpu_failure = _probe_container(options, image, options.gpus)
-    if seen is None and options.gpus and gpu_failure:  # the GPU request failed: the rest still answers without it
-        seen, _ = _probe_container(options, image, False)
-    if seen is None:
-        return [*checks, Check(names[2], "fail", gpu_failure or "the probe container failed"),
-                *(Check(n, "skip", "needs the probe container") for n in names[3:])], None
-    return [*checks, _sandbox_check(seen, options), _gpu_check(seen, options, gpu_failure),
-            _network_check(seen, options)], seen
+    detail = f"{engine} {version.get('Version')} (API {version.get('ApiVersion')}; security: {security})"
+    major = int(re.match(r"\d*", str(version.get("Version")))[0] or 0)
+    if options.gpus and engine == "Docker" and major < CDI_DOCKER:
+        return Check("container engine", "fail", f"{detail}: too old for the GPU request; {CDI_FIX}")
+    return Check("container engine", "ok", detail)
 
 
 def _probe_container(options: DoctorOptions, image: str, gpus: bool) -> tuple[Probe | None, str | None]:
     """A container of `image` started with Codabench's options, running the probe; its view
-    or why it failed."""
+    or why it failed (ImageUnusable: the image cannot run the probe)."""
     with tempfile.TemporaryDirectory(prefix="e2lmc-doctor-") as tmp:
         program, output = Path(tmp, "program"), Path(tmp, "output")
         program.mkdir()
@@ -235,14 +273,17 @@ def _probe_container(options: DoctorOptions, image: str, gpus: bool) -> tuple[Pr
         data.mkdir(exist_ok=True)
         spec = StepSpec(image, f"e2lmc doctor --probe /app/output/{PROBE_FILE}",
                         (Mount(program, "/app/program", "z"), Mount(output, "/app/output", "z"),
-                         Mount(data, "/app/data", "ro")), gpus=gpus, network_disabled=options.network_disabled)
+                         Mount(data, "/app/data", "ro")), gpus=gpus, network_disabled=options.network_disabled,
+                        gpu_device=options.gpu_device)
         try:
             code = run_container(spec, PROBE_SECONDS)
+        except ImageUnusable:
+            raise
         except UserError as exc:  # the engine's refusal (a GPU request without CDI, say)
             return None, str(exc)
         if code != 0 or not (output / PROBE_FILE).is_file():
-            return None, (f"the probe exited with {code} in {image} (its output is above): is the image built from "
-                          f"this version's docker/Dockerfile?")
+            raise ImageUnusable(f"{image}: its `e2lmc doctor --probe` exited with {code} (its output is above): "
+                                "is the image built from this version's docker/Dockerfile (docker/build.sh)?")
         return read_probe(output / PROBE_FILE), None
 
 
@@ -286,11 +327,14 @@ def run_checks(options: DoctorOptions) -> list[Check]:
     if options.container:
         engine_checks, seen = container_checks(options, image)
         checks += engine_checks
+    else:
+        checks.append(Check("container engine", "skip", "not asked (--no-container): a step in a container may get "
+                                                        "another sandbox level, GPUs and network than here"))
     return checks + data_checks(options, seen)
 
 
-def report(checks: list[Check]) -> tuple[str, int]:
-    """The lines to print and the exit code: 0 ready, 1 not."""
+def report(checks: list[Check], scope: str = "") -> tuple[str, int]:
+    """The lines to print and the exit code: 0 ready, 1 not; `scope` qualifies a "ready"."""
     width = max(len(c.name) for c in checks)
     lines = [f"{c.verdict:<5} {c.name:<{width}}  {c.detail}" for c in checks]
     failed = [c.name for c in checks if c.verdict == "fail"]
@@ -298,29 +342,15 @@ def report(checks: list[Check]) -> tuple[str, int]:
     if failed:
         lines.append(f"verdict: not ready — {len(failed)} check{'s' * (len(failed) > 1)} failed ({', '.join(failed)})")
     else:
-        lines.append("verdict: ready" + (f" ({warned} warning{'s' * (warned > 1)} to decide)" if warned else ""))
+        notes = [scope] * bool(scope) + [f"{warned} warning{'s' * (warned > 1)} to decide"] * bool(warned)
+        lines.append("verdict: ready" + (f" ({'; '.join(notes)})" if notes else ""))
     return "\n".join(lines), 1 if failed else 0
-
-
-def network_disabled_setting(env_file: Path | None) -> bool:
-    """COMPETITION_CONTAINER_NETWORK_DISABLED as the compute worker reads it: from its .env
-    file when given, else from this environment."""
-    value = os.environ.get(NETWORK_VARIABLE, "")
-    if env_file is not None:
-        try:
-            lines = env_file.read_text().splitlines()
-        except OSError as exc:
-            raise UserError(f"{env_file}: cannot read it ({exc.strerror})") from None
-        for line in lines:
-            key, _, setting = line.partition("=")
-            if key.strip() == NETWORK_VARIABLE:
-                value = setting.strip().strip("'\"")
-    return value.lower() == "true"
 
 
 def doctor(options: DoctorOptions) -> int:
     print(f"e2lmc doctor {__version__}: is this worker ready to run the competition's steps?", flush=True)
-    text, code = report(run_checks(options))
+    text, code = report(run_checks(options), "" if options.container else "for steps run without a container, "
+                                                                             "as checked with --no-container")
     print(text)
     return code
 

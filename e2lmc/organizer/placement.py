@@ -113,27 +113,70 @@ def verify_checkpoint(path: Path) -> CheckpointSize:
     return CheckpointSize(sum(f.stat().st_size for f in files), sum(_safetensors_parameters(f) for f in files))
 
 
+@dataclass(frozen=True)
+class Survey:
+    """What a data folder holds: its complete checkpoints by id, the first fault found (None:
+    none), and the ids of the series' checkpoints it lacks (empty when asked without a series)."""
+
+    sizes: dict[str, CheckpointSize]
+    problem: str | None
+    missing: list[str]
+
+
+def survey_placed(data: Path, series: Series | None = None, progress: bool = True) -> Survey:
+    """Every checkpoint the data folder's manifest lists, checked, and the series' among them."""
+    wanted = [e.id for e in placed_manifest(series).checkpoints] if series is not None else []
+    if not data.is_dir():
+        return Survey({}, f"{data} does not exist or is not a folder", wanted)
+    if not (data / MANIFEST_FILE).is_file():
+        return Survey({}, f"{data} has no {MANIFEST_FILE}: place the checkpoints with `e2lmc checkpoints fetch`",
+                      wanted)
+    try:
+        manifest = read_manifest(data)
+    except UserError as exc:
+        return Survey({}, str(exc), wanted)
+    sizes, problems = {}, []
+    for entry in tqdm(manifest.checkpoints, desc="verifying", unit="checkpoint", leave=False, disable=not progress):
+        if entry.path is None or Path(entry.path).is_absolute() or ".." in Path(entry.path).parts:
+            problems.append(f"{data / MANIFEST_FILE}: {entry.id} must have a path relative to the folder")
+            continue
+        try:
+            sizes[entry.id] = verify_checkpoint(data / entry.path)
+        except UserError as exc:
+            problems.append(str(exc))
+    missing = [i for i in wanted if i not in sizes]
+    return Survey(sizes, problems[0] if problems else None, missing)
+
+
 def verify_placed(data: Path) -> dict[str, CheckpointSize]:
     """Every checkpoint the data folder's manifest lists, checked; their sizes by id."""
-    if not (data / MANIFEST_FILE).is_file():
-        raise UserError(f"{data} has no {MANIFEST_FILE}: place the checkpoints with `e2lmc checkpoints fetch`")
-    manifest = read_manifest(data)
-    sizes = {}
-    for entry in tqdm(manifest.checkpoints, desc="verifying", unit="checkpoint", leave=False):
-        if entry.path is None or Path(entry.path).is_absolute() or ".." in Path(entry.path).parts:
-            raise UserError(f"{data / MANIFEST_FILE}: {entry.id} must have a path relative to the folder")
-        sizes[entry.id] = verify_checkpoint(data / entry.path)
-    return sizes
+    survey = survey_placed(data)
+    if survey.problem:
+        raise UserError(survey.problem)
+    return survey.sizes
 
 
 def placed_sizes(series: Series, data: Path) -> dict[str, CheckpointSize]:
     """`verify_placed`, and every checkpoint of the series among them."""
-    sizes = verify_placed(data)
-    missing = [e.id for e in placed_manifest(series).checkpoints if e.id not in sizes]
-    if missing:
-        raise UserError(f"{data} lacks {len(missing)} checkpoints of the series (first: {missing[0]}): place them "
-                        "with `e2lmc checkpoints fetch --series FILE --to DATA`")
-    return sizes
+    survey = survey_placed(data, series)
+    if survey.problem:
+        raise UserError(survey.problem)
+    if survey.missing:
+        raise UserError(f"{data} lacks {len(survey.missing)} checkpoints of the series (first: {survey.missing[0]}): "
+                        "place them with `e2lmc checkpoints fetch --series FILE --to DATA`")
+    return survey.sizes
+
+
+def link_leaving(data: Path) -> tuple[Path, Path] | None:
+    """A symbolic link under `data` that points outside it, and its target (None: none). A
+    container sees only the folder: such a checkpoint is complete here and empty there."""
+    root = data.resolve()
+    for folder, dirs, files in os.walk(data):
+        for name in dirs + files:
+            path = Path(folder, name)
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                return path, path.resolve()
+    return None
 
 
 # ---------------------------------------------------------------------- fetching

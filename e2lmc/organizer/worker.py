@@ -32,7 +32,7 @@ import yaml
 
 from ..errors import UserError, output_folder
 from .codabench import FREE_QUEUE_SECONDS, read_competition
-from .container import Mount, StepSpec, run_container, run_process
+from .container import GPU_DEVICE, Mount, StepSpec, run_container, run_process
 
 WORKER_METADATA = "metadata"  # the worker's own file; a program must never write it
 
@@ -41,7 +41,8 @@ WORKER_METADATA = "metadata"  # the worker's own file; a program must never writ
 class WorkerOptions:
     container: bool = True
     image: str | None = None  # default: the bundle's docker_image
-    gpus: bool = False  # the CDI request nvidia.com/gpu=all (Codabench's USE_GPU=true)
+    gpus: bool = False  # a CDI request of the GPUs (Codabench's USE_GPU=true)
+    gpu_device: str = GPU_DEVICE  # the CDI device it names (Codabench's GPU_DEVICE)
     data: Path | None = None  # organizer data pre-placed on the host, seen read-only at /app/data
     network: bool = False  # organizers' workers set COMPETITION_CONTAINER_NETWORK_DISABLED=true
 
@@ -111,7 +112,7 @@ def read_command(program: Path) -> str:
 def _run(app: Path, mounts: list[Mount], time_limit: int, options: WorkerOptions, image: str) -> tuple[int, float]:
     """Run /app/program's command with `mounts`: its exit code and elapsed seconds."""
     spec = StepSpec(image, read_command(app / "program"), tuple(mounts), gpus=options.gpus,
-                    network_disabled=not options.network)
+                    network_disabled=not options.network, gpu_device=options.gpu_device)
     start = time.perf_counter()
     code = (run_container if options.container else run_process)(spec, time_limit)
     return code, time.perf_counter() - start
@@ -171,6 +172,9 @@ def run_submission(submission: Path, bundle: Path, phase: str, workdir: Path,
     """Both steps of one submission on one phase; `workdir` must be empty or absent."""
     if not submission.exists():
         raise UserError(f"{submission}: no such file or folder")
+    if options.data is not None and not options.data.is_dir():
+        raise UserError(f"--data {options.data}: no such folder (the engine would create it empty, and every step "
+                        "would find no checkpoint)")
     if any(output_folder(workdir, "--workdir").iterdir()):
         raise UserError(f"{workdir} is not empty: give the worker a fresh work folder")
     bundle_dir = unpack_bundle(bundle, workdir / "bundle")
@@ -178,7 +182,8 @@ def run_submission(submission: Path, bundle: Path, phase: str, workdir: Path,
     phase_entry, task = find_task(competition, phase)
     time_limit = int(phase_entry.get("execution_time_limit", FREE_QUEUE_SECONDS))
     image = options.image or competition.get("docker_image", "")
-    print(f"worker: phase '{phase_entry['name']}', time limit {time_limit} s per step — prediction step",
+    where = f"in {image}" if options.container else "as plain processes (--no-container)"
+    print(f"worker: phase '{phase_entry['name']}', time limit {time_limit} s per step, {where} — prediction step",
           file=sys.stderr)
     prediction = prediction_step(workdir / "prediction", bundle_dir, task, submission, time_limit, options, image)
     # Codabench does not check the prediction step's exit code: the scoring program reads it

@@ -107,8 +107,8 @@ def namespaces_problem() -> str | None:
     if done.returncode == 0:
         return None
     said = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-    where = ("in a container, as Codabench starts it, this is expected: use level 'landlock', the bundle's default"
-             if container_engine() else "allow unprivileged user namespaces (sysctl "
+    where = ("in a container, as Codabench starts it, this is expected (level 'landlock', the bundle's default, is "
+             "the one for containers)" if container_engine() else "allow unprivileged user namespaces (sysctl "
              "kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04)")
     return f"bubblewrap cannot create namespaces ({said.split('. ')[0][:200]}); {where}"
 
@@ -148,9 +148,10 @@ def landlock_refusal(error: int) -> str:
     return f"the kernel ({release}) refused landlock_create_ruleset ({name})"
 
 
-ENGINES_WITH_LANDLOCK = ("Docker 20.10.18 or later (23.0 and later included) allows them by default; with another "
-                         "engine, use a seccomp profile that allows landlock_create_ruleset, landlock_add_rule and "
-                         "landlock_restrict_self")
+ENGINES_WITH_LANDLOCK = ("Docker's default profile allows them from 20.10.18 on (23.0 and later included): use a "
+                         "Docker that recent with its default profile, or, with an older one, another engine or a "
+                         "custom profile (the daemon's seccomp-profile setting), allow landlock_create_ruleset, "
+                         "landlock_add_rule and landlock_restrict_self")
 
 
 @functools.cache

@@ -30,7 +30,7 @@ from e2lmc.errors import UserError
 from e2lmc.formats.results import read_results
 from e2lmc.organizer.bundle import LOCAL_IMAGES
 from e2lmc.organizer.container import Mount, StepSpec, docker_client
-from e2lmc.organizer.doctor import DoctorOptions, Probe
+from e2lmc.organizer.doctor import Check, DoctorOptions, Probe
 from e2lmc.organizer.phases import PHASE_NAMES
 from e2lmc.organizer.worker_env import VARIABLES, WorkerEnv, read_worker_env
 

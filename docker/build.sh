@@ -16,7 +16,8 @@ while (($#)); do
         --base) base="$2"; shift ;;
         --torch-index) index="$2"; shift ;;
         --) shift; extra=("$@"); break ;;
-        -*) echo "docker/build.sh: unknown option $1 (see the comment at the top of the script)" >&2; exit 1 ;;
+        -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "docker/build.sh: unknown option $1 (docker/build.sh --help)" >&2; exit 1 ;;
         *) tag="$1" ;;
     esac
     shift
@@ -27,4 +28,8 @@ args=()
 tag="${tag:-e2lmc/worker:${version}${suffix}}"
 docker build -f docker/Dockerfile "${args[@]}" "${extra[@]}" -t "$tag" .
 docker run --rm "$tag" e2lmc --version
-echo "built $tag: push it where the workers can pull it (docs/organizers.md), then: e2lmc bundle --docker-image $tag"
+kind=$([[ "$suffix" == -cpu ]] && echo zoo || echo e2lm)
+echo "built $tag. Workers pull the bundle's image: tag and push it where they can (docker tag $tag" \
+     "REGISTRY/e2lmc/worker:TAG && docker push REGISTRY/e2lmc/worker:TAG; docs/organizers.md), then" \
+     "e2lmc bundle --checkpoints $kind --docker-image REGISTRY/e2lmc/worker:TAG; for a rehearsal on a worker" \
+     "that has $tag: e2lmc bundle --checkpoints $kind --allow-local-image"

@@ -10,6 +10,7 @@ why (and fail where E2LMC_REQUIRE_ENGINE=1, as in CI). The doctor's failure sent
 tested on constructed states, engine or not.
 """
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -200,7 +201,7 @@ def test_the_doctor_on_this_engine(engine, tiny_zoo, tmp_path, capfd):
     assert checks["network in a container"][0] == "warn"
     assert out.splitlines()[-1].startswith("verdict: ready") and "verifying" not in out
     assert main(["doctor", "--image", "e2lmc/no-such-image:0", "--no-container"]) == 0  # host checks only
-    assert "verdict: ready (for steps run without a container" in capfd.readouterr().out
+    assert "verdict: ready (this host's checks only: --no-container)" in capfd.readouterr().out
     assert main(["doctor", "--image", "e2lmc/no-such-image:0"]) == 1
     printed = capfd.readouterr()
     assert "e2lmc/no-such-image:0 is not on this host: pulling it" in printed.err
@@ -241,8 +242,18 @@ def test_a_link_out_of_the_data_folder_an_image_without_e2lmc_and_a_missing_data
 
 
 def _probe(**changes) -> Probe:
-    return Probe(**{**dict(version=1, e2lmc="0", landlock_abi=6, level="landlock", problems=[], gpus=[],
+    return Probe(**{**dict(version=doctor.PROBE_VERSION, e2lmc="0", landlock_abi=6, level="landlock", problems=[], gpus=[],
                            interfaces=[], data_checkpoints=None, data_writable=False), **changes})
+
+
+def test_a_probe_of_another_format_asks_for_a_rebuilt_image(tmp_path):
+    older = tmp_path / doctor.PROBE_FILE
+    older.write_text(json.dumps({**dataclasses.asdict(_probe()), "version": doctor.PROBE_VERSION - 1}))
+    with pytest.raises(container.ImageUnusable, match=r"another probe format \(version 1, this one reads 2\): "
+                                                      r"rebuild the image"):
+        doctor.read_probe(older)
+    older.write_text(json.dumps(dataclasses.asdict(_probe())))
+    assert doctor.read_probe(older) == _probe()
 
 
 def test_a_kernel_without_landlock_fails_the_first_check_and_the_verdict(monkeypatch):

@@ -175,7 +175,9 @@ def _real_bundle(series, out, *extra) -> list[str]:
 @pytest.mark.parametrize(("extra", "message"), [
     ([], "needs --queue: the vhost"),
     (["--queue", "gpu-queue"], "not by its name"),
-    (["--queue", QUEUE], f"--docker-image is needed: the default {DEFAULT_IMAGE}"),
+    (["--queue", QUEUE], f"--docker-image is needed: the default {DEFAULT_IMAGE} is a local tag"),
+    (["--queue", QUEUE, "--docker-image", DEFAULT_IMAGE], f"--docker-image {DEFAULT_IMAGE} is a local tag "
+                                                          "(docker/build.sh's) that your GPU workers cannot pull"),
     (["--queue", QUEUE, "--allow-local-image"], "give --data"),
 ])
 def test_a_real_bundle_that_would_fail_every_submission_is_refused(real_series, tmp_path, capsys, extra, message):
@@ -198,6 +200,14 @@ def test_a_real_bundle_needs_every_checkpoint_placed(real_series, placed, tmp_pa
     assert main(_real_bundle(longer, tmp_path / "x.zip", "--queue", QUEUE, "--docker-image", "reg/e2lmc:1",
                              "--data", str(placed))) == 2
     assert "lacks 7 checkpoints of the series (first: dense-500m-arch1/iter_0000059)" in capsys.readouterr().err
+
+
+def test_a_cpu_image_for_the_real_checkpoints_is_warned_about(real_series, tmp_path, capsys):
+    assert main(_real_bundle(real_series[0], tmp_path / "x.zip", "--queue", QUEUE, "--docker-image",
+                             "reg/e2lmc-worker:1-cpu", "--time-limit", "3600", "--start", "2099-01-01")) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: --docker-image reg/e2lmc-worker:1-cpu: a CPU image (its tag ends in -cpu), for a "
+                        "bundle of the real checkpoints, whose steps need the GPU image (docker/build.sh without --cpu)"]
 
 
 def test_past_phases_warn_and_a_future_schedule_does_not():
@@ -279,8 +289,8 @@ def test_pages_differ_per_kind_and_carry_the_bundles_dates(real_bundle, tiny_zoo
     zoo_bundle = ["bundle", "--checkpoints", "zoo", "--preset", "tiny", "--zoo", str(tiny_zoo[0]), "--out",
                   str(zoo_out), "--start", "2099-02-01"]
     assert main(zoo_bundle) == 2  # the local default image: refused, as for e2lm
-    assert (f"--docker-image is needed: the default {DEFAULT_IMAGE}-cpu is a local tag that Codabench's workers "
-            f"cannot pull; push the image where they can (for Codabench's shared free queue: a public repository "
+    assert (f"--docker-image is needed: the default {DEFAULT_IMAGE}-cpu is a local tag (docker/build.sh's) that "
+            f"Codabench's workers cannot pull; push the image where they can (for Codabench's shared free queue: a public repository "
             f"they pull without a login") in capsys.readouterr().err
     assert main([*zoo_bundle, "--docker-image", "ghcr.io/org/e2lmc-worker:0.1.0-cpu"]) == 0
     assert "warning:" not in capsys.readouterr().err  # no past phase

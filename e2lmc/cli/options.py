@@ -37,7 +37,8 @@ def add_command(sub: argparse._SubParsersAction, name: str, help: str, descripti
 def add_set_options(p: argparse.ArgumentParser) -> None:
     """Which embedded checkpoint set, and where it is (or is built)."""
     p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET,
-                   help="which embedded checkpoint set (default: %(default)s)")
+                   help="which embedded checkpoint set (default: %(default)s; built once where missing: minutes "
+                        "on a CPU, see README.md)")
     p.add_argument("--zoo", type=Path, help=f"where the checkpoint set is or goes (default: {ROOT}/PRESET)")
 
 

@@ -153,9 +153,10 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
         description="Lay out competition.yaml, pages, the three phases' programs, manifests and reference data "
         "and the starting kit, zip them and check the zip against every Codabench bundle rule; an invalid "
         "bundle is not written.",
-        examples=["e2lmc bundle --checkpoints zoo --out bundle.zip",
+        examples=["e2lmc bundle --checkpoints zoo --docker-image ghcr.io/ORG/e2lmc/worker:TAG-cpu --out bundle.zip",
+                  "e2lmc bundle --checkpoints zoo --allow-local-image      # a rehearsal: e2lmc worker on this host",
                   "e2lmc bundle --checkpoints e2lm --data /srv/e2lm-data --queue VHOST --docker-image "
-                  "REGISTRY/e2lmc-worker:TAG"],
+                  "REGISTRY/e2lmc/worker:TAG"],
     )
     p.add_argument("--checkpoints", choices=["zoo", "e2lm"], default="zoo",
                    help="zoo: ship the embedded checkpoint set inside (self-contained, CPU queue); e2lm: manifests "
@@ -225,7 +226,7 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
         "seccomp profile may refuse Landlock), the GPUs that container sees through CDI, its network, the data "
         "folder against the series and the free disk.",
         examples=["e2lmc doctor                                   # the CPU image, e2lmc/worker:VERSION-cpu",
-                  "e2lmc doctor --gpus --image REGISTRY/e2lmc-worker:TAG --data /srv/e2lm-data "
+                  "e2lmc doctor --gpus --image REGISTRY/e2lmc/worker:TAG --data /srv/e2lm-data "
                   "--worker-env /opt/codabench/.env"],
     )
     p.add_argument("--image", help="the worker image (default: docker/build.sh's local tag, the GPU one with --gpus)")

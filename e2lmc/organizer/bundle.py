@@ -257,20 +257,28 @@ def _build(out: Path, kind: str, series: Series, input_data: Path | None, option
 
 
 def with_image(options: BundleOptions, kind: str) -> BundleOptions:
-    """The options with the image the bundle names: --docker-image, or the kind's local tag
-    where the organizer allows it (a rehearsal on a worker that has the image)."""
-    if options.docker_image:
-        return options
-    local = LOCAL_IMAGES[kind]
-    if not options.allow_local_image:
+    """The options with the image the bundle names: --docker-image, or the kind's local tag;
+    a local tag (docker/build.sh's, which no worker can pull) only where the organizer allows
+    it, for a rehearsal on a worker that has the image."""
+    image = options.docker_image or LOCAL_IMAGES[kind]
+    if image in LOCAL_IMAGES.values() and not options.allow_local_image:
         free_queue = "for Codabench's shared free queue: a public repository they pull without a login, such as " \
                      "Docker Hub or ghcr.io"
         workers, where = ("Codabench's workers", free_queue) if kind == "zoo" else ("your GPU workers", "")
-        raise UserError(f"--docker-image is needed: the default {local} is a local tag that {workers} cannot pull; "
-                        f"push the image where they can ({where + '; ' if where else ''}docker/README.md) and name "
-                        f"it, or pass --allow-local-image for a rehearsal where the image is present (e2lmc worker, "
-                        f"e2lmc doctor)")
-    return dataclasses.replace(options, docker_image=local)
+        named = f"--docker-image {image} is" if options.docker_image else f"--docker-image is needed: the default " \
+                                                                            f"{image} is"
+        raise UserError(f"{named} a local tag (docker/build.sh's) that {workers} cannot pull; push the image where "
+                        f"they can ({where + '; ' if where else ''}docker/README.md) and name it, or pass "
+                        f"--allow-local-image for a rehearsal where the image is present (e2lmc worker, e2lmc doctor)")
+    return dataclasses.replace(options, docker_image=image)
+
+
+def image_warnings(image: str, kind: str) -> list[str]:
+    """An image of the other variant: the CPU one on the GPU queue sees no GPU."""
+    if kind == "e2lm" and image.endswith("-cpu"):
+        return [f"--docker-image {image}: a CPU image (its tag ends in -cpu), for a bundle of the real checkpoints, "
+                "whose steps need the GPU image (docker/build.sh without --cpu)"]
+    return []
 
 
 def zoo_bundle(zoo: Path, out: Path, options: BundleOptions = BundleOptions()) -> list[str]:
@@ -300,7 +308,7 @@ def real_bundle(series: Series, out: Path, options: BundleOptions, data: Path | 
     else:
         raise UserError("give --data (the folder `e2lmc checkpoints fetch` placed, to size each phase's time limit) "
                         "or --time-limit SECONDS")
-    return _build(out, "e2lm", series, None, options, limits)
+    return image_warnings(options.docker_image, "e2lm") + _build(out, "e2lm", series, None, options, limits)
 
 
 def estimated_limits(series: Series, sizes: dict[str, CheckpointSize]) -> dict[str, int]:

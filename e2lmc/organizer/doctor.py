@@ -58,7 +58,7 @@ from .placement import Survey, link_leaving, survey_placed
 from .worker_env import NETWORK_VARIABLE
 
 PROBE_FILE = "probe.json"
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: data_checkpoints counts complete checkpoints, not folders
 PROBE_SECONDS = 300  # a container's start, torch's import, the GPUs' discovery
 CDI_DOCKER = 25  # the first Docker release whose API takes CDI device requests
 
@@ -131,9 +131,10 @@ def write_probe(path: Path) -> None:
 
 def read_probe(path: Path) -> Probe:
     data = json.loads(path.read_text())
-    if not isinstance(data, dict) or data.get("version") != PROBE_VERSION:
-        raise UserError(f"{path}: the image's e2lmc wrote another probe format (version {data.get('version')}, "
-                        f"this one reads {PROBE_VERSION}): rebuild the image from this version (docker/build.sh)")
+    version = data.get("version") if isinstance(data, dict) else None
+    if version != PROBE_VERSION:
+        raise ImageUnusable(f"{path.name}: the image's e2lmc wrote another probe format (version {version}, this one "
+                            f"reads {PROBE_VERSION}): rebuild the image from this version (docker/build.sh)")
     return Probe(**{k: data.get(k) for k in Probe.__dataclass_fields__})
 
 
@@ -328,8 +329,9 @@ def run_checks(options: DoctorOptions) -> list[Check]:
         engine_checks, seen = container_checks(options, image)
         checks += engine_checks
     else:
-        checks.append(Check("container engine", "skip", "not asked (--no-container): a step in a container may get "
-                                                        "another sandbox level, GPUs and network than here"))
+        checks.append(Check("container engine", "skip", "not asked (--no-container): a step in a container of the "
+                                                        "worker image may get another sandbox level, GPUs and network "
+                                                        "than this process"))
     return checks + data_checks(options, seen)
 
 
@@ -349,8 +351,7 @@ def report(checks: list[Check], scope: str = "") -> tuple[str, int]:
 
 def doctor(options: DoctorOptions) -> int:
     print(f"e2lmc doctor {__version__}: is this worker ready to run the competition's steps?", flush=True)
-    text, code = report(run_checks(options), "" if options.container else "for steps run without a container, "
-                                                                             "as checked with --no-container")
+    text, code = report(run_checks(options), "" if options.container else "this host's checks only: --no-container")
     print(text)
     return code
 

@@ -4,7 +4,9 @@ Builds a variant of a preset (the real `zoo` training code; the preset and the w
 mixture constants overridden from the command line), then runs the two sample tasks and
 the held-out-phrasing tasks (scripts/heldout_tasks.py) through ingestion and scoring, and
 prints each task's leaderboard row and the final checkpoints' values (small, medium,
-large of arch1 and arch2, then web-only). docs/zoo.md's settings were chosen with it.
+large of arch1 and arch2, then web-only). docs/zoo.md's settings were chosen with it. It
+runs itself again with the kernels pinned (e2lmc/embedded/kernels.py) and trains in that
+process, where the overrides are: the weights are those `e2lmc zoo build` would train.
 
     python scripts/zoo_sweep.py --preset default --set seq_len=1024 batch_size=1 \\
         --world ZIPF_EXPONENT=1.2 --form statement=0.5 --json out.json
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -24,6 +27,7 @@ import torch
 
 from e2lmc.embedded import world as world_module
 from e2lmc.embedded import zoo
+from e2lmc.embedded.kernels import kernels_pinned, pinned_environment
 from e2lmc.formats.reference import read_reference
 from e2lmc.ingestion.program import ingest
 from e2lmc.scoring.evaluation import evaluate
@@ -47,6 +51,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--out", type=Path, help="where to build (default: a new temporary folder)")
     args = parser.parse_args()
+    if not kernels_pinned():  # before torch computes anything: its kernels are chosen at the first use
+        os.execve(sys.executable, [sys.executable, *sys.argv], pinned_environment(dict(os.environ)))
     torch.set_num_threads(args.threads)
     preset = zoo.PRESETS[args.preset]
     fields = {f.name: f.type for f in dataclasses.fields(preset)}

@@ -537,7 +537,9 @@ def test_run_on_the_released_checkpoints_from_an_offline_cache_gives_sq_only(rea
     html = (out / "detailed_results.html").read_text()
     assert "Signal quality only" in html and "Ranking consistency (RC)" not in html
 
+    capsys.readouterr()
     assert main(["run", str(short_science), "--preset", "tiny", "--zoo", str(tiny_zoo[0]),
                  "--output", str(tmp_path / "embedded")]) == 0
+    assert "The embedded set's weights are the organizers' (digest " in capsys.readouterr().out
     embedded = json.loads((tmp_path / "embedded" / "scores.json").read_text())
     assert scores["signal_quality"] == pytest.approx(embedded["signal_quality"], abs=1e-9)

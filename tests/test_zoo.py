@@ -1,16 +1,20 @@
 """The embedded checkpoint set: the tiny preset built for real, then checked like a user would."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
 
-from e2lmc.embedded import sets
+from e2lmc.embedded import kernels, sets
+from e2lmc.embedded.kernels import weights_digest
 from e2lmc.embedded.world import EVERYDAY_TASK, SCIENCE_TASK, load_world, write_sample_tasks
 from e2lmc.embedded.zoo import PRESETS, build, schedule
 from e2lmc.errors import UserError
-from e2lmc.formats.manifest import read_manifest
+from e2lmc.formats.manifest import CheckpointManifest, ManifestEntry, read_manifest, write_manifest
 from e2lmc.formats.reference import read_reference
 
 from .conftest import REPO
@@ -113,6 +117,67 @@ def test_build_is_deterministic(tiny_zoo, tmp_path):
         for step, _ in schedule(TINY)[::6]:
             name = f"{spec.id}/iter_{step:07d}/model.safetensors"
             assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+
+
+RESTRICTED = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "MKL_CBWR": "AUTO",
+              "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"}  # a lesser processor, one core
+
+
+@pytest.mark.slow
+def test_the_same_weights_whatever_instruction_sets_the_processor_offers(tiny_zoo, tmp_path, monkeypatch):
+    """The build pins its kernels: a processor that offers less (here: told to use less) trains
+    the same weights, bit for bit, and they are the organizers' tiny set. Unpinned, the same
+    restriction trains other weights: the pinning is what makes them equal."""
+    out, _ = tiny_zoo
+    ours = read_manifest(out).weights_digest
+    assert ours == weights_digest(out) == sets.ORGANIZERS_DIGESTS[("tiny", 0)]
+    assert json.loads((out / "zoo.json").read_text())["kernels"] == {"machine": "x86_64", "aten": "avx2",
+                                                                     "mkl": "COMPATIBLE", "threads": "2"}
+    for variable, value in RESTRICTED.items():
+        monkeypatch.setenv(variable, value)
+    build("tiny", tmp_path / "restricted", seed=0)
+    assert read_manifest(tmp_path / "restricted").weights_digest == ours
+
+    unpinned = {**os.environ, kernels.MARKER: "1"}  # the child believes its kernels pinned: they are not
+    code = "import sys, pathlib; from e2lmc.embedded.zoo import build; build('tiny', pathlib.Path(sys.argv[1]), 0)"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "unpinned")], env=unpinned, check=True,
+                   capture_output=True)
+    assert weights_digest(tmp_path / "unpinned") != ours
+
+
+def test_a_run_says_whether_its_set_is_the_organizers(tmp_path, monkeypatch):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "zoo.json").write_text(json.dumps({"preset": {"name": "tiny"}, "seed": 0}))
+    theirs = sets.ORGANIZERS_DIGESTS[("tiny", 0)]
+
+    def manifest(digest: str) -> None:
+        write_manifest(CheckpointManifest([ManifestEntry("m/iter_0000001", path="m")], weights_digest=digest), folder)
+
+    manifest(theirs)
+    assert sets.provenance(folder) == (True, f"the embedded set's weights are the organizers' (digest {theirs[:12]}): "
+                                             "the bundle's, bit for bit")
+    manifest("0" * 64)
+    monkeypatch.setattr(sets, "has_avx2", lambda: False)
+    same, said = sets.provenance(folder)
+    assert not same and said.startswith(f"the embedded set's weights differ from the organizers' (digest 000000000000, "
+                                        f"theirs {theirs[:12]}) (this ") and "processor has no AVX2" in said
+    manifest("")
+    assert sets.provenance(folder) == (False, f"the embedded set in {folder} was built by an older e2lmc, on this "
+                                              "processor's own kernels: it is not the organizers' set; delete the "
+                                              "folder to build theirs")
+    (folder / "zoo.json").write_text(json.dumps({"preset": {"name": "tiny"}, "seed": 7}))
+    assert sets.provenance(folder) is None  # a seed the organizers publish no set of
+
+
+def test_the_pinned_environment_overrides_what_it_is_given():
+    env = kernels.pinned_environment({"PATH": "/bin", **RESTRICTED})
+    assert env["PATH"] == "/bin" and env[kernels.MARKER] == "1"
+    assert (env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"]) == (str(kernels.THREADS),) * 2
+    assert "MKL_ENABLE_INSTRUCTIONS" not in env
+    if kernels.has_avx2():
+        assert (env["ATEN_CPU_CAPABILITY"], env["MKL_CBWR"], env["ONEDNN_MAX_CPU_ISA"]) == ("avx2", "COMPATIBLE",
+                                                                                           "AVX2")
 
 
 def test_other_settings_in_the_same_folder_are_refused(tiny_zoo):
@@ -219,6 +284,7 @@ def test_build_shows_one_overall_bar_with_the_time_left(tmp_path, monkeypatch, c
         return 1.0, 10
 
     monkeypatch.setattr(zoo, "train_model", train)
+    monkeypatch.setenv(kernels.MARKER, "1")  # train here, where the stand-in is
     zoo.build("tiny", tmp_path / "z")
     err = capsys.readouterr().err
     assert "zoo 'tiny': 7 of 7 models to train: 100%" in err and "left" in err

@@ -9,13 +9,22 @@ is built, to count prompt tokens.
 
 from __future__ import annotations
 
+import json
+import platform
 import time
 from pathlib import Path
 
 from ..formats.manifest import MANIFEST_FILE, read_manifest
 from ..formats.series import SERIES_FILE
+from .kernels import has_avx2
 
 ROOT = Path("zoo")  # the sets' folder, relative to the working directory
+# The weights' digest (embedded/kernels.py) of the sets the organizers' bundles carry, by
+# (preset, seed): built with pinned kernels, the same on any x86-64 processor with AVX2.
+ORGANIZERS_DIGESTS = {
+    ("tiny", 0): "9fde9850a65d9da1b478c544d06b2a4f7429562d0ae2f7de28a0fa336c52fcb0",
+    ("default", 0): "6e7bb467c744a8eb9601b31e92f50e35313a2f581866319a47394b524af6e6ae",
+}
 PRESETS = ("tiny", "default")  # zoo.PRESETS' names, without loading torch to list them
 DEFAULT_PRESET = "default"
 
@@ -48,3 +57,25 @@ def first_checkpoint(folder: Path | None = None) -> tuple[Path, float] | None:
     manifest = read_manifest(folder)
     first = manifest.checkpoints[0]
     return (folder / first.path, manifest.tokens_per_rule_token) if first.path else None
+
+
+def provenance(folder: Path) -> tuple[bool, str] | None:
+    """Whether a built set is the organizers' (the one their embedded-set bundle carries),
+    and one sentence saying so; None for a preset or seed they publish no set of."""
+    try:
+        record = json.loads((folder / "zoo.json").read_text())
+        key = (record["preset"]["name"], record["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    theirs = ORGANIZERS_DIGESTS.get(key)
+    if theirs is None:
+        return None
+    ours = read_manifest(folder).weights_digest
+    if ours == theirs:
+        return True, f"the embedded set's weights are the organizers' (digest {ours[:12]}): the bundle's, bit for bit"
+    if not ours:
+        return False, (f"the embedded set in {folder} was built by an older e2lmc, on this processor's own kernels: "
+                       "it is not the organizers' set; delete the folder to build theirs")
+    where = "" if has_avx2() else f" (this {platform.machine()} processor has no AVX2: its kernels round otherwise)"
+    return False, (f"the embedded set's weights differ from the organizers' (digest {ours[:12]}, theirs {theirs[:12]})"
+            f"{where}: scores here can differ from the bundle's by the spread across builds (docs/zoo.md)")

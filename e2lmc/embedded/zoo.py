@@ -44,6 +44,7 @@ from ..formats.series import (
     series_reference,
     write_series,
 )
+from .kernels import describe_kernels, kernels_pinned, run_pinned, weights_digest
 from .world import Mixture, documents, load_world, tokenizer_texts, write_sample_tasks
 
 RELEASED_SHARE = 0.2  # the first 20% of training is released, like 200B of 1T tokens
@@ -304,15 +305,21 @@ def _dir_megabytes(path: Path) -> float:
 
 
 def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
-    """Build (or finish building) the checkpoint set in `out`; finished models are skipped."""
+    """Build (or finish building) the checkpoint set in `out`; finished models are skipped.
+    The training runs in a child whose kernels are pinned (`kernels.py`): the same weights
+    on any x86-64 processor with AVX2."""
     if preset_name not in PRESETS:
         raise UserError(f"unknown preset '{preset_name}' (choose one of: {', '.join(PRESETS)})")
     preset = PRESETS[preset_name]
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"preset": asdict(preset), "seed": seed}
+    record = {"preset": asdict(preset), "seed": seed, "kernels": describe_kernels()}
     record_path = out / "zoo.json"
     if record_path.exists() and json.loads(record_path.read_text()) != json.loads(json.dumps(record)):
-        raise UserError(f"{out} holds a checkpoint set built with other settings; choose another --out or delete it")
+        raise UserError(f"{out} holds a checkpoint set built with other settings (or by an older e2lmc, on other "
+                        "kernels); choose another --out or delete it")
+    if not kernels_pinned():
+        run_pinned(["-m", __name__, preset_name, str(out), str(seed)], f"building the '{preset_name}' set")
+        return [ModelSummary(**json.loads((out / spec.id / "done.json").read_text())) for spec in preset.models]
+    out.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1))
 
     world = load_world()
@@ -349,7 +356,8 @@ def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
     series = series_for(preset)
     write_series(series, out / SERIES_FILE)
     write_reference(series_reference(series, phase="embedded"), out / "reference")
-    write_manifest(replace(placed_manifest(series), tokens_per_rule_token=preset.tokens_per_rule_token), out)
+    write_manifest(replace(placed_manifest(series), tokens_per_rule_token=preset.tokens_per_rule_token,
+                           weights_digest=weights_digest(out)), out)
     write_sample_tasks(out / "tasks", world, seed)
     return summaries
 
@@ -360,3 +368,15 @@ def format_summary(summaries: list[ModelSummary], out: Path) -> str:
               for s in summaries]
     lines.append(f"total on disk: {_dir_megabytes(out):.1f} MB in {out}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the pinned child of `build`: PRESET OUT SEED
+    import sys
+
+    try:
+        build(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -41,6 +41,9 @@ class CheckpointManifest:
     # prompt rule: 1 for the real series, counted with its own tokenizer; more for the
     # embedded set, whose small tokenizer cuts English into more pieces (docs/zoo.md).
     tokens_per_rule_token: float = 1.0
+    # The embedded set's: SHA-256 of all its weights as built (embedded/kernels.py), so that a
+    # run can tell the organizers' set from another build; empty for the real series.
+    weights_digest: str = ""
 
     def check(self, where: str) -> None:
         ids = [e.id for e in self.checkpoints]

@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
+from ..embedded.sets import provenance
 from ..errors import UserError
 from ..formats.alignment import AlignmentSettings
 from ..formats.manifest import MANIFEST_FILE, write_manifest
@@ -285,7 +286,10 @@ def zoo_bundle(zoo: Path, out: Path, options: BundleOptions = BundleOptions()) -
     """The self-contained bundle, the embedded checkpoint set inside; its warnings."""
     options = with_image(options, "zoo")
     limit = options.time_limit or FREE_QUEUE_SECONDS
-    return _build(out, "zoo", read_series(zoo / SERIES_FILE), zoo, options, {spec.name: limit for spec in PHASES})
+    same, said = provenance(zoo) or (True, "")
+    warnings = [] if same else [f"{said}; participants who build the set get the organizers' weights, not these"]
+    return warnings + _build(out, "zoo", read_series(zoo / SERIES_FILE), zoo, options,
+                             {spec.name: limit for spec in PHASES})
 
 
 def real_bundle(series: Series, out: Path, options: BundleOptions, data: Path | None = None) -> list[str]:

@@ -110,4 +110,5 @@ def phase_manifest(full: CheckpointManifest, reference: ReferenceData) -> Checkp
     if missing:
         raise UserError(f"the checkpoint manifest has no entry for {missing[0]} (phase {reference.phase})")
     return CheckpointManifest([replace(by_id[i], role=role) for i, role in roles.items()],
-                              description=reference.description, tokens_per_rule_token=full.tokens_per_rule_token)
+                              description=reference.description, tokens_per_rule_token=full.tokens_per_rule_token,
+                              weights_digest=full.weights_digest)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..embedded.sets import ensure_built, set_folder
+from ..embedded.sets import ensure_built, provenance, set_folder
 from ..formats.reference import write_reference
 from ..formats.series import E2LM_SERIES, read_series, released_reference
 from ..limits import Limits
@@ -41,6 +41,9 @@ def run(submission: Path, limits: Limits, checkpoints: str = EMBEDDED, preset: s
     else:
         zoo, build_seconds = ensure_built(preset, zoo)
         timings = [] if build_seconds is None else [("build the checkpoint set", build_seconds)]
+        _, said = provenance(zoo) or (None, "")
+        if said:
+            print(said[0].upper() + said[1:] + ".")
     output = output or RUN_OUTPUT / (submission.stem + ("-" + RELEASED if checkpoints == RELEASED else ""))
     print(f"Ingestion: running {submission} on every checkpoint in {zoo} …")
     start = time.perf_counter()

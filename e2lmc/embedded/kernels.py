@@ -1,0 +1,85 @@
+"""Training whose weights do not depend on the processor: one embedded set for everyone.
+
+Left to itself, torch picks its CPU kernels by the processor: ATen's vector code by the
+widest instruction set there (AVX2, AVX-512), Intel MKL's matrix products by vendor and
+model. Each rounds differently, training amplifies the difference, and two machines built
+two sets with the same seed (docs/zoo.md, *One set for everyone*: another SQ by 0.09).
+So the set is trained in a child process whose kernels are pinned before torch starts:
+
+- ATen's vector code at AVX2 (`ATEN_CPU_CAPABILITY=avx2`, also on AVX-512 machines):
+  plain IEEE arithmetic and FMA, the same on any processor that has them; a processor
+  without AVX2 gets the scalar code, and another set (its digest says so);
+- MKL's CNR branch `COMPATIBLE` (`MKL_CBWR`): SSE2 without the approximate reciprocal
+  instructions, fixed blocking and reductions, the only branch Intel documents as
+  reproducible on Intel and other processors alike; oneDNN capped at AVX2;
+- a fixed number of threads (`THREADS`), as reductions split by thread.
+
+The weights' digest (`weights_digest`) goes into the set's manifest, so that a run can
+say whether its set is the organizers' (`sets.ORGANIZERS_DIGESTS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+THREADS = 2  # the reference machine's cores; 1 thread trains the default set 1.6x slower
+MARKER = "E2LMC_PINNED_KERNELS"  # set in the child: its kernels are pinned
+OVERRIDDEN = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+              "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def has_avx2() -> bool:
+    """Whether this is an x86-64 processor with AVX2 and FMA (ATen's AVX2 code needs both)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return {"avx2", "fma"} <= set(flags.split())
+
+
+def pinned_environment(base: dict[str, str]) -> dict[str, str]:
+    """`base` with the kernels pinned (whatever `base` said of them)."""
+    env = {k: v for k, v in base.items() if k not in OVERRIDDEN}
+    if platform.machine() in ("x86_64", "AMD64"):
+        env.update(ATEN_CPU_CAPABILITY="avx2" if has_avx2() else "default", MKL_CBWR="COMPATIBLE",
+                   ONEDNN_MAX_CPU_ISA="AVX2")
+    env.update(OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS), **{MARKER: "1"})
+    return env
+
+
+def kernels_pinned() -> bool:
+    return os.environ.get(MARKER) == "1"
+
+
+def describe_kernels() -> dict[str, str]:
+    """What the pinned child trains with (the set's build record)."""
+    env = pinned_environment(dict(os.environ))
+    return {"machine": platform.machine(), "aten": env.get("ATEN_CPU_CAPABILITY", "native"),
+            "mkl": env.get("MKL_CBWR", "native"), "threads": env["OMP_NUM_THREADS"]}
+
+
+def run_pinned(argv: list[str], what: str) -> None:
+    """`python argv…` in a child with the kernels pinned; one sentence if it fails (the
+    child has printed its own message above)."""
+    done = subprocess.run([sys.executable, *argv], env=pinned_environment(dict(os.environ)))
+    if done.returncode != 0:
+        raise UserError(f"{what} failed (exit code {done.returncode}; its message is above)")
+
+
+def weights_digest(folder: Path) -> str:
+    """SHA-256 over every safetensors file under `folder`, by relative path: equal digests,
+    bit-identical weights."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.safetensors")):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()

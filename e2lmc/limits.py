@@ -45,6 +45,7 @@ class EngineSettings:
     token_budget: int | None = None  # tokens per forward pass (None: 4,096 on CPU, 32,768 on GPU)
     devices: tuple[str, ...] | None = None  # None: every visible GPU, else the CPU
     threads: int | None = None  # torch's CPU threads (None: `cpu_threads()`)
+    dtype: str | None = None  # the passes' precision (None: bfloat16 on a GPU, float32 on the CPU)
 
     def device_list(self) -> list[str]:
         if self.devices:
@@ -55,6 +56,9 @@ class EngineSettings:
 
     def budget(self, device: str) -> int:
         return self.token_budget or (32_768 if device.startswith("cuda") else 4_096)
+
+    def precision(self, device: str) -> str:
+        return self.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ prints each task's leaderboard row and the final checkpoints' values (small, med
 large of arch1 and arch2, then web-only). docs/zoo.md's settings were chosen with it. It
 runs itself again with the kernels pinned (e2lmc/embedded/kernels.py) and trains in that
 process, where the overrides are: the weights are those `e2lmc zoo build` would train.
+With `--device cuda` it trains and evaluates (in float32) on a GPU instead, for the
+noise floor across seeds (scripts/noise_floor.sh): the same recipe, not the same bits.
 
     python scripts/zoo_sweep.py --preset default --set seq_len=1024 batch_size=1 \\
         --world ZIPF_EXPONENT=1.2 --form statement=0.5 --json out.json
@@ -30,6 +32,8 @@ from e2lmc.embedded import zoo
 from e2lmc.embedded.kernels import kernels_pinned, pinned_environment
 from e2lmc.formats.reference import read_reference
 from e2lmc.ingestion.program import ingest
+from e2lmc.limits import EngineSettings, Limits, SandboxSettings
+from e2lmc.sandboxed.sandbox import CHOICES
 from e2lmc.scoring.evaluation import evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,6 +54,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--out", type=Path, help="where to build (default: a new temporary folder)")
+    parser.add_argument("--device", default="cpu", help="where to train and evaluate, e.g. cuda (default: cpu)")
+    parser.add_argument("--sandbox", default="auto", choices=CHOICES, help="the task children's sandbox level")
     args = parser.parse_args()
     if not kernels_pinned():  # before torch computes anything: its kernels are chosen at the first use
         os.execve(sys.executable, [sys.executable, *sys.argv], pinned_environment(dict(os.environ)))
@@ -65,26 +71,31 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="zoo_sweep_"))
     start = time.perf_counter()
     zoo.PRESETS[preset.name] = preset
-    zoo.build(preset.name, out, args.seed)
+    zoo.build(preset.name, out, args.seed, device=args.device)
     build_seconds = time.perf_counter() - start
+    limits = Limits(engine=EngineSettings(devices=(args.device,), dtype="float32", threads=args.threads),
+                    sandbox=SandboxSettings(level=args.sandbox))
     tasks = [out / "tasks" / world_module.SCIENCE_TASK, out / "tasks" / world_module.EVERYDAY_TASK,
              *write_heldout_tasks(out / "heldout", args.seed)]
     reference = read_reference(out / "reference")
     report = {"preset": dataclasses.asdict(preset), "world": _parse(args.world), "forms": world_module.FORM_WEIGHTS,
+              "seed": args.seed, "device": args.device, "torch": torch.__version__,
               "build_seconds": round(build_seconds), "tasks": {}}
     for task in tasks:
-        ev = evaluate(ingest(task, out, out / "results" / task.name), reference)
+        ev = evaluate(ingest(task, out, out / "results" / task.name, limits), reference)
         board = ev.leaderboard
         finals = {m: round(points[-1].value, 3) for m, points in ev.curves.items()}
         report["tasks"][task.name] = {"score": round(board.score, 4), "SQ": round(board.signal_quality, 3),
                                       "RC": round(board.ranking_consistency, 3),
-                                      "CS": round(board.scientific_compliance, 3), "finals": finals}
+                                      "CS": round(board.scientific_compliance, 3), "finals": finals,
+                                      "n_samples": ev.results.n_samples,  # and every curve, to rescore offline:
+                                      "curves": {m: [round(p.value, 4) for p in ps] for m, ps in ev.curves.items()}}
         print(f"{task.name:<24} score {board.score:.3f}  SQ {board.signal_quality:.3f}  "
               f"RC {board.ranking_consistency:.3f}  CS {board.scientific_compliance:.3f}  "
               f"finals {' '.join(f'{v:.2f}' for v in finals.values())}", flush=True)
+        if args.json:  # after each task: a run stopped early keeps what it measured
+            args.json.write_text(json.dumps(report, indent=1))
     print(f"build {build_seconds:.0f} s, total {time.perf_counter() - start:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

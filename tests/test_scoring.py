@@ -131,15 +131,36 @@ def test_ranking_consistency_is_finite_and_bounded(case):
 # ------------------------------------------------------------ scientific compliance
 
 def test_scientific_compliance_hand_computed():
-    cs = scientific_compliance([3, 2, 2, 1], [1, 2, 3, 0])  # 2 wins, 1 tie, 1 loss: P = 0.625
+    cs = scientific_compliance([3, 2, 2, 1], [1, 2, 3, 0])  # 2 wins, 1 tie, 1 loss: (2 - 1) / 3
     assert (cs.wins, cs.ties, cs.losses) == (2, 1, 1)
-    assert cs.win_rate == 0.625 and cs.score == pytest.approx(0.25)
+    assert cs.score == pytest.approx(1 / 3) and cs.n_samples is None
     assert scientific_compliance([1, 1], [2, 2]).score == 0.0
     assert scientific_compliance([2, 2, 2], [1, 1, 1]).score == 1.0
-    assert scientific_compliance([1, 1], [1, 1]).score == 0.0  # all ties: P = ½
+    assert scientific_compliance([1, 1], [1, 1]).score == 0.0  # all ties
     gap = scientific_compliance([2, math.nan, 2], [1, 1, math.nan])
     assert gap.wins == 1 and gap.score == 1.0 and gap.reasons
     assert scientific_compliance([], []).score == 0.0
+    # one clear win among 20 comparisons is not a CS of 1: the denominator is at least N/4
+    assert scientific_compliance([2] + [1] * 19, [1] * 20).score == pytest.approx(1 / 5)
+
+
+def test_scientific_compliance_leaves_out_differences_within_sampling_noise():
+    """Two models at chance early in training decided CS by a coin flip per checkpoint;
+    with the sample count, a difference within two binomial standard errors is noise."""
+    early_science = [0.26, 0.24, 0.27, 0.23]  # both at chance (0.25) over 250 samples: SE of the gap ~0.039
+    early_web = [0.24, 0.26, 0.25, 0.25]
+    late_science, late_web = [0.45, 0.60, 0.75, 0.90, 0.95, 0.97], [0.25, 0.24, 0.26, 0.25, 0.25, 0.24]
+    cs = scientific_compliance(early_science + late_science, early_web + late_web, n_samples=250)
+    assert (cs.wins, cs.ties, cs.losses) == (6, 4, 0) and cs.score == 1.0 and cs.n_samples == 250
+    exact = scientific_compliance(early_science + late_science, early_web + late_web)  # no sample count
+    assert (exact.wins, exact.losses) == (8, 2) and exact.score == pytest.approx(0.6)
+    # the flips of the early checkpoints no longer move CS
+    flipped = scientific_compliance(early_web + late_science, early_science + late_web, n_samples=250)
+    assert flipped.score == cs.score
+    # a gap larger than the noise counts, both ways; values outside [0, 1] are not accuracies
+    assert scientific_compliance([0.40], [0.25], n_samples=250).wins == 1
+    assert scientific_compliance([0.25], [0.40], n_samples=250).losses == 1
+    assert scientific_compliance([2.0, 0.5], [1.0, 0.4], n_samples=250).n_samples is None
 
 
 @settings(max_examples=200, deadline=None)

@@ -277,7 +277,7 @@ def test_build_shows_one_overall_bar_with_the_time_left(tmp_path, monkeypatch, c
     """The first build takes minutes: one bar over every model, weighted by each one's cost."""
     import e2lmc.embedded.zoo as zoo
 
-    def train(spec, preset, stream, tokenizer, model_dir, seed, position=1, on_step=lambda: None):
+    def train(spec, preset, stream, tokenizer, model_dir, seed, position=1, on_step=lambda: None, device="cpu"):
         model_dir.mkdir(parents=True)
         for _ in range(preset.steps):
             on_step()

@@ -1,10 +1,16 @@
-"""Training whose weights do not depend on the processor: one embedded set for everyone.
+"""Training on pinned kernels: the same embedded set whatever the environment says.
 
 Left to itself, torch picks its CPU kernels by the processor: ATen's vector code by the
 widest instruction set there (AVX2, AVX-512), Intel MKL's matrix products by vendor and
 model. Each rounds differently, training amplifies the difference, and two machines built
-two sets with the same seed (docs/zoo.md, *One set for everyone*: another SQ by 0.09).
-So the set is trained in a child process whose kernels are pinned before torch starts:
+two sets with the same seed (docs/zoo.md, *Pinned kernels and the organizers' set*: another SQ by 0.09).
+So the set is trained in a child process whose kernels are pinned before torch starts.
+On one machine that makes the weights independent of what the environment says of
+threads and instruction sets (and, measured, of torch 2.11 or 2.13 and transformers 5.17
+or 5.25); it does not make them the same on every processor: an Intel Xeon with AVX-512
+trained another tiny set than this AMD EPYC (docs/zoo.md, *Pinned kernels and the organizers' set*), so the
+digest, not the pins, is what tells a participant whether the set is the organizers'.
+The pins:
 
 - ATen's vector code at AVX2 (`ATEN_CPU_CAPABILITY=avx2`, also on AVX-512 machines):
   plain IEEE arithmetic and FMA, the same on any processor that has them; a processor

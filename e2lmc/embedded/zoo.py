@@ -34,12 +34,14 @@ from ..errors import UserError
 from ..formats.manifest import write_manifest
 from ..formats.reference import write_reference
 from ..formats.series import (
+    EMBEDDED_PHASE,
     SERIES_FILE,
     Iterations,
     Series,
     SeriesModel,
     Tokens,
     checkpoint_name,
+    embedded_description,
     placed_manifest,
     series_reference,
     write_series,
@@ -154,7 +156,7 @@ def series_for(preset: Preset) -> Series:
     `<model id>/iter_XXXXXXX` next to the file."""
     steps = schedule(preset)
     return Series(
-        description=f"Embedded checkpoint set, preset '{preset.name}'.",
+        description=embedded_description(preset.name),
         models=[SeriesModel(s.id, s.size, s.architecture, s.mixture, path=s.id) for s in preset.models],
         iterations=Iterations(released=[i for i, role in steps if role == "released"],
                               hidden=[i for i, role in steps if role == "hidden"], final=preset.steps),
@@ -223,7 +225,7 @@ def save_checkpoint(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     """An ordinary HF model directory; weights in float16 (half the disk), the tied
     output matrix stored once."""
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16) for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items() if k != "lm_head.weight"}
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "model.safetensors").chmod(0o644)  # readable by a worker running as another user
     model.config.save_pretrained(path)
@@ -247,23 +249,26 @@ def step_cost(spec: ModelSpec, preset: Preset) -> float:
 def train_model(
     spec: ModelSpec, preset: Preset, stream: torch.Tensor, tokenizer: PreTrainedTokenizerFast,
     model_dir: Path, seed: int, position: int = 1, on_step: Callable[[], object] = lambda: None,
+    device: str = "cpu",
 ) -> tuple[float, int]:
     """Train one model from scratch, saving its checkpoints; returns the final loss
     and the parameter count. `on_step` is called after each step (the overall bar)."""
     previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)  # same seed -> same weights, bit for bit
+    # same seed -> same weights, bit for bit; on a GPU (noise measurements only) some
+    # backward kernels have no deterministic version, and a warning is enough there
+    torch.use_deterministic_algorithms(True, warn_only=device != "cpu")
     try:
-        return _train(spec, preset, stream, tokenizer, model_dir, seed, position, on_step)
+        return _train(spec, preset, stream.to(device), tokenizer, model_dir, seed, position, on_step, device)
     finally:
         torch.use_deterministic_algorithms(previous)
 
 
 def _train(
     spec: ModelSpec, preset: Preset, stream: torch.Tensor, tokenizer: PreTrainedTokenizerFast,
-    model_dir: Path, seed: int, position: int, on_step: Callable[[], object],
+    model_dir: Path, seed: int, position: int, on_step: Callable[[], object], device: str,
 ) -> tuple[float, int]:
     torch.manual_seed(_seed_for(spec.id, seed))
-    model = LlamaForCausalLM(llama_config(spec, preset, tokenizer))
+    model = LlamaForCausalLM(llama_config(spec, preset, tokenizer)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=(0.9, 0.95), weight_decay=0.1)
     saves = dict(schedule(preset))
     n = preset.tokens_per_step
@@ -304,19 +309,22 @@ def _dir_megabytes(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
+def build(preset_name: str, out: Path, seed: int = 0, device: str = "cpu") -> list[ModelSummary]:
     """Build (or finish building) the checkpoint set in `out`; finished models are skipped.
     The training runs in a child whose kernels are pinned (`kernels.py`): the same weights
-    on any x86-64 processor with AVX2."""
+    whatever the environment says of threads and instruction sets. Another `device` (a GPU, to measure the set's noise
+    across seeds quickly: scripts/zoo_sweep.py) trains in this process, on weights that are
+    not the organizers' (the digest says so)."""
     if preset_name not in PRESETS:
         raise UserError(f"unknown preset '{preset_name}' (choose one of: {', '.join(PRESETS)})")
     preset = PRESETS[preset_name]
-    record = {"preset": asdict(preset), "seed": seed, "kernels": describe_kernels()}
+    kernels = describe_kernels() if device == "cpu" else {"device": device, "torch": torch.__version__}
+    record = {"preset": asdict(preset), "seed": seed, "kernels": kernels}
     record_path = out / "zoo.json"
     if record_path.exists() and json.loads(record_path.read_text()) != json.loads(json.dumps(record)):
         raise UserError(f"{out} holds a checkpoint set built with other settings (or by an older e2lmc, on other "
                         "kernels); choose another --out or delete it")
-    if not kernels_pinned():
+    if device == "cpu" and not kernels_pinned():
         run_pinned(["-m", __name__, preset_name, str(out), str(seed)], f"building the '{preset_name}' set")
         return [ModelSummary(**json.loads((out / spec.id / "done.json").read_text())) for spec in preset.models]
     out.mkdir(parents=True, exist_ok=True)
@@ -347,7 +355,8 @@ def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
             streams[spec.mixture] = token_stream(tokenizer, spec.mixture, preset.steps * preset.tokens_per_step, seed)
         start = time.perf_counter()
         final_loss, n_params = train_model(spec, preset, streams[spec.mixture], tokenizer, model_dir, seed,
-                                           on_step=functools.partial(overall.update, step_cost(spec, preset)))
+                                           on_step=functools.partial(overall.update, step_cost(spec, preset)),
+                                           device=device)
         summary = ModelSummary(spec.id, n_params, time.perf_counter() - start, final_loss, _dir_megabytes(model_dir))
         done_path.write_text(json.dumps(asdict(summary)))
         summaries.append(summary)
@@ -355,7 +364,7 @@ def build(preset_name: str, out: Path, seed: int = 0) -> list[ModelSummary]:
     overall.close()
     series = series_for(preset)
     write_series(series, out / SERIES_FILE)
-    write_reference(series_reference(series, phase="embedded"), out / "reference")
+    write_reference(series_reference(series, phase=EMBEDDED_PHASE), out / "reference")
     write_manifest(replace(placed_manifest(series), tokens_per_rule_token=preset.tokens_per_rule_token,
                            weights_digest=weights_digest(out)), out)
     write_sample_tasks(out / "tasks", world, seed)

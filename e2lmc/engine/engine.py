@@ -32,7 +32,8 @@ class Engine:
         self.devices = settings.device_list()
         if self.devices == ["cpu"]:
             torch.set_num_threads(settings.threads or cpu_threads())
-        self.runner = Runner(requests, self.devices[0], settings.budget(self.devices[0]), tokenized) \
+        first = self.devices[0]
+        self.runner = Runner(requests, first, settings.budget(first), settings.precision(first), tokenized) \
             if len(self.devices) == 1 else None
 
     def run(self, checkpoints: list[tuple[str, Path]]) -> Iterator[tuple[int, list[Any]]]:
@@ -50,8 +51,8 @@ class Engine:
         for d, device in enumerate(self.devices):
             shard = [(p, label, str(path)) for p, (label, path) in enumerate(checkpoints)][d::len(self.devices)]
             worker = context.Process(target=_serve, daemon=True, args=(
-                self.requests, device, self.settings.budget(device), self.settings.threads or cpu_threads(),
-                len(self.devices), shard, results))
+                self.requests, device, self.settings.budget(device), self.settings.precision(device),
+                self.settings.threads or cpu_threads(), len(self.devices), shard, results))
             worker.start()
             workers.append(worker)
         try:
@@ -78,7 +79,7 @@ class Engine:
                 worker.join()
 
 
-def _serve(requests: list[RequestKey], device: str, token_budget: int, threads: int, n_workers: int,
+def _serve(requests: list[RequestKey], device: str, token_budget: int, dtype: str, threads: int, n_workers: int,
            shard: list[tuple[int, str, str]], results: Any) -> None:
     """A device's process: its share of the checkpoints, each result onto `results`."""
     if device == "cpu":
@@ -86,7 +87,7 @@ def _serve(requests: list[RequestKey], device: str, token_budget: int, threads: 
     else:
         torch.cuda.set_device(device)
     try:
-        runner = Runner(requests, device, token_budget)
+        runner = Runner(requests, device, token_budget, dtype)
         for position, responses in runner.run([(label, Path(path)) for _, label, path in shard]):
             results.put(("done", shard[position][0], responses))
     except CheckpointError as exc:

@@ -92,10 +92,10 @@ def tokenizer_key(path: Path) -> str:
 class Runner:
     """One device: loads checkpoints one after another and computes the work on each."""
 
-    def __init__(self, requests: list[RequestKey], device: str, token_budget: int,
+    def __init__(self, requests: list[RequestKey], device: str, token_budget: int, dtype: str = "float32",
                  tokenized: dict[str, tuple[Encoder, Tokenized]] | None = None) -> None:
         self.requests, self.device, self.token_budget = requests, torch.device(device), token_budget
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = getattr(torch, dtype)
         self.model: Any = None
         self.config: dict | None = None
         self.cache_argument = "cache"  # the base model's keyword for its key/value cache

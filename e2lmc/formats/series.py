@@ -71,6 +71,14 @@ def iterations_to_tokens(
     return samples * sequence_length
 
 
+EMBEDDED_PHASE = "embedded"  # the reference data's phase for a whole embedded set (`e2lmc zoo build`)
+
+
+def embedded_description(preset: str) -> str:
+    """The series description of an embedded set of `preset`: what tells the scoring which set it scores."""
+    return f"Embedded checkpoint set, preset '{preset}'."
+
+
 def checkpoint_name(iteration: int) -> str:
     """The subfolder of one checkpoint, as in the real repos."""
     return f"iter_{iteration:07d}"

@@ -32,7 +32,8 @@ def run(submission: Path, limits: Limits, checkpoints: str = EMBEDDED, preset: s
     defaults to run_output/<submission's name>."""
     # lm-eval, numpy: not for the command line's --help, which reads this module's names
     from ..ingestion.program import ingest
-    from ..scoring.program import REPORT_FILE, run_scoring, summary
+    from ..scoring.program import REPORT_FILE, SCORES_FILE, run_scoring, summary
+    from ..scoring.uncertainty import previous_run
 
     if checkpoints == RELEASED:
         start = time.perf_counter()
@@ -45,13 +46,15 @@ def run(submission: Path, limits: Limits, checkpoints: str = EMBEDDED, preset: s
         if said:
             print(said[0].upper() + said[1:] + ".")
     output = output or RUN_OUTPUT / (submission.stem + ("-" + RELEASED if checkpoints == RELEASED else ""))
+    previous = previous_run(output, SCORES_FILE)  # compared with this run in the advice
     print(f"Ingestion: running {submission} on every checkpoint in {zoo} …")
     start = time.perf_counter()
     ingest(submission, zoo, output / "res", limits, local=True)  # the participant's own machine: nothing hidden
     timings.append(("ingestion", time.perf_counter() - start))
     print("Scoring:")
     start = time.perf_counter()
-    print("\n".join(summary(run_scoring(output / "res", zoo / "reference", output), output)))
+    print("\n".join(summary(run_scoring(output / "res", zoo / "reference", output, previous=previous), output,
+                             previous)))
     timings.append(("scoring", time.perf_counter() - start))
     print("time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings))
     print(f"Open {(output / REPORT_FILE).resolve()} in a browser for the detailed report.")

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..formats.series import EMBEDDED_PHASE
 from .evaluation import Evaluation, Point
+from .uncertainty import PreviousRun, build_spread, compare_runs
 
 NOISE_SIGMAS = 2.0  # a difference within this many standard errors of one checkpoint's accuracy is noise
 FALLING_RHO = -0.5  # Spearman's rho of value against training order below this: the curve falls
-EMBEDDED_PHASE = "embedded"
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,9 @@ def sampling_noise(ev: Evaluation) -> float | None:
     return math.sqrt(chance * (1 - chance) / n)
 
 
-def advise(ev: Evaluation) -> list[Advice]:
-    """Every problem found, most basic first; one 'fine' sentence when there is none."""
+def advise(ev: Evaluation, previous: PreviousRun | None = None) -> list[Advice]:
+    """Every problem found, most basic first; one 'fine' sentence when there is none; then,
+    on a set whose noise was measured, how this run compares with the `previous` one."""
     models = [m.id for m in ev.reference.models if len(visible_points(ev, m.id)) >= 2]
     found = _at_chance(ev, models) + _flat(ev, models) + _falling(ev, models) + _not_scientific(ev)
     if not found:
@@ -61,6 +63,9 @@ def advise(ev: Evaluation) -> list[Advice]:
                                         "its facts, their phrasings, the two sample tasks): a question about "
                                         "anything else stays at chance on them, whatever it does on the real "
                                         "models."))
+    spread = build_spread(ev.reference)
+    if previous and spread and (said := compare_runs(previous, ev.leaderboard, ev.results.plan_digest, spread)):
+        found.append(Advice("compared", said))
     return found
 
 
@@ -123,7 +128,8 @@ def _not_scientific(ev: Evaluation) -> list[Advice]:
     if not shared or cs.score > 0:
         return []
     return [Advice("not_scientific", f"The science-mixture model ({selection.science_model}) is not ahead of the "
-                                     f"web-only one ({selection.web_model}): higher at {cs.wins} of {shared} shared "
-                                     "checkpoints, so CS is 0. The task measures what web text teaches as well as "
+                                     f"web-only one ({selection.web_model}): clearly higher at {cs.wins} of {shared} "
+                                     f"shared checkpoints, clearly lower at {cs.losses}, within noise at {cs.ties}, so "
+                                     "CS is 0. The task measures what web text teaches as well as "
                                      "science text (general language, common sense): ask about scientific "
                                      "knowledge itself.")]

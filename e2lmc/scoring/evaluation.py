@@ -149,8 +149,10 @@ def _ranking_consistency(
 
 
 def _scientific_compliance(
-    reference: ReferenceData, curves: dict[str, list[Point]]
+    reference: ReferenceData, curves: dict[str, list[Point]], n_samples: int, accuracies: bool
 ) -> formulas.ScientificCompliance:
+    """`accuracies`: the values are accuracies over `n_samples` samples, whose sampling
+    noise CS leaves out of its comparisons."""
     selection = reference.scores.scientific_compliance
 
     def picked(model_id: str) -> dict[int, float]:
@@ -158,7 +160,8 @@ def _scientific_compliance(
 
     science, web = picked(selection.science_model), picked(selection.web_model)
     shared = sorted(set(science) & set(web))
-    return formulas.scientific_compliance([science[i] for i in shared], [web[i] for i in shared])
+    return formulas.scientific_compliance([science[i] for i in shared], [web[i] for i in shared],
+                                          n_samples if accuracies else None)
 
 
 def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial: bool = False,
@@ -172,7 +175,7 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
         for m in sq_selection.models
     }
     rc = _ranking_consistency(reference, curves)
-    cs = _scientific_compliance(reference, curves)
+    cs = _scientific_compliance(reference, curves, results.n_samples, results.chance_level is not None)
     verdict = formulas.check_rules(
         results.n_samples,
         results.validation.rule_prompt_tokens,

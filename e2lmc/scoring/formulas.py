@@ -156,27 +156,34 @@ def ranking_consistency(
 # --------------------------------------------------------------------------- CS
 
 
+CLEAR_SIGMAS = 2.0  # a difference within this many standard errors is noise, not a win or a loss
+MIN_CLEAR_SHARE = 0.25  # CS's denominator is at least this share of the comparisons
+
+
 @dataclass(frozen=True)
 class ScientificCompliance:
-    """How consistently the science model beats the same-size web-only model."""
+    """How consistently the science model beats the same-size web-only model: `wins` and
+    `losses` are the comparisons it clearly wins or loses, `ties` those within noise."""
 
     score: float
     wins: int
     ties: int
     losses: int
     reasons: tuple[str, ...] = ()
-
-    @property
-    def win_rate(self) -> float:
-        """P: the fraction of shared checkpoints won, ties counting ½."""
-        n = self.wins + self.ties + self.losses
-        return (self.wins + 0.5 * self.ties) / n if n else 0.0
+    n_samples: int | None = None  # the accuracies' sample count the noise was judged with; None: exact ties only
 
 
 def scientific_compliance(
-    science: Sequence[float] | np.ndarray, web: Sequence[float] | np.ndarray
+    science: Sequence[float] | np.ndarray, web: Sequence[float] | np.ndarray, n_samples: int | None = None
 ) -> ScientificCompliance:
-    """CS = max(0, 2P - 1) over checkpoints both models share (aligned arrays)."""
+    """CS = max(0, (W − L) / max(W + L, ¼·N)) over the N checkpoints both models share
+    (aligned arrays): W and L count the comparisons the science model clearly wins and
+    loses. With `n_samples` (the values are accuracies over that many samples), a
+    difference within CLEAR_SIGMAS binomial standard errors of the two accuracies is
+    noise and counts in neither: two models both at chance early in training no longer
+    decide CS by a coin flip each (docs/scoring.md). Without it only an exact tie is left
+    out. The floor of the denominator keeps a few clear comparisons among many from
+    making a CS of 1."""
     s = np.asarray(science, dtype=float).ravel()
     w = np.asarray(web, dtype=float).ravel()
     if len(s) != len(w):
@@ -186,12 +193,17 @@ def scientific_compliance(
     if not ok.all():
         reasons.append(f"{int((~ok).sum())} checkpoint(s) missing on one side ignored")
     s, w = s[ok], w[ok]
-    counts = ScientificCompliance(0.0, int(np.sum(s > w)), int(np.sum(s == w)), int(np.sum(s < w)))
+    accuracies = n_samples is not None and n_samples > 0 and bool(np.all((s >= 0) & (s <= 1) & (w >= 0) & (w <= 1)))
+    noise = CLEAR_SIGMAS * np.sqrt((s * (1 - s) + w * (1 - w)) / n_samples) if accuracies else np.zeros(len(s))
+    wins, losses = int(np.sum(s - w > noise)), int(np.sum(w - s > noise))
+    counts = ScientificCompliance(0.0, wins, len(s) - wins - losses, losses,
+                                  n_samples=n_samples if accuracies else None)
     if len(s) == 0:
         reasons.append("no shared checkpoint: counted as 0")
-    elif counts.win_rate <= 0.5:
-        reasons.append("the science model does not beat the web-only model more often than not")
-    return replace(counts, score=max(0.0, 2 * counts.win_rate - 1), reasons=tuple(reasons))
+    elif wins <= losses:
+        reasons.append("the science model does not clearly beat the web-only model more often than the reverse")
+    denominator = max(wins + losses, MIN_CLEAR_SHARE * len(s), 1)
+    return replace(counts, score=max(0.0, (wins - losses) / denominator), reasons=tuple(reasons))
 
 
 # ------------------------------------------------------------------- global score

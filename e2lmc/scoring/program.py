@@ -20,6 +20,7 @@ from ..formats.reference import read_reference
 from ..formats.results import RESULTS_FILE, read_results
 from .evaluation import Evaluation, Leaderboard, evaluate
 from .judge import draw, judge_samples
+from .uncertainty import PreviousRun, build_spread, compare_runs, spread_line
 
 INTEGER_COLUMNS = ("valid", "n_samples", "custom_code")
 
@@ -76,8 +77,10 @@ def format_row(leaderboard: Leaderboard, sq_only: bool = False) -> str:
     return f"{head}\n{body}"
 
 
-def run_scoring(res_dir: Path, ref_dir: Path, out_dir: Path, allow_partial: bool = False) -> Evaluation:
-    """The scoring step, as Codabench runs it: scores.json, then the report (and its CSV)."""
+def run_scoring(res_dir: Path, ref_dir: Path, out_dir: Path, allow_partial: bool = False,
+                previous: PreviousRun | None = None) -> Evaluation:
+    """The scoring step, as Codabench runs it: scores.json, then the report (and its CSV);
+    `previous`: a local run's earlier result, which the report's advice compares."""
     check_ingestion_status(res_dir)
     if not (res_dir / RESULTS_FILE).is_file():
         raise UserError(
@@ -97,13 +100,18 @@ def run_scoring(res_dir: Path, ref_dir: Path, out_dir: Path, allow_partial: bool
     write_scores(evaluation.leaderboard, out_dir, reference.sq_only)
     from .report import write_report  # matplotlib: only once there is something to draw
 
-    write_report(evaluation, out_dir / REPORT_FILE)
+    write_report(evaluation, out_dir / REPORT_FILE, previous)
     return evaluation
 
 
-def summary(evaluation: Evaluation, out_dir: Path) -> list[str]:
-    """The step's log: the leaderboard row, what it leaves out, the broken rules, the files."""
-    sq_only = evaluation.reference.sq_only
-    return [format_row(evaluation.leaderboard, sq_only), *([SQ_ONLY_NOTE] if sq_only else []),
+def summary(evaluation: Evaluation, out_dir: Path, previous: PreviousRun | None = None) -> list[str]:
+    """The step's log: the leaderboard row (with its spread across builds where it was
+    measured), what it leaves out, the broken rules, the change from `previous`, the files."""
+    sq_only, board = evaluation.reference.sq_only, evaluation.leaderboard
+    spread = build_spread(evaluation.reference)
+    compared = compare_runs(previous, board, evaluation.results.plan_digest, spread) if previous and spread else None
+    return [format_row(board, sq_only), *([spread_line(board, spread)] if spread and not sq_only else []),
+            *([SQ_ONLY_NOTE] if sq_only else []),
             *(f"invalid submission: {problem}." for problem in evaluation.verdict.problems),
+            *([compared] if compared else []),
             f"wrote {out_dir / SCORES_FILE} and {out_dir / REPORT_FILE}"]

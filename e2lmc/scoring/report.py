@@ -16,7 +16,9 @@ import matplotlib.pyplot as plt
 
 from .advice import advise, visible_points
 from .evaluation import Evaluation
+from .formulas import CLEAR_SIGMAS
 from .html import csv_text, html_table, page, png_image
+from .uncertainty import PreviousRun, build_spread
 
 CSV_FILE = "released_values.csv"
 SQ_ONLY_NOTE = ("These checkpoints are the released ones only: ranking consistency, scientific compliance and the "
@@ -89,10 +91,11 @@ def _reasons(reasons: tuple[str, ...]) -> str:
     return escape("; ".join(reasons)) if reasons else ""
 
 
-def render(ev: Evaluation) -> str:
-    """The report as an HTML string."""
+def render(ev: Evaluation, previous: PreviousRun | None = None) -> str:
+    """The report as an HTML string; `previous`: the earlier run of the same submission, compared in the advice."""
     lb, ref, res = ev.leaderboard, ev.reference, ev.results
     w = ref.weights
+    spread = build_spread(ref)
     parts = [
         f"<h1>E2LM evaluation report — {escape(res.task_name)}</h1>",
         f'<p class="note">Phase <b>{escape(ref.phase)}</b> · metric <code>{escape(res.task_metric)}</code> '
@@ -109,15 +112,23 @@ def render(ev: Evaluation) -> str:
     else:
         parts += [
             "<h2>Global score</h2>",
-            f'<p class="big">{lb.score:.4f}</p>',
+            f'<p class="big">{lb.score:.4f}'
+            + (f' <span class="note">± {spread.score:.3f} across builds of this set</span>' if spread else "") + "</p>",
             f"<p>score = {w['signal_quality']:g} × SQ {lb.signal_quality:.4f} + {w['ranking_consistency']:g} × RC "
             f"{lb.ranking_consistency:.4f} + {w['scientific_compliance']:g} × CS {lb.scientific_compliance:.4f}"
             + ("" if ev.verdict.valid else ' — <span class="bad">set to 0: the submission is invalid</span>')
             + "</p>",
         ]
+        if spread:
+            parts.append(f'<p class="note">On another build of this embedded set (another seed) the scores would '
+                         f"move: one standard deviation across builds is {spread.score:.3f} for the score, "
+                         f"{spread.signal_quality:.3f} for SQ, {spread.ranking_consistency:.3f} for RC and "
+                         f"{spread.scientific_compliance:.3f} for CS (measured over ten builds and five science "
+                         "tasks: zoo.md, the noise floor). A difference between two of your runs smaller than "
+                         "that is not an improvement you can count on.</p>")
 
     parts += ["<h2>What to improve</h2>", "<ul>"]
-    parts += [f"<li>{escape(d.sentence)}</li>" for d in advise(ev)]
+    parts += [f"<li>{escape(d.sentence)}</li>" for d in advise(ev, previous)]
     parts.append("</ul>")
 
     # Validation
@@ -249,10 +260,13 @@ def _hidden_sections(ev: Evaluation) -> list[str]:
     parts += [
         "<h2>Scientific compliance (CS)</h2>",
         f"<p>The science-mixture model <code>{escape(cs_sel.science_model)}</code> against the web-only model "
-        f"<code>{escape(cs_sel.web_model)}</code> at {n_shared} shared checkpoints:</p>",
+        f"<code>{escape(cs_sel.web_model)}</code> at {n_shared} shared checkpoints; "
+        + (f"a difference within {CLEAR_SIGMAS:g} standard errors of two accuracies over {cs.n_samples} samples is "
+           "noise, neither a win nor a loss:</p>" if cs.n_samples else "only an exact tie counts as neither:</p>"),
         html_table(
-            ["science model higher", "tie", "web-only model higher", "P (ties ½)", "CS = max(0, 2P − 1)"],
-            [[str(cs.wins), str(cs.ties), str(cs.losses), f"{cs.win_rate:.4f}", f"<b>{cs.score:.4f}</b>"]],
+            ["science model clearly higher (W)", "within noise", "web-only model clearly higher (L)",
+             "CS = max(0, (W − L) / max(W + L, N/4))"],
+            [[str(cs.wins), str(cs.ties), str(cs.losses), f"<b>{cs.score:.4f}</b>"]],
             left=0,
         ),
     ]
@@ -265,8 +279,8 @@ def _hidden_sections(ev: Evaluation) -> list[str]:
     return parts
 
 
-def write_report(ev: Evaluation, path: Path) -> Path:
+def write_report(ev: Evaluation, path: Path, previous: PreviousRun | None = None) -> Path:
     """The report, and beside it the CSV of the values it plots."""
-    path.write_text(render(ev), encoding="utf-8")
+    path.write_text(render(ev, previous), encoding="utf-8")
     (path.parent / CSV_FILE).write_text(released_values_csv(ev), encoding="utf-8")
     return path

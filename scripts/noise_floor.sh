@@ -1,0 +1,50 @@
+#!/bin/bash
+# The embedded set's noise floor across seeds, on a GPU machine in one call (docs/zoo.md,
+# "The noise floor"). Trains the default set once per seed of $SEEDS on the GPU (float32:
+# the recipe of `e2lmc zoo build`, not its bits), runs scripts/zoo_sweep.py's six tasks on
+# each (one process per seed, side by side) and writes seed<K>.json to $OUT, after each task;
+# then, here or anywhere:  python scripts/noise_table.py $OUT/seed*.json
+# It also builds the tiny set with the pinned CPU kernels and says whether its weights are the
+# organizers' (one set for everyone, on this machine's processor).
+# Where lm-eval is not installed, carry it and its missing dependencies as wheels in .whl/;
+# they are unpacked into /tmp/site, which a .pth file puts on every Python's path (the task
+# children's too: they get no PYTHONPATH of ours).
+set -u
+OUT=$(realpath -m "${OUT:-noise_floor}"); mkdir -p "$OUT"
+SEEDS=${SEEDS:-"0 1 2 3 4"}
+PRESET=${PRESET:-default} DEVICE=${DEVICE:-cuda}  # PRESET=tiny DEVICE=cpu: a dry run of this script
+SECONDS_PER_SEED=${SECONDS_PER_SEED:-520}  # a seed still running then stops; its JSON keeps the tasks done
+if ! python3 -c "import lm_eval" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || exit 1
+    echo /tmp/site > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/e2lmc-noise-floor.pth"
+fi
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false
+{
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -n 1
+    lscpu | grep -E "^(Model name|Vendor ID|CPU\(s\))"
+    echo "flags: $(grep -o -w -E 'avx2|fma|avx512f|avx512_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+    python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+} > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+mkdir -p /tmp/noise_logs
+for seed in $SEEDS; do
+    timeout "$SECONDS_PER_SEED" python3 scripts/zoo_sweep.py --preset "$PRESET" --seed "$seed" --device "$DEVICE" \
+        --sandbox none --threads 2 --out "/tmp/zoo$seed" --json "$OUT/seed$seed.json" \
+        > "/tmp/noise_logs/seed$seed.log" 2>&1 &
+done
+python3 - >> "$OUT/machine.txt" 2>&1 <<'EOF'
+import time
+from pathlib import Path
+
+from e2lmc.embedded import sets, zoo
+
+start = time.perf_counter()
+zoo.build("tiny", Path("/tmp/tiny"))
+print(f"tiny set, pinned CPU kernels, {time.perf_counter() - start:.0f} s:", sets.provenance(Path("/tmp/tiny")))
+EOF
+wait
+tail -n 3 "$OUT/machine.txt"
+for seed in $SEEDS; do
+    echo "== seed $seed"; grep -v -E "Warning|warn\(|^\s*$" "/tmp/noise_logs/seed$seed.log" | tail -n 12
+done | tee "$OUT/logs.txt"

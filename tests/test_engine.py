@@ -103,6 +103,14 @@ def test_two_worker_processes_give_the_single_process_responses(tiny_zoo, tmp_pa
     assert sorted(p for p, _ in results) == [0, 1, 2]
     for position, responses in results:
         assert max(abs(a[0] - b[0]) for a, b in zip(responses, alone[position], strict=True)) <= 1e-5
+    # the precision reaches every worker: bfloat16 passes round otherwise than float32
+    halved = dict(Engine(requests, EngineSettings(devices=("cpu", "cpu"), dtype="bfloat16")).run(checkpoints))
+    assert 1e-4 < max(abs(a[0] - b[0]) for a, b in zip(halved[0], alone[0], strict=True)) < 1.0
+
+
+def test_passes_are_bfloat16_on_a_gpu_and_float32_elsewhere_unless_asked():
+    assert EngineSettings().precision("cuda:0") == "bfloat16" and EngineSettings().precision("cpu") == "float32"
+    assert EngineSettings(dtype="float32").precision("cuda:1") == "float32"
 
 
 

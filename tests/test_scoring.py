@@ -13,6 +13,7 @@ from e2lmc.formats.series import iterations_to_tokens
 from e2lmc.scoring.curves import read_curves, score_curves
 from e2lmc.scoring.formulas import (
     FLAT_CURVE,
+    chance_band,
     check_rules,
     global_score,
     ranking_consistency,
@@ -131,36 +132,36 @@ def test_ranking_consistency_is_finite_and_bounded(case):
 # ------------------------------------------------------------ scientific compliance
 
 def test_scientific_compliance_hand_computed():
-    cs = scientific_compliance([3, 2, 2, 1], [1, 2, 3, 0])  # 2 wins, 1 tie, 1 loss: (2 - 1) / 3
-    assert (cs.wins, cs.ties, cs.losses) == (2, 1, 1)
-    assert cs.score == pytest.approx(1 / 3) and cs.n_samples is None
+    cs = scientific_compliance([3, 2, 2, 1], [1, 2, 3, 0])  # 2 wins, 1 tie, 1 loss: (2 - 1) / 4, as 2P - 1
+    assert (cs.wins, cs.ties, cs.losses, cs.at_chance) == (2, 1, 1, 0)
+    assert cs.score == pytest.approx(0.25)
     assert scientific_compliance([1, 1], [2, 2]).score == 0.0
     assert scientific_compliance([2, 2, 2], [1, 1, 1]).score == 1.0
     assert scientific_compliance([1, 1], [1, 1]).score == 0.0  # all ties
     gap = scientific_compliance([2, math.nan, 2], [1, 1, math.nan])
     assert gap.wins == 1 and gap.score == 1.0 and gap.reasons
     assert scientific_compliance([], []).score == 0.0
-    # one clear win among 20 comparisons is not a CS of 1: the denominator is at least N/4
-    assert scientific_compliance([2] + [1] * 19, [1] * 20).score == pytest.approx(1 / 5)
 
 
-def test_scientific_compliance_leaves_out_differences_within_sampling_noise():
-    """Two models at chance early in training decided CS by a coin flip per checkpoint;
-    with the sample count, a difference within two binomial standard errors is noise."""
-    early_science = [0.26, 0.24, 0.27, 0.23]  # both at chance (0.25) over 250 samples: SE of the gap ~0.039
-    early_web = [0.24, 0.26, 0.25, 0.25]
+def test_scientific_compliance_leaves_out_checkpoints_where_both_models_guess():
+    """Both models at chance early in training made each such comparison a coin flip;
+    with the chance level they are left out, and everything else counts as before."""
+    band = chance_band(0.25, 250)  # 2 binomial standard errors: 0.055
+    assert band == pytest.approx(2 * (0.25 * 0.75 / 250) ** 0.5)
+    early_science, early_web = [0.26, 0.24, 0.27, 0.23], [0.24, 0.26, 0.25, 0.25]  # both guessing
     late_science, late_web = [0.45, 0.60, 0.75, 0.90, 0.95, 0.97], [0.25, 0.24, 0.26, 0.25, 0.25, 0.24]
-    cs = scientific_compliance(early_science + late_science, early_web + late_web, n_samples=250)
-    assert (cs.wins, cs.ties, cs.losses) == (6, 4, 0) and cs.score == 1.0 and cs.n_samples == 250
-    exact = scientific_compliance(early_science + late_science, early_web + late_web)  # no sample count
-    assert (exact.wins, exact.losses) == (8, 2) and exact.score == pytest.approx(0.6)
-    # the flips of the early checkpoints no longer move CS
-    flipped = scientific_compliance(early_web + late_science, early_science + late_web, n_samples=250)
-    assert flipped.score == cs.score
-    # a gap larger than the noise counts, both ways; values outside [0, 1] are not accuracies
-    assert scientific_compliance([0.40], [0.25], n_samples=250).wins == 1
-    assert scientific_compliance([0.25], [0.40], n_samples=250).losses == 1
-    assert scientific_compliance([2.0, 0.5], [1.0, 0.4], n_samples=250).n_samples is None
+    cs = scientific_compliance(early_science + late_science, early_web + late_web, chance=0.25, n_samples=250)
+    assert (cs.wins, cs.ties, cs.losses, cs.at_chance) == (6, 0, 0, 4) and cs.score == 1.0
+    flipped = scientific_compliance(early_web + late_science, early_science + late_web, chance=0.25, n_samples=250)
+    assert flipped.score == cs.score  # the guessing checkpoints' flips no longer move CS
+    before = scientific_compliance(early_science + late_science, early_web + late_web)  # no chance level: 2P - 1
+    assert (before.wins, before.losses) == (8, 2) and before.score == pytest.approx(0.6)
+    # a small lead of the web-only model above chance still counts against the science model
+    above = scientific_compliance([0.40] * 4, [0.43] * 4, chance=0.25, n_samples=250)
+    assert (above.losses, above.at_chance, above.score) == (4, 0, 0.0)
+    # one comparison left among twenty does not decide CS alone: the denominator is at least N/4
+    lone = scientific_compliance([0.40] + [0.25] * 19, [0.25] * 20, chance=0.25, n_samples=250)
+    assert (lone.wins, lone.at_chance) == (1, 19) and lone.score == pytest.approx(1 / 5)
 
 
 @settings(max_examples=200, deadline=None)

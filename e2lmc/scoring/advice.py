@@ -17,9 +17,9 @@ import numpy as np
 
 from ..formats.series import EMBEDDED_PHASE
 from .evaluation import Evaluation, Point
+from .formulas import NOISE_SIGMAS
 from .uncertainty import PreviousRun, build_spread, compare_runs
 
-NOISE_SIGMAS = 2.0  # a difference within this many standard errors of one checkpoint's accuracy is noise
 FALLING_RHO = -0.5  # Spearman's rho of value against training order below this: the curve falls
 
 
@@ -128,8 +128,7 @@ def _not_scientific(ev: Evaluation) -> list[Advice]:
     if not shared or cs.score > 0:
         return []
     return [Advice("not_scientific", f"The science-mixture model ({selection.science_model}) is not ahead of the "
-                                     f"web-only one ({selection.web_model}): clearly higher at {cs.wins} of {shared} "
-                                     f"shared checkpoints, clearly lower at {cs.losses}, within noise at {cs.ties}, so "
-                                     "CS is 0. The task measures what web text teaches as well as "
-                                     "science text (general language, common sense): ask about scientific "
-                                     "knowledge itself.")]
+                                     f"web-only one ({selection.web_model}): higher at {cs.wins} of {shared} shared "
+                                     "checkpoints where not both guess, so CS is 0. The task measures what web text "
+                                     "teaches as well as science text (general language, common sense): ask about "
+                                     "scientific knowledge itself.")]

@@ -149,10 +149,10 @@ def _ranking_consistency(
 
 
 def _scientific_compliance(
-    reference: ReferenceData, curves: dict[str, list[Point]], n_samples: int, accuracies: bool
+    reference: ReferenceData, curves: dict[str, list[Point]], chance: float | None, n_samples: int
 ) -> formulas.ScientificCompliance:
-    """`accuracies`: the values are accuracies over `n_samples` samples, whose sampling
-    noise CS leaves out of its comparisons."""
+    """`chance`: the task's chance level (its values are accuracies over `n_samples`
+    samples), below which CS leaves out a checkpoint where both models guess."""
     selection = reference.scores.scientific_compliance
 
     def picked(model_id: str) -> dict[int, float]:
@@ -160,8 +160,7 @@ def _scientific_compliance(
 
     science, web = picked(selection.science_model), picked(selection.web_model)
     shared = sorted(set(science) & set(web))
-    return formulas.scientific_compliance([science[i] for i in shared], [web[i] for i in shared],
-                                          n_samples if accuracies else None)
+    return formulas.scientific_compliance([science[i] for i in shared], [web[i] for i in shared], chance, n_samples)
 
 
 def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial: bool = False,
@@ -175,7 +174,7 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
         for m in sq_selection.models
     }
     rc = _ranking_consistency(reference, curves)
-    cs = _scientific_compliance(reference, curves, results.n_samples, results.chance_level is not None)
+    cs = _scientific_compliance(reference, curves, results.chance_level, results.n_samples)
     verdict = formulas.check_rules(
         results.n_samples,
         results.validation.rule_prompt_tokens,

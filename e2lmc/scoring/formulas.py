@@ -9,6 +9,7 @@ and a human-readable reason, never NaN.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
@@ -156,34 +157,41 @@ def ranking_consistency(
 # --------------------------------------------------------------------------- CS
 
 
-CLEAR_SIGMAS = 2.0  # a difference within this many standard errors is noise, not a win or a loss
-MIN_CLEAR_SHARE = 0.25  # CS's denominator is at least this share of the comparisons
+NOISE_SIGMAS = 2.0  # an accuracy within this many binomial standard errors of chance is indistinguishable from it
+MIN_COUNTED_SHARE = 0.25  # CS's denominator is at least this share of the shared checkpoints
+
+
+def chance_band(chance: float, n_samples: int) -> float:
+    """How far from the chance level an accuracy over `n_samples` samples may lie and
+    still be guessing: NOISE_SIGMAS binomial standard errors."""
+    return NOISE_SIGMAS * math.sqrt(chance * (1 - chance) / n_samples)
 
 
 @dataclass(frozen=True)
 class ScientificCompliance:
-    """How consistently the science model beats the same-size web-only model: `wins` and
-    `losses` are the comparisons it clearly wins or loses, `ties` those within noise."""
+    """How consistently the science model beats the same-size web-only model, at the
+    checkpoints where they are not both indistinguishable from chance (`at_chance`)."""
 
     score: float
     wins: int
     ties: int
     losses: int
     reasons: tuple[str, ...] = ()
-    n_samples: int | None = None  # the accuracies' sample count the noise was judged with; None: exact ties only
+    at_chance: int = 0  # shared checkpoints left out: both models within the chance band
 
 
 def scientific_compliance(
-    science: Sequence[float] | np.ndarray, web: Sequence[float] | np.ndarray, n_samples: int | None = None
+    science: Sequence[float] | np.ndarray, web: Sequence[float] | np.ndarray,
+    chance: float | None = None, n_samples: int | None = None,
 ) -> ScientificCompliance:
-    """CS = max(0, (W − L) / max(W + L, ¼·N)) over the N checkpoints both models share
-    (aligned arrays): W and L count the comparisons the science model clearly wins and
-    loses. With `n_samples` (the values are accuracies over that many samples), a
-    difference within CLEAR_SIGMAS binomial standard errors of the two accuracies is
-    noise and counts in neither: two models both at chance early in training no longer
-    decide CS by a coin flip each (docs/scoring.md). Without it only an exact tie is left
-    out. The floor of the denominator keeps a few clear comparisons among many from
-    making a CS of 1."""
+    """CS = max(0, (W − L) / max(W + T + L, ¼·N)) over the N checkpoints both models share
+    (aligned arrays): W, T and L count the comparisons the science model wins, ties and
+    loses. With the task's `chance` level and `n_samples` (the values are accuracies), a
+    checkpoint where both models lie within the chance band (`chance_band`) is left out:
+    early in training both often guess, and each such comparison was a coin flip that moved
+    CS (docs/scoring.md). The floor of the denominator keeps a few comparisons left among
+    many from deciding CS alone. Without a chance level it is the former rule, 2P − 1 with
+    ties counting ½."""
     s = np.asarray(science, dtype=float).ravel()
     w = np.asarray(web, dtype=float).ravel()
     if len(s) != len(w):
@@ -193,17 +201,19 @@ def scientific_compliance(
     if not ok.all():
         reasons.append(f"{int((~ok).sum())} checkpoint(s) missing on one side ignored")
     s, w = s[ok], w[ok]
-    accuracies = n_samples is not None and n_samples > 0 and bool(np.all((s >= 0) & (s <= 1) & (w >= 0) & (w <= 1)))
-    noise = CLEAR_SIGMAS * np.sqrt((s * (1 - s) + w * (1 - w)) / n_samples) if accuracies else np.zeros(len(s))
-    wins, losses = int(np.sum(s - w > noise)), int(np.sum(w - s > noise))
-    counts = ScientificCompliance(0.0, wins, len(s) - wins - losses, losses,
-                                  n_samples=n_samples if accuracies else None)
+    guessing = np.zeros(len(s), dtype=bool)
+    if chance is not None and n_samples:
+        band = chance_band(chance, n_samples)
+        guessing = (np.abs(s - chance) <= band) & (np.abs(w - chance) <= band)
+    counted_s, counted_w = s[~guessing], w[~guessing]
+    counts = ScientificCompliance(0.0, int(np.sum(counted_s > counted_w)), int(np.sum(counted_s == counted_w)),
+                                  int(np.sum(counted_s < counted_w)), at_chance=int(guessing.sum()))
     if len(s) == 0:
         reasons.append("no shared checkpoint: counted as 0")
-    elif wins <= losses:
-        reasons.append("the science model does not clearly beat the web-only model more often than the reverse")
-    denominator = max(wins + losses, MIN_CLEAR_SHARE * len(s), 1)
-    return replace(counts, score=max(0.0, (wins - losses) / denominator), reasons=tuple(reasons))
+    elif counts.wins <= counts.losses:
+        reasons.append("the science model does not beat the web-only model more often than the reverse")
+    denominator = max(len(counted_s), MIN_COUNTED_SHARE * len(s), 1)
+    return replace(counts, score=max(0.0, (counts.wins - counts.losses) / denominator), reasons=tuple(reasons))
 
 
 # ------------------------------------------------------------------- global score

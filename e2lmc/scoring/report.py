@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 
 from .advice import advise, visible_points
 from .evaluation import Evaluation
-from .formulas import CLEAR_SIGMAS
+from .formulas import NOISE_SIGMAS
 from .html import csv_text, html_table, page, png_image
 from .uncertainty import PreviousRun, build_spread
 
@@ -256,17 +256,16 @@ def _hidden_sections(ev: Evaluation) -> list[str]:
 
     # Scientific compliance
     cs, cs_sel = ev.scientific_compliance, ref.scores.scientific_compliance
-    n_shared = cs.wins + cs.ties + cs.losses
+    n_shared = cs.wins + cs.ties + cs.losses + cs.at_chance
     parts += [
         "<h2>Scientific compliance (CS)</h2>",
         f"<p>The science-mixture model <code>{escape(cs_sel.science_model)}</code> against the web-only model "
-        f"<code>{escape(cs_sel.web_model)}</code> at {n_shared} shared checkpoints; "
-        + (f"a difference within {CLEAR_SIGMAS:g} standard errors of two accuracies over {cs.n_samples} samples is "
-           "noise, neither a win nor a loss:</p>" if cs.n_samples else "only an exact tie counts as neither:</p>"),
+        f"<code>{escape(cs_sel.web_model)}</code> at N = {n_shared} shared checkpoints, leaving out those where "
+        f"both are within {NOISE_SIGMAS:g} standard errors of the chance level (both guessing):</p>",
         html_table(
-            ["science model clearly higher (W)", "within noise", "web-only model clearly higher (L)",
-             "CS = max(0, (W − L) / max(W + L, N/4))"],
-            [[str(cs.wins), str(cs.ties), str(cs.losses), f"<b>{cs.score:.4f}</b>"]],
+            ["science model higher (W)", "tie (T)", "web-only model higher (L)", "both at chance (left out)",
+             "CS = max(0, (W − L) / max(W + T + L, N/4))"],
+            [[str(cs.wins), str(cs.ties), str(cs.losses), str(cs.at_chance), f"<b>{cs.score:.4f}</b>"]],
             left=0,
         ),
     ]

@@ -1,5 +1,6 @@
 """The score formulas (docs/scoring.md): published values, hand-computed cases, properties."""
 
+import dataclasses
 import json
 import math
 
@@ -8,12 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from e2lmc.formats.plan import GroupRecipe, Plan, PlannedRequest, PlannedSample
 from e2lmc.formats.rules import SubmissionRules
 from e2lmc.formats.series import iterations_to_tokens
+from e2lmc.ingestion.derived import chance_level, guessing_spread
 from e2lmc.scoring.curves import read_curves, score_curves
 from e2lmc.scoring.formulas import (
     FLAT_CURVE,
-    chance_band,
     check_rules,
     global_score,
     ranking_consistency,
@@ -145,23 +147,50 @@ def test_scientific_compliance_hand_computed():
 
 def test_scientific_compliance_leaves_out_checkpoints_where_both_models_guess():
     """Both models at chance early in training made each such comparison a coin flip;
-    with the chance level they are left out, and everything else counts as before."""
-    band = chance_band(0.25, 250)  # 2 binomial standard errors: 0.055
-    assert band == pytest.approx(2 * (0.25 * 0.75 / 250) ** 0.5)
+    with the chance level and a guessing model's spread they are left out, and everything
+    else counts as before."""
+    spread = (0.25 * 0.75 / 250) ** 0.5  # four choices, 250 samples: a guessing model's standard deviation
     early_science, early_web = [0.26, 0.24, 0.27, 0.23], [0.24, 0.26, 0.25, 0.25]  # both guessing
     late_science, late_web = [0.45, 0.60, 0.75, 0.90, 0.95, 0.97], [0.25, 0.24, 0.26, 0.25, 0.25, 0.24]
-    cs = scientific_compliance(early_science + late_science, early_web + late_web, chance=0.25, n_samples=250)
+    cs = scientific_compliance(early_science + late_science, early_web + late_web, 0.25, spread)
     assert (cs.wins, cs.ties, cs.losses, cs.at_chance) == (6, 0, 0, 4) and cs.score == 1.0
-    flipped = scientific_compliance(early_web + late_science, early_science + late_web, chance=0.25, n_samples=250)
+    flipped = scientific_compliance(early_web + late_science, early_science + late_web, 0.25, spread)
     assert flipped.score == cs.score  # the guessing checkpoints' flips no longer move CS
     before = scientific_compliance(early_science + late_science, early_web + late_web)  # no chance level: 2P - 1
     assert (before.wins, before.losses) == (8, 2) and before.score == pytest.approx(0.6)
-    # a small lead of the web-only model above chance still counts against the science model
-    above = scientific_compliance([0.40] * 4, [0.43] * 4, chance=0.25, n_samples=250)
+    # a lead of the web-only model above chance counts against the science model
+    above = scientific_compliance([0.40] * 4, [0.43] * 4, 0.25, spread)
     assert (above.losses, above.at_chance, above.score) == (4, 0, 0.0)
     # one comparison left among twenty does not decide CS alone: the denominator is at least N/4
-    lone = scientific_compliance([0.40] + [0.25] * 19, [0.25] * 20, chance=0.25, n_samples=250)
+    lone = scientific_compliance([0.40] + [0.25] * 19, [0.25] * 20, 0.25, spread)
     assert (lone.wins, lone.at_chance) == (1, 19) and lone.score == pytest.approx(1 / 5)
+
+
+def test_a_web_only_lead_within_the_chance_band_still_counts():
+    """Each model alone inside the band but apart by more than the noise of a difference:
+    the web-only model's lead at 15 of 20 checkpoints is not a guess (an attack on the rule)."""
+    spread = (0.25 * 0.75 / 100) ** 0.5  # 100 samples: band ±0.087
+    cs = scientific_compliance([0.17] * 15 + [0.60] * 5, [0.33] * 15 + [0.30] * 5, 0.25, spread)
+    assert (cs.wins, cs.losses, cs.at_chance) == (5, 15, 0) and cs.score == 0.0
+
+
+def test_samples_a_guess_cannot_miss_add_no_noise_to_the_band():
+    """Padding a task with one-choice samples raises its chance level; the guessing spread
+    counts only the samples a guess can miss, so the band does not widen with it."""
+    def plan(choices: list[int]) -> Plan:
+        requests = [PlannedRequest("loglikelihood", json.dumps(["q", f" c{i}"]), "t", 0) for i in range(4)]
+        samples = [PlannedSample("t", j, list(range(k)), k, [0]) for j, k in enumerate(choices)]
+        return Plan("t", "acc,none", True, len(samples), requests, samples=samples)
+
+    honest, padded = plan([4] * 10), plan([1] * 90 + [4] * 10)
+    assert guessing_spread(honest) == pytest.approx((0.1875 * 10) ** 0.5 / 10)
+    assert chance_level(padded) == pytest.approx(0.925)
+    assert guessing_spread(padded) == pytest.approx((0.1875 * 10) ** 0.5 / 100)  # the 90 sure ones add nothing
+    # the science model misses every real question (0.9), the web-only one gets 3 in 4 (0.975): counted
+    assert scientific_compliance([0.90] * 20, [0.975] * 20, 0.925, guessing_spread(padded)).losses == 20
+    lower = dataclasses.replace(honest, higher_is_better=False)
+    grouped = dataclasses.replace(honest, groups=[GroupRecipe("g", ["t"], None)])
+    assert guessing_spread(lower) is None and guessing_spread(grouped) is None
 
 
 @settings(max_examples=200, deadline=None)

@@ -32,8 +32,10 @@ def _evaluation(lead: float, description: str = embedded_description("default"),
     return evaluate(results, reference)
 
 
-def _previous(score: float, digest: str = "an-earlier-version", valid: float = 1.0) -> PreviousRun:
-    return PreviousRun({"score": score, "valid": valid}, digest)
+def _previous(score: float, digest: str = "an-earlier-version", valid: float = 1.0, on=None) -> PreviousRun:
+    """An earlier run, by default on the checkpoints of `_evaluation`'s."""
+    checkpoints = on if on is not None else frozenset(c.id for c in read_results(SAMPLE_RESULTS).checkpoints)
+    return PreviousRun({"score": score, "valid": valid}, digest, checkpoints)
 
 
 def test_the_spread_is_known_only_for_the_set_it_was_measured_on():
@@ -64,12 +66,13 @@ def test_two_runs_closer_than_the_spread_are_called_noise_and_farther_ones_not(t
     before = close.scores["score"]
     assert said.startswith(f"This version of the task scores {now:.3f} and the previous run {before:.3f}: "
                            f"the change (+{DEFAULT_SET_SPREAD.score / 2:.3f}) is smaller than the spread of scores "
-                           f"across builds of this set (± {DEFAULT_SET_SPREAD.score:.3f}), so on the embedded set the "
-                           "two versions cannot be told apart")
+                           f"across builds of this set (± {DEFAULT_SET_SPREAD.score:.3f}), so on the embedded set it "
+                           "may be noise rather than an improvement")
     assert said in summary(ev, tmp_path, close) and said in render(ev, close)
     [said] = [a.sentence for a in advise(ev, far) if a.kind == "compared"]
     assert "is larger than the spread of scores across builds of this set" in said
-    # nothing to compare: the same task again, an invalid run, or a set whose spread is unknown
+    # nothing to compare: the same task again, an invalid run, another set, or a set whose spread is unknown
+    assert "compared" not in [a.kind for a in advise(ev, _previous(now - 0.01, on=frozenset({"tiny/iter_0000060"})))]
     assert "compared" not in [a.kind for a in advise(ev, _previous(now - 0.01, digest="this-task"))]
     assert "compared" not in [a.kind for a in advise(ev, _previous(0.0, valid=0.0))]
     assert "compared" not in [a.kind for a in advise(_evaluation(0.05, phase="final"), close)]
@@ -85,5 +88,11 @@ def test_the_previous_run_is_read_from_the_output_folder(tmp_path):
     assert previous.scores["score"] == pytest.approx(ev.leaderboard.score, abs=1e-6)
     (tmp_path / SCORES_FILE).write_text(json.dumps(["not", "a", "row"]))
     assert previous_run(tmp_path, SCORES_FILE) is None
-    (tmp_path / SCORES_FILE).write_text("{broken")
+    # whatever a stale or hostile folder holds, it is no previous run, and nothing fails
+    for hostile in ("{broken", "[" * 100_000 + "]" * 100_000, '{"score": 0.5, "x": 1' + "0" * 400 + "}",
+                    '{"score": NaN, "valid": 1}'):
+        (tmp_path / SCORES_FILE).write_text(hostile)
+        assert previous_run(tmp_path, SCORES_FILE) is None
+    write_scores(ev.leaderboard, tmp_path)
+    (tmp_path / "res" / "ingestion_results.json").write_text(json.dumps({"version": 0}))
     assert previous_run(tmp_path, SCORES_FILE) is None

@@ -72,6 +72,7 @@ class IngestionResults:
     plan_digest: str | None = None  # identifies the task's requests: a rerun resumes only the same task
     sandbox: str | None = None  # the isolation level the submission's code ran at (sandboxed.sandbox.LEVELS)
     chance_level: float | None = None  # the metric of uniform guessing (ingestion/derived.py)
+    guessing_spread: float | None = None  # its standard deviation over the samples (ingestion/derived.py)
     alignment_samples: list[AlignmentSample] = field(default_factory=list)  # every sample, for the judge to draw from
     custom_code: list[str] = field(default_factory=list)  # the submission's functions that computed the metric
     # (empty: lm-eval's own metrics, computed by trusted code from the responses and the plan)

@@ -11,6 +11,7 @@ as the organizers' judge read them, from the very requests the models are asked.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
@@ -130,6 +131,18 @@ def chance_level(plan: Plan) -> float | None:
     if any(s.choices is None or not s.gold for s in plan.samples):
         return None
     return sum(len(set(s.gold)) / s.choices for s in plan.samples) / len(plan.samples)
+
+
+def guessing_spread(plan: Plan) -> float | None:
+    """The standard deviation of that metric for a model guessing uniformly: √(Σ pᵢ(1 − pᵢ)) / n
+    over the samples' chances pᵢ (a sample it cannot get wrong adds no noise). None where
+    the metric is not the plain mean of the samples' accuracies (a group of subtasks, whose
+    aggregation may weigh them otherwise), or lower is better; what tells the scoring when
+    two models are both still guessing (`scoring/formulas.scientific_compliance`)."""
+    if chance_level(plan) is None or plan.groups or not plan.higher_is_better:
+        return None
+    chances = [len(set(s.gold)) / s.choices for s in plan.samples]  # chance_level: every sample has them
+    return math.sqrt(sum(p * (1 - p) for p in chances)) / len(chances)
 
 
 def alignment_samples(plan: Plan) -> list[AlignmentSample]:

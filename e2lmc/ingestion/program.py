@@ -37,7 +37,7 @@ from ..formats.results import RESULTS_FILE, CheckpointResult, IngestionResults, 
 from ..limits import Limits
 from ..sandboxed.isolation import ScoreChild
 from ..sandboxed.sandbox import Sandbox, choose_level, private_workdir
-from .derived import alignment_samples, chance_level
+from .derived import alignment_samples, chance_level, guessing_spread
 from .preflight import preflight
 
 
@@ -96,6 +96,7 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                 plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, findings, plan_digest=digest,
             )
             results.sandbox, results.chance_level = sandbox.level, chance_level(plan)
+            results.guessing_spread = guessing_spread(plan)
             results.custom_code = custom
             results.alignment_samples = alignment_samples(plan)
             results.checkpoints = [c for c in results.checkpoints if c.error is None]

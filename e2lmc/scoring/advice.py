@@ -64,7 +64,7 @@ def advise(ev: Evaluation, previous: PreviousRun | None = None) -> list[Advice]:
                                         "anything else stays at chance on them, whatever it does on the real "
                                         "models."))
     spread = build_spread(ev.reference)
-    if previous and spread and (said := compare_runs(previous, ev.leaderboard, ev.results.plan_digest, spread)):
+    if previous and spread and (said := compare_runs(previous, ev, spread)):
         found.append(Advice("compared", said))
     return found
 

@@ -149,10 +149,10 @@ def _ranking_consistency(
 
 
 def _scientific_compliance(
-    reference: ReferenceData, curves: dict[str, list[Point]], chance: float | None, n_samples: int
+    reference: ReferenceData, curves: dict[str, list[Point]], chance: float | None, spread: float | None
 ) -> formulas.ScientificCompliance:
-    """`chance`: the task's chance level (its values are accuracies over `n_samples`
-    samples), below which CS leaves out a checkpoint where both models guess."""
+    """`chance` and `spread`: the task's chance level and a guessing model's standard
+    deviation around it, by which CS leaves out a checkpoint where both models guess."""
     selection = reference.scores.scientific_compliance
 
     def picked(model_id: str) -> dict[int, float]:
@@ -160,7 +160,7 @@ def _scientific_compliance(
 
     science, web = picked(selection.science_model), picked(selection.web_model)
     shared = sorted(set(science) & set(web))
-    return formulas.scientific_compliance([science[i] for i in shared], [web[i] for i in shared], chance, n_samples)
+    return formulas.scientific_compliance([science[i] for i in shared], [web[i] for i in shared], chance, spread)
 
 
 def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial: bool = False,
@@ -174,7 +174,7 @@ def evaluate(results: IngestionResults, reference: ReferenceData, allow_partial:
         for m in sq_selection.models
     }
     rc = _ranking_consistency(reference, curves)
-    cs = _scientific_compliance(reference, curves, results.chance_level, results.n_samples)
+    cs = _scientific_compliance(reference, curves, results.chance_level, results.guessing_spread)
     verdict = formulas.check_rules(
         results.n_samples,
         results.validation.rule_prompt_tokens,

@@ -157,14 +157,8 @@ def ranking_consistency(
 # --------------------------------------------------------------------------- CS
 
 
-NOISE_SIGMAS = 2.0  # an accuracy within this many binomial standard errors of chance is indistinguishable from it
+NOISE_SIGMAS = 2.0  # an accuracy within this many standard errors of chance is indistinguishable from it
 MIN_COUNTED_SHARE = 0.25  # CS's denominator is at least this share of the shared checkpoints
-
-
-def chance_band(chance: float, n_samples: int) -> float:
-    """How far from the chance level an accuracy over `n_samples` samples may lie and
-    still be guessing: NOISE_SIGMAS binomial standard errors."""
-    return NOISE_SIGMAS * math.sqrt(chance * (1 - chance) / n_samples)
 
 
 @dataclass(frozen=True)
@@ -182,15 +176,16 @@ class ScientificCompliance:
 
 def scientific_compliance(
     science: Sequence[float] | np.ndarray, web: Sequence[float] | np.ndarray,
-    chance: float | None = None, n_samples: int | None = None,
+    chance: float | None = None, guessing_spread: float | None = None,
 ) -> ScientificCompliance:
     """CS = max(0, (W − L) / max(W + T + L, ¼·N)) over the N checkpoints both models share
     (aligned arrays): W, T and L count the comparisons the science model wins, ties and
-    loses. With the task's `chance` level and `n_samples` (the values are accuracies), a
-    checkpoint where both models lie within the chance band (`chance_band`) is left out:
-    early in training both often guess, and each such comparison was a coin flip that moved
-    CS (docs/scoring.md). The floor of the denominator keeps a few comparisons left among
-    many from deciding CS alone. Without a chance level it is the former rule, 2P − 1 with
+    loses. With the task's `chance` level and the standard deviation of a guessing model's
+    accuracy (`guessing_spread`, ingestion/derived.py), a checkpoint where both models lie
+    within NOISE_SIGMAS of it of chance, and within NOISE_SIGMAS·√2 of it of each other, is
+    left out: early in training both often guess, and each such comparison was a coin flip
+    that moved CS (docs/scoring.md). The floor of the denominator keeps a few comparisons
+    left among many from deciding CS alone. Without them it is the former rule, 2P − 1 with
     ties counting ½."""
     s = np.asarray(science, dtype=float).ravel()
     w = np.asarray(web, dtype=float).ravel()
@@ -202,9 +197,9 @@ def scientific_compliance(
         reasons.append(f"{int((~ok).sum())} checkpoint(s) missing on one side ignored")
     s, w = s[ok], w[ok]
     guessing = np.zeros(len(s), dtype=bool)
-    if chance is not None and n_samples:
-        band = chance_band(chance, n_samples)
-        guessing = (np.abs(s - chance) <= band) & (np.abs(w - chance) <= band)
+    if chance is not None and guessing_spread is not None and guessing_spread > 0:
+        band = NOISE_SIGMAS * guessing_spread
+        guessing = (np.abs(s - chance) <= band) & (np.abs(w - chance) <= band) & (np.abs(s - w) <= band * math.sqrt(2))
     counted_s, counted_w = s[~guessing], w[~guessing]
     counts = ScientificCompliance(0.0, int(np.sum(counted_s > counted_w)), int(np.sum(counted_s == counted_w)),
                                   int(np.sum(counted_s < counted_w)), at_chance=int(guessing.sum()))

@@ -261,7 +261,8 @@ def _hidden_sections(ev: Evaluation) -> list[str]:
         "<h2>Scientific compliance (CS)</h2>",
         f"<p>The science-mixture model <code>{escape(cs_sel.science_model)}</code> against the web-only model "
         f"<code>{escape(cs_sel.web_model)}</code> at N = {n_shared} shared checkpoints, leaving out those where "
-        f"both are within {NOISE_SIGMAS:g} standard errors of the chance level (both guessing):</p>",
+        f"both are within {NOISE_SIGMAS:g} standard deviations of a guessing model's accuracy from the chance level "
+        "and from each other (both guessing):</p>",
         html_table(
             ["science model higher (W)", "tie (T)", "web-only model higher (L)", "both at chance (left out)",
              "CS = max(0, (W − L) / max(W + T + L, N/4))"],

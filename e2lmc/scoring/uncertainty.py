@@ -13,13 +13,14 @@ series it would come from hidden checkpoints).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..formats.reference import ReferenceData
 from ..formats.results import RESULTS_FILE, read_results
 from ..formats.series import EMBEDDED_PHASE, embedded_description
-from .evaluation import Leaderboard
+from .evaluation import Evaluation, Leaderboard
 
 
 @dataclass(frozen=True)
@@ -56,24 +57,34 @@ class PreviousRun:
 
     scores: dict[str, float]  # its scores.json
     plan_digest: str | None  # the task it scored (ingestion results' plan digest)
+    checkpoints: frozenset[str]  # the checkpoints it ran on: which set
 
 
 def previous_run(output: Path, scores_file: str) -> PreviousRun | None:
-    """The earlier run in `output` (the same submission's folder), if it finished."""
+    """The earlier run in `output` (the same submission's folder), if it finished; None for
+    anything unreadable there, which the new run then replaces."""
     try:
         scores = json.loads((output / scores_file).read_text())
-        digest = read_results(output / "res").plan_digest if (output / "res" / RESULTS_FILE).is_file() else None
-    except (OSError, ValueError):
+        results = read_results(output / "res") if (output / "res" / RESULTS_FILE).is_file() else None
+        if not isinstance(scores, dict) or not isinstance(scores.get("score"), (int, float)):
+            return None
+        values = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}
+    except Exception:  # noqa: BLE001 - a stale or hostile file is no previous run, never a failed run
         return None
-    if not isinstance(scores, dict) or not isinstance(scores.get("score"), (int, float)):
+    if not all(math.isfinite(v) for v in values.values()):
         return None
-    return PreviousRun({k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}, digest)
+    return PreviousRun(values, results.plan_digest if results else None,
+                       frozenset(c.id for c in results.checkpoints) if results else frozenset())
 
 
-def compare_runs(previous: PreviousRun, board: Leaderboard, plan_digest: str | None, spread: Spread) -> str | None:
-    """One sentence on the change from the previous run of a task: within the set's noise or
-    beyond it. None for the same task again, or where either run was invalid (score 0)."""
-    if plan_digest is not None and previous.plan_digest == plan_digest:
+def compare_runs(previous: PreviousRun, ev: Evaluation, spread: Spread) -> str | None:
+    """One sentence on the change from the previous run of a task on the same set: within
+    the set's noise or beyond it. None for the same task again, another set, or where
+    either run was invalid (score 0)."""
+    board = ev.leaderboard
+    if ev.results.plan_digest is not None and previous.plan_digest == ev.results.plan_digest:
+        return None
+    if previous.checkpoints != frozenset(c.id for c in ev.results.checkpoints):
         return None
     if not board.valid or previous.scores.get("valid") != 1:
         return None
@@ -82,7 +93,7 @@ def compare_runs(previous: PreviousRun, board: Leaderboard, plan_digest: str | N
     if abs(change) < spread.score:
         return (f"This version of the task scores {now:.3f} and the previous run {before:.3f}: the change "
                 f"({change:+.3f}) is smaller than the spread of scores across builds of this set "
-                f"(± {spread.score:.3f}), so on the embedded set the two versions cannot be told apart; judge them "
-                "on what they ask, or change more before you compare again.")
+                f"(± {spread.score:.3f}), so on the embedded set it may be noise rather than an improvement; judge "
+                "the versions on what they ask, or change more before you compare again.")
     return (f"This version of the task scores {now:.3f} and the previous run {before:.3f}: the change ({change:+.3f}) "
             f"is larger than the spread of scores across builds of this set (± {spread.score:.3f}).")

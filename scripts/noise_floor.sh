@@ -5,7 +5,8 @@
 # each (one process per seed, side by side) and writes seed<K>.json to $OUT, after each task;
 # then, here or anywhere:  python scripts/noise_table.py $OUT/seed*.json
 # It also builds the tiny set with the pinned CPU kernels and says whether its weights are the
-# organizers' (one set for everyone, on this machine's processor).
+# organizers' on this machine's processor, and compares its kernels' fingerprint with the
+# organizers' processor's (scripts/kernel_fingerprint.py).
 # Where lm-eval is not installed, carry it and its missing dependencies as wheels in .whl/;
 # they are unpacked into /tmp/site, which a .pth file puts on every Python's path (the task
 # children's too: they get no PYTHONPATH of ours).
@@ -43,8 +44,11 @@ start = time.perf_counter()
 zoo.build("tiny", Path("/tmp/tiny"))
 print(f"tiny set, pinned CPU kernels, {time.perf_counter() - start:.0f} s:", sets.provenance(Path("/tmp/tiny")))
 EOF
+python3 scripts/kernel_fingerprint.py --json "$OUT/fingerprint.json" > /dev/null 2>&1 &&
+    python3 scripts/kernel_fingerprint.py --compare benchmarks/results/kernel_fingerprint_amd_epyc.json \
+        "$OUT/fingerprint.json" >> "$OUT/machine.txt"  # where this processor parts from the organizers'
 wait
-tail -n 3 "$OUT/machine.txt"
+tail -n 22 "$OUT/machine.txt"
 for seed in $SEEDS; do
     echo "== seed $seed"; grep -v -E "Warning|warn\(|^\s*$" "/tmp/noise_logs/seed$seed.log" | tail -n 12
 done | tee "$OUT/logs.txt"

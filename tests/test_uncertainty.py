@@ -50,7 +50,7 @@ def test_the_printed_row_and_the_report_carry_the_spread(tmp_path):
     spread = DEFAULT_SET_SPREAD
     assert (f"on this set: score {ev.leaderboard.score:.2f} ± {spread.score:.2f} across builds of this set (SQ ± "
             f"{spread.signal_quality:.2f}, RC ± {spread.ranking_consistency:.2f}, CS ± "
-            f"{spread.scientific_compliance:.2f}; docs/zoo.md, the noise floor)") in lines
+            f"{spread.scientific_compliance:.2f}; zoo.md, The noise floor)") in lines
     html = render(ev)
     assert f"± {spread.score:.3f} across builds of this set" in html and "one standard deviation across builds" in html
     other = _evaluation(0.05, phase="final")

@@ -48,7 +48,7 @@ def spread_line(board: Leaderboard, spread: Spread) -> str:
     """The printed row's uncertainty: each score with its spread across builds."""
     return (f"on this set: score {board.score:.2f} ± {spread.score:.2f} across builds of this set (SQ ± "
             f"{spread.signal_quality:.2f}, RC ± {spread.ranking_consistency:.2f}, CS ± "
-            f"{spread.scientific_compliance:.2f}; docs/zoo.md, the noise floor)")
+            f"{spread.scientific_compliance:.2f}; zoo.md, The noise floor)")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from e2lmc.embedded.kernels import kernels_pinned, pinned_environment
+from e2lmc.embedded.kernels import cpu_flags, kernels_pinned, pinned_environment
 
 
 def digest(*tensors) -> str:
@@ -128,13 +128,10 @@ def operations() -> dict[str, Callable[[], str]]:
 def fingerprint() -> dict:
     import torch
 
-    flags = ""
-    if Path("/proc/cpuinfo").is_file():
-        line = next((x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags")), "")
-        flags = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in line.split())
-    model = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
-                  if x.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
-    return {"machine": {"processor": model, "flags": flags, "torch": torch.__version__,
+    flags = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in cpu_flags())
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    processor = next((x.partition(":")[2].strip() for x in cpuinfo if x.startswith("model name")), platform.machine())
+    return {"machine": {"processor": processor, "flags": flags, "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "python": platform.python_version()},
             "digests": {name: op() for name, op in operations().items()}}
 

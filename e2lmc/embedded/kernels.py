@@ -41,13 +41,18 @@ OVERRIDDEN = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONE
               "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def has_avx2() -> bool:
-    """Whether this is an x86-64 processor with AVX2 and FMA (ATen's AVX2 code needs both)."""
+def cpu_flags() -> set[str]:
+    """The processor's instruction-set flags (/proc/cpuinfo); empty where it cannot say."""
     try:
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     except OSError:
-        return False
-    return {"avx2", "fma"} <= set(flags.split())
+        return set()
+    return set(flags.partition(":")[2].split())
+
+
+def has_avx2() -> bool:
+    """Whether this is an x86-64 processor with AVX2 and FMA (ATen's AVX2 code needs both)."""
+    return {"avx2", "fma"} <= cpu_flags()
 
 
 def pinned_environment(base: dict[str, str]) -> dict[str, str]:

@@ -92,7 +92,7 @@ def tokenizer_key(path: Path) -> str:
 class Runner:
     """One device: loads checkpoints one after another and computes the work on each."""
 
-    def __init__(self, requests: list[RequestKey], device: str, token_budget: int, dtype: str = "float32",
+    def __init__(self, requests: list[RequestKey], device: str, token_budget: int, dtype: str,
                  tokenized: dict[str, tuple[Encoder, Tokenized]] | None = None) -> None:
         self.requests, self.device, self.token_budget = requests, torch.device(device), token_budget
         self.dtype = getattr(torch, dtype)

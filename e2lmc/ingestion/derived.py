@@ -122,15 +122,23 @@ def _gold_text(plan: Plan, sample: PlannedSample) -> str:
     return str(target).strip() if isinstance(target, (str, int)) else ""
 
 
-def chance_level(plan: Plan) -> float | None:
-    """The metric a model guessing uniformly would get: the mean over samples of
-    (gold answers / choices), for an accuracy of a multiple-choice task; None otherwise
-    (lower-is-better metrics, generation, log-likelihoods, a sample without a gold)."""
+def _guess_chances(plan: Plan) -> list[float] | None:
+    """Each sample's chance that a uniform guess is right (gold answers / choices), for an
+    accuracy of a multiple-choice task; None otherwise (generation, log-likelihoods, a
+    sample without a gold)."""
     if plan.task_metric.split(",")[0] not in ACCURACY_METRICS or not plan.samples:
         return None
     if any(s.choices is None or not s.gold for s in plan.samples):
         return None
-    return sum(len(set(s.gold)) / s.choices for s in plan.samples) / len(plan.samples)
+    return [len(set(s.gold)) / s.choices for s in plan.samples]
+
+
+def chance_level(plan: Plan) -> float | None:
+    """The metric a model guessing uniformly would get: the mean over samples of
+    (gold answers / choices), for an accuracy of a multiple-choice task; None otherwise
+    (lower-is-better metrics, generation, log-likelihoods, a sample without a gold)."""
+    chances = _guess_chances(plan)
+    return sum(chances) / len(chances) if chances else None
 
 
 def guessing_spread(plan: Plan) -> float | None:
@@ -139,9 +147,9 @@ def guessing_spread(plan: Plan) -> float | None:
     the metric is not the plain mean of the samples' accuracies (a group of subtasks, whose
     aggregation may weigh them otherwise), or lower is better; what tells the scoring when
     two models are both still guessing (`scoring/formulas.scientific_compliance`)."""
-    if chance_level(plan) is None or plan.groups or not plan.higher_is_better:
+    chances = _guess_chances(plan)
+    if not chances or plan.groups or not plan.higher_is_better:
         return None
-    chances = [len(set(s.gold)) / s.choices for s in plan.samples]  # chance_level: every sample has them
     return math.sqrt(sum(p * (1 - p) for p in chances)) / len(chances)
 
 

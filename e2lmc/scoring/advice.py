@@ -18,7 +18,7 @@ import numpy as np
 from ..formats.series import EMBEDDED_PHASE
 from .evaluation import Evaluation, Point
 from .formulas import NOISE_SIGMAS
-from .uncertainty import PreviousRun, build_spread, compare_runs
+from .uncertainty import PreviousRun, compare_runs
 
 FALLING_RHO = -0.5  # Spearman's rho of value against training order below this: the curve falls
 
@@ -63,8 +63,7 @@ def advise(ev: Evaluation, previous: PreviousRun | None = None) -> list[Advice]:
                                         "its facts, their phrasings, the two sample tasks): a question about "
                                         "anything else stays at chance on them, whatever it does on the real "
                                         "models."))
-    spread = build_spread(ev.reference)
-    if previous and spread and (said := compare_runs(previous, ev, spread)):
+    if said := compare_runs(previous, ev):
         found.append(Advice("compared", said))
     return found
 

@@ -109,7 +109,7 @@ def summary(evaluation: Evaluation, out_dir: Path, previous: PreviousRun | None 
     measured), what it leaves out, the broken rules, the change from `previous`, the files."""
     sq_only, board = evaluation.reference.sq_only, evaluation.leaderboard
     spread = build_spread(evaluation.reference)
-    compared = compare_runs(previous, evaluation, spread) if previous and spread else None
+    compared = compare_runs(previous, evaluation)
     return [format_row(board, sq_only), *([spread_line(board, spread)] if spread and not sq_only else []),
             *([SQ_ONLY_NOTE] if sq_only else []),
             *(f"invalid submission: {problem}." for problem in evaluation.verdict.problems),

@@ -77,11 +77,13 @@ def previous_run(output: Path, scores_file: str) -> PreviousRun | None:
                        frozenset(c.id for c in results.checkpoints) if results else frozenset())
 
 
-def compare_runs(previous: PreviousRun, ev: Evaluation, spread: Spread) -> str | None:
+def compare_runs(previous: PreviousRun | None, ev: Evaluation) -> str | None:
     """One sentence on the change from the previous run of a task on the same set: within
-    the set's noise or beyond it. None for the same task again, another set, or where
-    either run was invalid (score 0)."""
-    board = ev.leaderboard
+    the set's noise or beyond it. None without a previous run, for the same task again,
+    another set, a set whose spread was not measured, or where either run was invalid."""
+    board, spread = ev.leaderboard, build_spread(ev.reference)
+    if previous is None or spread is None:
+        return None
     if ev.results.plan_digest is not None and previous.plan_digest == ev.results.plan_digest:
         return None
     if previous.checkpoints != frozenset(c.id for c in ev.results.checkpoints):

@@ -1,16 +1,20 @@
 """Which kernel makes two processors train different embedded sets: a fingerprint per operation.
 
-The pinned kernels (e2lmc/embedded/kernels.py) give one set per machine, but an Intel Xeon
-with AVX-512 trained another tiny set than the AMD EPYC the organizers' digests come from
-(docs/zoo.md). This script runs, with the kernels pinned as `zoo build` pins them, every kind
-of operation the training uses on fixed inputs (matrix products of the default models'
-shapes, attention forward and backward, the norms and activations, the loss, the embedding's
-gradient, an AdamW step, gradient clipping, then whole training steps of a small model) and
-prints the SHA-256 of each result. Run it on two machines and compare: the first operation
-whose digest differs is where the processors part.
+With the kernels pinned as `zoo build` pins them (e2lmc/embedded/kernels.py), this script runs
+every kind of operation the training uses on fixed inputs (matrix products of the default
+models' shapes, attention forward and backward, the norms and activations, the loss, the
+embedding's gradient, AdamW plain and fused, gradient clipping, then whole training steps of
+a small model as the build takes them) and prints the SHA-256 of each result. Run it on two
+machines and compare: the first operation whose digest differs is where the processors part.
+It found why an Intel Xeon and an AMD EPYC trained two sets: plain AdamW's square root, which
+ATen hands to MKL's vector maths (docs/zoo.md, *Pinned kernels and the organizers' set*).
+`--branches` runs it under MKL's code branches COMPATIBLE and AUTO (the processor's own) on
+one machine and names the operations whose result depends on MKL's branch: only the matrix
+products may, and they are pinned.
 
     python scripts/kernel_fingerprint.py --json here.json
     python scripts/kernel_fingerprint.py --compare here.json there.json
+    python scripts/kernel_fingerprint.py --branches
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +45,8 @@ def operations() -> dict[str, Callable[[], str]]:
     import numpy as np
     import torch
     import torch.nn.functional as F
+
+    from e2lmc.embedded import zoo
 
     def rand(*shape: int, seed: int = 0) -> torch.Tensor:
         """Inputs from numpy's generator: torch's own normal sampler is vector code too."""
@@ -69,15 +77,17 @@ def operations() -> dict[str, Callable[[], str]]:
         F.embedding(ids(1024), weight).backward(rand(1024, 72, seed=2))
         return digest(weight.grad)
 
-    def adamw() -> str:
-        params = [rand(72, 192).requires_grad_(), rand(1024, 72, seed=1).requires_grad_()]
-        for p, s in zip(params, (2, 3)):
-            p.grad = rand(*p.shape, seed=s)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer = torch.optim.AdamW(params, lr=2e-2, betas=(0.9, 0.95), weight_decay=0.1)
-        for _ in range(3):
-            optimizer.step()
-        return digest(*params)
+    def adamw(make: Callable[[list[torch.Tensor]], torch.optim.Optimizer]) -> Callable[[], str]:
+        def run() -> str:
+            params = [rand(72, 192).requires_grad_(), rand(1024, 72, seed=1).requires_grad_()]
+            for p, s in zip(params, (2, 3)):
+                p.grad = rand(*p.shape, seed=s)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer = make(params)
+            for _ in range(3):
+                optimizer.step()
+            return digest(*params)
+        return run
 
     def model():
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -93,12 +103,9 @@ def operations() -> dict[str, Callable[[], str]]:
             with torch.no_grad():  # weights from numpy's generator: the training alone is fingerprinted
                 for i, p in enumerate(llama.parameters()):
                     p.copy_(0.1 * rand(*p.shape, seed=100 + i))
-            optimizer = torch.optim.AdamW(llama.parameters(), lr=2e-2, betas=(0.9, 0.95), weight_decay=0.1)
+            optimizer = zoo.adamw(llama.parameters(), 2e-2)
             for batch in ids(steps, 8, 128):
-                llama(input_ids=batch, labels=batch).loss.backward()
-                torch.nn.utils.clip_grad_norm_(llama.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                zoo.training_step(llama, optimizer, batch)
             return digest(*llama.parameters())
         return run
 
@@ -119,9 +126,12 @@ def operations() -> dict[str, Callable[[], str]]:
         "sum, norm (reductions)": lambda: digest(x.sum(), torch.linalg.vector_norm(x), x.sum(0)),
         "cross entropy, forward and backward": loss,
         "embedding gradient": embedding,
-        "gradient clipping, 3 AdamW steps": adamw,
-        "1 training step (2 x 72 Llama)": training(1),
-        "10 training steps (2 x 72 Llama)": training(10),
+        "sqrt (ATen hands it to MKL's vector maths)": lambda: digest(torch.sqrt(x.abs())),
+        "gradient clipping, 3 AdamW steps": adamw(
+            lambda params: torch.optim.AdamW(params, lr=2e-2, betas=(0.9, 0.95), weight_decay=0.1)),
+        "gradient clipping, 3 fused AdamW steps (the build's)": adamw(lambda params: zoo.adamw(params, 2e-2)),
+        "1 training step (2 x 72 Llama, the build's)": training(1),
+        "10 training steps (2 x 72 Llama, the build's)": training(10),
     }
 
 
@@ -136,17 +146,41 @@ def fingerprint() -> dict:
             "digests": {name: op() for name, op in operations().items()}}
 
 
+def compare(a: dict, b: dict) -> list[str]:
+    """A line per operation of either: the same in both, different, or only in one."""
+    names = [*a, *(name for name in b if name not in a)]
+
+    def status(name: str) -> str:
+        return "only B" if name not in a else "only A" if name not in b else "same" if a[name] == b[name] else "DIFFERS"
+    return [f"{status(name):>7}  {name}" for name in names]
+
+
+def by_branch() -> None:
+    """The fingerprint under MKL's COMPATIBLE branch (the build's) and the processor's own."""
+    prints = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for branch in ("COMPATIBLE", "AUTO"):
+            path = Path(tmp) / f"{branch}.json"
+            subprocess.run([sys.executable, __file__, "--json", str(path)], check=True, stdout=subprocess.DEVNULL,
+                           env={**pinned_environment(dict(os.environ)), "MKL_CBWR": branch})
+            prints[branch] = json.loads(path.read_text())
+    print(f"MKL_CBWR=COMPATIBLE (the build's) against AUTO on {prints['AUTO']['machine']}:")
+    print("\n".join(compare(prints["COMPATIBLE"]["digests"], prints["AUTO"]["digests"])))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="write the fingerprint here")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="compare two fingerprints")
+    parser.add_argument("--branches", action="store_true", help="which operations depend on MKL's code branch")
     args = parser.parse_args()
     if args.compare:
         a, b = (json.loads(path.read_text()) for path in args.compare)
         print(f"A: {a['machine']}\nB: {b['machine']}")
-        for name, value in a["digests"].items():
-            print(f"{'same' if b['digests'].get(name) == value else 'DIFFERS':>7}  {name}")
+        print("\n".join(compare(a["digests"], b["digests"])))
         return
+    if args.branches:
+        return by_branch()
     if not kernels_pinned():  # before torch starts: its kernels are chosen at the first use
         os.execve(sys.executable, [sys.executable, *sys.argv], pinned_environment(dict(os.environ)))
     result = fingerprint()

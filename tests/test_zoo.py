@@ -145,6 +145,70 @@ def test_the_same_weights_whatever_instruction_sets_the_processor_offers(tiny_zo
     assert weights_digest(tmp_path / "unpinned") != ours
 
 
+# Run in a child per MKL code branch: which elementwise ops change with the branch (ATen hands
+# them to MKL's vector maths), which ops a training step calls, and the optimizer's result.
+BRANCH_PROBE = """
+import hashlib, json, numpy as np, torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import LlamaConfig, LlamaForCausalLM
+from e2lmc.embedded import zoo
+
+def digest(*tensors):
+    return hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in tensors)).hexdigest()
+
+def rand(*shape, seed):
+    return torch.from_numpy(np.random.default_rng(seed).uniform(0.01, 0.99, shape).astype(np.float32))
+
+def optimized(make):
+    params = [rand(72, 192, seed=1).requires_grad_(), rand(1024, 72, seed=2).requires_grad_()]
+    optimizer = make(params)
+    for step in range(3):
+        for k, p in enumerate(params):
+            p.grad = rand(*p.shape, seed=10 * step + k) - 0.5
+        optimizer.step()
+    return digest(*params)
+
+class Calls(TorchDispatchMode):
+    names = set()
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+x = rand(4096, seed=0)
+unary = {name: digest(getattr(torch, name)(x)) for name in UNARY}
+torch.manual_seed(0)
+model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
+optimizer = zoo.adamw(model.parameters(), 1e-3)
+with Calls():
+    zoo.training_step(model, optimizer, torch.randint(0, 64, (2, 16)))
+print(json.dumps({"unary": unary, "calls": sorted(Calls.names), "adamw": optimized(lambda p: zoo.adamw(p, 2e-2)),
+                  "plain": optimized(lambda p: torch.optim.AdamW(p, lr=2e-2, betas=(0.9, 0.95), weight_decay=0.1))}))
+"""
+UNARY = ("acos asin atan cos cosh erf erfc erfinv exp expm1 log log10 log1p log2 sigmoid sin sinh sqrt rsqrt tan "
+         "tanh reciprocal").split()
+
+
+@pytest.mark.skipif(not kernels.has_avx2(), reason="the pinned kernels are AVX2's; this processor has no AVX2")
+def test_training_uses_no_op_whose_result_depends_on_mkls_code_branch():
+    """MKL's branch depends on the processor (its vendor even under MKL_CBWR=COMPATIBLE), so
+    nothing a training step calls may change with it but the matrix products (pinned to
+    COMPATIBLE, the same on Intel and AMD measured). Plain AdamW's torch.sqrt does change
+    (ATen hands it to MKL's vector maths); the build's fused AdamW does not."""
+    results = []
+    for branch in ("COMPATIBLE", "AUTO"):  # AUTO: the processor's own
+        env = {**kernels.pinned_environment(dict(os.environ)), "MKL_CBWR": branch}
+        done = subprocess.run([sys.executable, "-c", f"UNARY = {UNARY!r}" + BRANCH_PROBE], env=env, cwd=REPO,
+                              capture_output=True, text=True, check=True)
+        results.append(json.loads(done.stdout.splitlines()[-1]))
+    compatible, auto = results
+    by_branch = {name for name in UNARY if compatible["unary"][name] != auto["unary"][name]}
+    assert compatible["calls"] == auto["calls"] and "_fused_adamw_" in compatible["calls"]
+    assert not by_branch & set(compatible["calls"]), f"a training step calls {by_branch & set(compatible['calls'])}"
+    assert compatible["adamw"] == auto["adamw"]
+    if "sqrt" in by_branch:  # this processor shows what the fused kernel avoids
+        assert compatible["plain"] != auto["plain"]
+
 def test_a_run_says_whether_its_set_is_the_organizers(tmp_path, monkeypatch):
     folder = tmp_path / "tiny"
     folder.mkdir()

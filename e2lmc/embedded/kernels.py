@@ -1,25 +1,26 @@
-"""Training on pinned kernels: the same embedded set whatever the environment says.
+"""Training on pinned kernels: the same embedded set whatever the machine.
 
 Left to itself, torch picks its CPU kernels by the processor: ATen's vector code by the
-widest instruction set there (AVX2, AVX-512), Intel MKL's matrix products by vendor and
-model. Each rounds differently, training amplifies the difference, and two machines built
-two sets with the same seed (docs/zoo.md, *Pinned kernels and the organizers' set*: another SQ by 0.09).
-So the set is trained in a child process whose kernels are pinned before torch starts.
-On one machine that makes the weights independent of what the environment says of
-threads and instruction sets (and, measured, of torch 2.11 or 2.13 and transformers 5.17
-or 5.25); it does not make them the same on every processor: an Intel Xeon with AVX-512
-trained another tiny set than this AMD EPYC (docs/zoo.md, *Pinned kernels and the organizers' set*), so the
-digest, not the pins, is what tells a participant whether the set is the organizers'.
-The pins:
+widest instruction set there (AVX2, AVX-512), Intel MKL's matrix products and vector maths
+by vendor and model. Each rounds differently, training amplifies the difference, and two
+machines built two sets with the same seed (docs/zoo.md, *Pinned kernels and the
+organizers' set*: another SQ by 0.09). So the set is trained in a child process whose
+kernels are pinned before torch starts:
 
 - ATen's vector code at AVX2 (`ATEN_CPU_CAPABILITY=avx2`, also on AVX-512 machines):
   plain IEEE arithmetic and FMA, the same on any processor that has them; a processor
   without AVX2 gets the scalar code, and another set (its digest says so);
-- MKL's CNR branch `COMPATIBLE` (`MKL_CBWR`): SSE2 without the approximate reciprocal
-  instructions, fixed blocking and reductions, the only branch Intel documents as
-  reproducible on Intel and other processors alike; oneDNN capped at AVX2;
+- MKL's CNR branch `COMPATIBLE` (`MKL_CBWR`) for the matrix products: SSE2 without the
+  approximate reciprocal instructions, fixed blocking and reductions, the branch Intel
+  documents as reproducible on Intel and other processors alike (measured: the same
+  products on an AMD EPYC and two Intel Xeons); oneDNN capped at AVX2;
 - a fixed number of threads (`THREADS`), as reductions split by thread.
 
+MKL's vector maths, which ATen calls for torch.sqrt, exp, log, tanh … of float tensors, is
+not pinned that far: plain AdamW, whose only operation outside IEEE arithmetic is that
+square root, trained differently on an AMD EPYC and an Intel Xeon under COMPATIBLE. So the
+training calls none of it (a test checks): its optimizer is the fused AdamW (zoo.adamw),
+whose square root is the processor's IEEE instruction.
 The weights' digest (`weights_digest`) goes into the set's manifest, so that a run can
 say whether its set is the organizers' (`sets.ORGANIZERS_DIGESTS`).
 """

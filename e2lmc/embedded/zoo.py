@@ -9,7 +9,7 @@ rest *hidden*, the last step *final*. The build also writes the set's series fil
 described as the real competition's is, `formats/series.py`), the checkpoint manifest, the
 reference data and the two sample tasks.
 
-The training loop is deliberately plain (nanoGPT-style): AdamW, linear warm-up then
+The training loop is deliberately plain (nanoGPT-style): AdamW (fused), linear warm-up then
 cosine decay, fixed seeds, each model reading the same token stream once in order.
 """
 
@@ -21,7 +21,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -232,6 +232,24 @@ def save_checkpoint(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     tokenizer.save_pretrained(path)
 
 
+def adamw(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.AdamW:
+    """AdamW on torch's fused kernel, whose square root is the processor's own IEEE
+    instruction. The plain AdamW calls torch.sqrt, which ATen hands to MKL's vector maths:
+    its result depends on MKL's code branch and, even pinned to COMPATIBLE, on the
+    processor's vendor (docs/zoo.md, *Pinned kernels and the organizers' set*)."""
+    return torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+
+
+def training_step(model: LlamaForCausalLM, optimizer: torch.optim.Optimizer, batch: torch.Tensor) -> torch.Tensor:
+    """One step on `batch` (sequences of token ids); returns the loss."""
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
 def _seed_for(model_id: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{model_id}-{seed}".encode()).digest()[:4], "little")
 
@@ -269,7 +287,7 @@ def _train(
 ) -> tuple[float, int]:
     torch.manual_seed(_seed_for(spec.id, seed))
     model = LlamaForCausalLM(llama_config(spec, preset, tokenizer)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    optimizer = adamw(model.parameters(), preset.lr)
     saves = dict(schedule(preset))
     n = preset.tokens_per_step
     bar = tqdm(range(1, preset.steps + 1), desc=spec.id, position=position, leave=False, unit="step")
@@ -278,12 +296,7 @@ def _train(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, preset) * spec.lr_scale
         length = preset.seq_len if step % preset.long_every == 0 else preset.short_seq_len
-        batch = stream[(step - 1) * n : step * n].view(-1, length)
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = training_step(model, optimizer, stream[(step - 1) * n : step * n].view(-1, length))
         on_step()
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -319,7 +332,7 @@ def build(preset_name: str, out: Path, seed: int = 0, device: str = "cpu") -> li
         raise UserError(f"unknown preset '{preset_name}' (choose one of: {', '.join(PRESETS)})")
     preset = PRESETS[preset_name]
     kernels = describe_kernels() if device == "cpu" else {"device": device, "torch": torch.__version__}
-    record = {"preset": asdict(preset), "seed": seed, "kernels": kernels}
+    record = {"preset": asdict(preset), "seed": seed, "kernels": kernels, "optimizer": "AdamW, fused"}
     record_path = out / "zoo.json"
     if record_path.exists() and json.loads(record_path.read_text()) != json.loads(json.dumps(record)):
         raise UserError(f"{out} holds a checkpoint set built with other settings (or by an older e2lmc, on other "

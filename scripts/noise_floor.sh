@@ -2,14 +2,16 @@
 # The embedded set's noise floor across seeds, on a GPU machine in one call (docs/zoo.md,
 # "The noise floor"). Trains the default set once per seed of $SEEDS on the GPU (float32:
 # the recipe of `e2lmc zoo build`, not its bits), runs scripts/zoo_sweep.py's six tasks on
-# each (one process per seed, side by side) and writes seed<K>.json to $OUT, after each task;
-# then, here or anywhere:  python scripts/noise_table.py $OUT/seed*.json
+# each (one process per seed, side by side) and writes seed<K>.json to $OUT, after each task,
+# packed into $OUT/seeds.tgz at the end (the device tool brings back only a few files);
+# then, here or anywhere:  tar xzf seeds.tgz && python scripts/noise_table.py seed*.json
 # It also builds the tiny set with the pinned CPU kernels and says whether its weights are the
 # organizers' on this machine's processor, and compares its kernels' fingerprint with the
 # organizers' processor's (scripts/kernel_fingerprint.py).
-# Where lm-eval is not installed, carry it and its missing dependencies as wheels in .whl/;
-# they are unpacked into /tmp/site, which a .pth file puts on every Python's path (the task
-# children's too: they get no PYTHONPATH of ours).
+# Where lm-eval is not installed, carry it and its missing dependencies as wheels in .whl/
+# (name it in the device tool's carry where .whl/ is git-ignored); they are unpacked into
+# /tmp/site, which a .pth file puts on every Python's path (the task children's too: they get
+# no PYTHONPATH of ours).
 set -u
 OUT=$(realpath -m "${OUT:-noise_floor}"); mkdir -p "$OUT"
 SEEDS=${SEEDS:-"0 1 2 3 4"}
@@ -45,10 +47,11 @@ zoo.build("tiny", Path("/tmp/tiny"))
 print(f"tiny set, pinned CPU kernels, {time.perf_counter() - start:.0f} s:", sets.provenance(Path("/tmp/tiny")))
 EOF
 python3 scripts/kernel_fingerprint.py --json "$OUT/fingerprint.json" > /dev/null 2>&1 &&
-    python3 scripts/kernel_fingerprint.py --compare benchmarks/results/kernel_fingerprint_amd_epyc.json \
+    python3 scripts/kernel_fingerprint.py --compare benchmarks/results/kernel_fingerprint_intel_xeon.json \
         "$OUT/fingerprint.json" >> "$OUT/machine.txt"  # where this processor parts from the organizers'
 wait
 tail -n 22 "$OUT/machine.txt"
+tar -C "$OUT" -czf "$OUT/seeds.tgz" $(cd "$OUT" && ls seed*.json) && rm "$OUT"/seed*.json
 for seed in $SEEDS; do
     echo "== seed $seed"; grep -v -E "Warning|warn\(|^\s*$" "/tmp/noise_logs/seed$seed.log" | tail -n 12
 done | tee "$OUT/logs.txt"

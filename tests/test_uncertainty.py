@@ -65,7 +65,7 @@ def test_two_runs_closer_than_the_spread_are_called_noise_and_farther_ones_not(t
     [said] = [a.sentence for a in advise(ev, close) if a.kind == "compared"]
     before = close.scores["score"]
     assert said.startswith(f"This version of the task scores {now:.3f} and the previous run {before:.3f}: "
-                           f"the change (+{DEFAULT_SET_SPREAD.score / 2:.3f}) is smaller than the spread of scores "
+                           f"the change (+{now - before:.3f}) is smaller than the spread of scores "
                            f"across builds of this set (± {DEFAULT_SET_SPREAD.score:.3f}), so on the embedded set it "
                            "may be noise rather than an improvement")
     assert said in summary(ev, tmp_path, close) and said in render(ev, close)

@@ -123,9 +123,9 @@ def render(ev: Evaluation, previous: PreviousRun | None = None) -> str:
             parts.append(f'<p class="note">On another build of this embedded set (another seed) the scores would '
                          f"move: one standard deviation across builds is {spread.score:.3f} for the score, "
                          f"{spread.signal_quality:.3f} for SQ, {spread.ranking_consistency:.3f} for RC and "
-                         f"{spread.scientific_compliance:.3f} for CS (measured over ten builds and five science "
-                         "tasks: zoo.md, the noise floor). A difference between two of your runs smaller than "
-                         "that is not an improvement you can count on.</p>")
+                         f"{spread.scientific_compliance:.3f} for CS (measured over {spread.builds} builds and "
+                         "five science tasks: zoo.md, the noise floor). A difference between two of your runs "
+                         "smaller than that is not an improvement you can count on.</p>")
 
     parts += ["<h2>What to improve</h2>", "<ul>"]
     parts += [f"<li>{escape(d.sentence)}</li>" for d in advise(ev, previous)]

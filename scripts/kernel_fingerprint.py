@@ -9,8 +9,9 @@ machines and compare: the first operation whose digest differs is where the proc
 It found why an Intel Xeon and an AMD EPYC trained two sets: plain AdamW's square root, which
 ATen hands to MKL's vector maths (docs/zoo.md, *Pinned kernels and the organizers' set*).
 `--branches` runs it under MKL's code branches COMPATIBLE and AUTO (the processor's own) on
-one machine and names the operations whose result depends on MKL's branch: only the matrix
-products may, and they are pinned.
+one machine and names the operations whose result depends on MKL's branch: of the build's,
+only the matrix products (attention and whole training steps through them) may, and they
+are pinned; `exp`, `sqrt` and plain AdamW do, which the build does not call.
 
     python scripts/kernel_fingerprint.py --json here.json
     python scripts/kernel_fingerprint.py --compare here.json there.json

@@ -20,9 +20,9 @@ from e2lmc.engine.checkpoints import resolve
 from e2lmc.errors import InvalidSubmission, UserError
 from e2lmc.formats.manifest import CheckpointManifest, ManifestEntry, read_manifest, write_manifest
 from e2lmc.formats.reference import read_reference
-from e2lmc.formats.results import read_results
+from e2lmc.formats.results import IngestionResults, read_results, write_results
 from e2lmc.ingestion.preflight import check_prompts, preflight
-from e2lmc.ingestion.program import ingest
+from e2lmc.ingestion.program import _resumed, ingest
 from e2lmc.limits import Limits
 from e2lmc.sandboxed.isolation import HIDDEN_FAILURE
 
@@ -115,6 +115,17 @@ def test_ingest_equals_lm_eval_hf_backend_and_resumes(tiny_zoo, input_data, tmp_
     again = ingest(science(tiny_zoo), input_data, output, QUICK)
     assert evaluated == [input_data / CHECKPOINTS[1]]
     assert {c.id: c.metrics for c in again.checkpoints} == {c.id: c.metrics for c in results.checkpoints}
+
+
+def test_a_rerun_resumes_only_the_same_task_on_the_same_build(tmp_path, capsys):
+    """Earlier results of another task, or of the same task on another build of the set (the
+    same checkpoint ids, other weights: a rebuilt embedded set), are not resumed."""
+    results = IngestionResults("t", "acc,none", True, 10, plan_digest="task", weights_digest="build-1")
+    write_results(results, tmp_path)
+    assert _resumed(tmp_path, "task", "build-1") == results
+    assert _resumed(tmp_path, "another-task", "build-1") is None
+    assert _resumed(tmp_path, "task", "build-2") is None
+    assert "other checkpoints (another build of the set): starting over" in capsys.readouterr().err
 
 
 def write_group_submission(folder: Path) -> Path:

@@ -2,6 +2,7 @@
 report where it was measured, and the advice on two runs that differ by less."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -75,6 +76,8 @@ def test_two_runs_closer_than_the_spread_are_called_noise_and_farther_ones_not(t
     assert "compared" not in [a.kind for a in advise(ev, _previous(now - 0.01, on=frozenset({"tiny/iter_0000060"})))]
     assert "compared" not in [a.kind for a in advise(ev, _previous(now - 0.01, digest="this-task"))]
     assert "compared" not in [a.kind for a in advise(ev, _previous(0.0, valid=0.0))]
+    rebuilt = replace(_previous(now - 2 * DEFAULT_SET_SPREAD.score), weights_digest="another-build")
+    assert "compared" not in [a.kind for a in advise(ev, rebuilt)]  # the same checkpoint ids, other weights
     assert "compared" not in [a.kind for a in advise(_evaluation(0.05, phase="final"), close)]
 
 

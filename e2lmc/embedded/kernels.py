@@ -1,4 +1,4 @@
-"""Training on pinned kernels: the same embedded set whatever the machine.
+"""Training on pinned kernels: the same embedded set whatever the environment says.
 
 Left to itself, torch picks its CPU kernels by the processor: ATen's vector code by the
 widest instruction set there (AVX2, AVX-512), Intel MKL's matrix products and vector maths
@@ -38,6 +38,7 @@ from ..errors import UserError
 
 THREADS = 2  # the reference machine's cores; 1 thread trains the default set 1.6x slower
 MARKER = "E2LMC_PINNED_KERNELS"  # set in the child: its kernels are pinned
+OPTIMIZER = "AdamW, fused"  # zoo.adamw, named in the build record: a set trained before it is another set
 OVERRIDDEN = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
               "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 

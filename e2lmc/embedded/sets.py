@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..formats.manifest import MANIFEST_FILE, read_manifest
 from ..formats.series import SERIES_FILE
-from .kernels import has_avx2
+from .kernels import OPTIMIZER, has_avx2
 
 ROOT = Path("zoo")  # the sets' folder, relative to the working directory
 # The weights' digest (embedded/kernels.py) of the sets the organizers' bundles carry, by
@@ -73,9 +73,9 @@ def provenance(folder: Path) -> tuple[bool, str] | None:
     ours = read_manifest(folder).weights_digest
     if ours == theirs:
         return True, f"the embedded set's weights are the organizers' (digest {ours[:12]}): the bundle's, bit for bit"
-    if not ours:
-        return False, (f"the embedded set in {folder} was built by an older e2lmc, on this processor's own kernels: "
-                       "it is not the organizers' set; delete the folder to build theirs")
+    if not ours or record.get("optimizer") != OPTIMIZER:
+        return False, (f"the embedded set in {folder} was built by an older e2lmc (other kernels or another "
+                       "optimizer): it is not the organizers' set; delete the folder to build theirs")
     where = "" if has_avx2() else f" (this {platform.machine()} processor has no AVX2: its kernels round otherwise)"
     return False, (f"the embedded set's weights differ from the organizers' (digest {ours[:12]}, theirs {theirs[:12]})"
             f"{where}: scores here can differ from the bundle's by the spread across builds (docs/zoo.md)")

@@ -46,7 +46,7 @@ from ..formats.series import (
     series_reference,
     write_series,
 )
-from .kernels import describe_kernels, kernels_pinned, run_pinned, weights_digest
+from .kernels import OPTIMIZER, describe_kernels, kernels_pinned, run_pinned, weights_digest
 from .world import Mixture, documents, load_world, tokenizer_texts, write_sample_tasks
 
 RELEASED_SHARE = 0.2  # the first 20% of training is released, like 200B of 1T tokens
@@ -332,7 +332,7 @@ def build(preset_name: str, out: Path, seed: int = 0, device: str = "cpu") -> li
         raise UserError(f"unknown preset '{preset_name}' (choose one of: {', '.join(PRESETS)})")
     preset = PRESETS[preset_name]
     kernels = describe_kernels() if device == "cpu" else {"device": device, "torch": torch.__version__}
-    record = {"preset": asdict(preset), "seed": seed, "kernels": kernels, "optimizer": "AdamW, fused"}
+    record = {"preset": asdict(preset), "seed": seed, "kernels": kernels, "optimizer": OPTIMIZER}
     record_path = out / "zoo.json"
     if record_path.exists() and json.loads(record_path.read_text()) != json.loads(json.dumps(record)):
         raise UserError(f"{out} holds a checkpoint set built with other settings (or by an older e2lmc, on other "

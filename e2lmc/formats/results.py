@@ -70,6 +70,7 @@ class IngestionResults:
     checkpoints: list[CheckpointResult] = field(default_factory=list)
     complete: bool = False  # set when every checkpoint of the manifest is done
     plan_digest: str | None = None  # identifies the task's requests: a rerun resumes only the same task
+    weights_digest: str = ""  # the manifest's digest of the weights: a rerun resumes only on the same set
     sandbox: str | None = None  # the isolation level the submission's code ran at (sandboxed.sandbox.LEVELS)
     chance_level: float | None = None  # the metric of uniform guessing (ingestion/derived.py)
     guessing_spread: float | None = None  # its standard deviation over the samples (ingestion/derived.py)

@@ -72,7 +72,7 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
         from ..engine.runner import CheckpointError
 
         digest = plan.digest()
-        results = _resumed(output, digest)
+        results = _resumed(output, digest, manifest.weights_digest)
         done = {c.id for c in results.checkpoints if c.error is None} if results else set()
         todo = _secret_order([e for e in manifest.checkpoints if e.id not in done])
         custom = plan.custom_functions()
@@ -94,6 +94,7 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                                              manifest.tokens_per_rule_token)
             results = results or IngestionResults(
                 plan.task_name, plan.task_metric, plan.higher_is_better, plan.n_samples, findings, plan_digest=digest,
+                weights_digest=manifest.weights_digest,
             )
             results.sandbox, results.chance_level = sandbox.level, chance_level(plan)
             results.guessing_spread = guessing_spread(plan)
@@ -185,14 +186,19 @@ def _write_sorted(results: IngestionResults, output: Path, order: dict[str, int]
         raise UserError(f"cannot write {output / RESULTS_FILE}: {exc.strerror}") from None
 
 
-def _resumed(output: Path, digest: str) -> IngestionResults | None:
-    """Earlier results of the same task (same plan digest) in `output`, if any."""
+def _resumed(output: Path, digest: str, weights_digest: str) -> IngestionResults | None:
+    """Earlier results of the same task (same plan digest) on the same checkpoints (same
+    weights digest) in `output`, if any."""
     try:
         results = read_results(output)
     except UserError:
         return None
     if results.plan_digest != digest:
         print("earlier results in the output folder are for another task: starting over", file=sys.stderr)
+        return None
+    if results.weights_digest != weights_digest:
+        print("earlier results in the output folder are for other checkpoints (another build of the set): "
+              "starting over", file=sys.stderr)
         return None
     return results
 

@@ -4,7 +4,7 @@ The embedded set is one build of a small recipe: another seed draws another worl
 trains other models, and a task's scores move with it. docs/zoo.md (*The noise floor*)
 measured how much: eight builds of the default preset, six tasks (`scripts/noise_floor.sh`,
 `scripts/noise_table.py`). Its deviations, pooled over the science tasks, are printed
-beside every score of a run on that set ("0.84 ± 0.07 across builds of this set"), and a
+beside every score of a run on that set ("0.86 ± 0.07 across builds of this set"), and a
 change between two runs of a task smaller than the score's is called noise in the advice.
 Scores on any other set carry no ±: their spread was never measured (and on the real
 series it would come from hidden checkpoints).
@@ -60,6 +60,7 @@ class PreviousRun:
     scores: dict[str, float]  # its scores.json
     plan_digest: str | None  # the task it scored (ingestion results' plan digest)
     checkpoints: frozenset[str]  # the checkpoints it ran on: which set
+    weights_digest: str = ""  # and which build of it
 
 
 def previous_run(output: Path, scores_file: str) -> PreviousRun | None:
@@ -75,8 +76,10 @@ def previous_run(output: Path, scores_file: str) -> PreviousRun | None:
         return None
     if not all(math.isfinite(v) for v in values.values()):
         return None
-    return PreviousRun(values, results.plan_digest if results else None,
-                       frozenset(c.id for c in results.checkpoints) if results else frozenset())
+    if results is None:
+        return PreviousRun(values, None, frozenset())
+    return PreviousRun(values, results.plan_digest, frozenset(c.id for c in results.checkpoints),
+                       results.weights_digest)
 
 
 def compare_runs(previous: PreviousRun | None, ev: Evaluation) -> str | None:
@@ -88,7 +91,8 @@ def compare_runs(previous: PreviousRun | None, ev: Evaluation) -> str | None:
         return None
     if ev.results.plan_digest is not None and previous.plan_digest == ev.results.plan_digest:
         return None
-    if previous.checkpoints != frozenset(c.id for c in ev.results.checkpoints):
+    if (previous.checkpoints != frozenset(c.id for c in ev.results.checkpoints)
+            or previous.weights_digest != ev.results.weights_digest):
         return None
     if not board.valid or previous.scores.get("valid") != 1:
         return None

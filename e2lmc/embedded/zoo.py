@@ -325,9 +325,9 @@ def _dir_megabytes(path: Path) -> float:
 def build(preset_name: str, out: Path, seed: int = 0, device: str = "cpu") -> list[ModelSummary]:
     """Build (or finish building) the checkpoint set in `out`; finished models are skipped.
     The training runs in a child whose kernels are pinned (`kernels.py`): the same weights
-    whatever the environment says of threads and instruction sets. Another `device` (a GPU, to measure the set's noise
-    across seeds quickly: scripts/zoo_sweep.py) trains in this process, on weights that are
-    not the organizers' (the digest says so)."""
+    whatever the environment says of threads and instruction sets. Another `device` (a GPU,
+    to measure the set's noise across seeds quickly: scripts/zoo_sweep.py) trains in this
+    process, on weights that are not the organizers' (the digest says so)."""
     if preset_name not in PRESETS:
         raise UserError(f"unknown preset '{preset_name}' (choose one of: {', '.join(PRESETS)})")
     preset = PRESETS[preset_name]

@@ -17,6 +17,7 @@ OUT=$(realpath -m "${OUT:-noise_floor}"); mkdir -p "$OUT"; rm -f "$OUT/seeds.tgz
 SEEDS=${SEEDS:-"0 1 2 3 4 5 6 7"}  # eight side by side on 16 cores: training ~350 s, evaluation ~165 s
 PRESET=${PRESET:-default} DEVICE=${DEVICE:-cuda}  # PRESET=tiny DEVICE=cpu: a dry run of this script
 SECONDS_PER_SEED=${SECONDS_PER_SEED:-570}  # a seed still running then stops; its JSON keeps the tasks done
+SWEEP_ARGS=${SWEEP_ARGS:-}  # a changed recipe for every seed, e.g. "--set warmup_steps=48" (zoo_sweep.py's options)
 if ! python3 -c "import lm_eval" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl || exit 1
@@ -33,7 +34,7 @@ cat "$OUT/machine.txt"
 mkdir -p /tmp/noise_logs
 for seed in $SEEDS; do
     timeout "$SECONDS_PER_SEED" python3 scripts/zoo_sweep.py --preset "$PRESET" --seed "$seed" --device "$DEVICE" \
-        --sandbox none --threads 2 --out "/tmp/zoo$seed" --json "$OUT/seed$seed.json" \
+        --sandbox none --threads 2 --out "/tmp/zoo$seed" --json "$OUT/seed$seed.json" $SWEEP_ARGS \
         > "/tmp/noise_logs/seed$seed.log" 2>&1 &
 done
 python3 - >> "$OUT/machine.txt" 2>&1 <<'EOF'

@@ -6,7 +6,8 @@ the held-out-phrasing tasks (scripts/heldout_tasks.py) through ingestion and sco
 prints each task's leaderboard row and the final checkpoints' values (small, medium,
 large of arch1 and arch2, then web-only). docs/zoo.md's settings were chosen with it. It
 runs itself again with the kernels pinned (e2lmc/embedded/kernels.py) and trains in that
-process, where the overrides are: the weights are those `e2lmc zoo build` would train.
+process, where the overrides are: the weights are those `e2lmc zoo build` would train
+(`--native-kernels`: the processor's own kernels instead, for the recipe's spread across seeds).
 With `--device cuda` it trains and evaluates (in float32) on a GPU instead, for the
 noise floor across seeds (scripts/noise_floor.sh): the same recipe, not the same bits.
 
@@ -29,7 +30,7 @@ import torch
 
 from e2lmc.embedded import world as world_module
 from e2lmc.embedded import zoo
-from e2lmc.embedded.kernels import kernels_pinned, pinned_environment
+from e2lmc.embedded.kernels import MARKER, kernels_pinned, pinned_environment
 from e2lmc.formats.reference import read_reference
 from e2lmc.ingestion.program import ingest
 from e2lmc.limits import EngineSettings, Limits, SandboxSettings
@@ -56,8 +57,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where to build (default: a new temporary folder)")
     parser.add_argument("--device", default="cpu", help="where to train and evaluate, e.g. cuda (default: cpu)")
     parser.add_argument("--sandbox", default="auto", choices=CHOICES, help="the task children's sandbox level")
+    parser.add_argument("--native-kernels", action="store_true",
+                        help="train on this processor's own kernels (2-3x faster on a CPU, not the organizers' bits): "
+                             "for studies of the recipe across seeds")
     args = parser.parse_args()
-    if not kernels_pinned():  # before torch computes anything: its kernels are chosen at the first use
+    if args.native_kernels:
+        os.environ[MARKER] = "1"  # zoo.build then trains in this process, on the kernels torch picks
+    elif not kernels_pinned():  # before torch computes anything: its kernels are chosen at the first use
         os.execve(sys.executable, [sys.executable, *sys.argv], pinned_environment(dict(os.environ)))
     torch.set_num_threads(args.threads)
     preset = zoo.PRESETS[args.preset]

@@ -6,11 +6,12 @@ whole build) only that far, saving the released checkpoints, and probes each wit
 science sample: the summed log-likelihood of " <choice>" after "Question: …\\nAnswer:", the
 highest one right (the sample task's `acc`, computed here in one batch instead of through
 ingestion). It prints each curve with its SQ (the leaderboard's formula) and the mean and
-spread over models and seeds; one change of the preset at a time with --set.
+spread (sample standard deviations) over curves and over the seeds' means; one change of
+the preset at a time with --set.
 docs/zoo.md's *Where the noise comes from* was measured with it. It runs on the processor's
 own kernels: a study of the recipe, not of the organizers' bits.
 
-    python scripts/released_window.py --seeds 1 2 3 4 --set warmup_steps=48 --json warmup48.json
+    python scripts/released_window.py --seeds 1 2 3 4 5 --set lr=0.014 --json lr014.json
 """
 
 from __future__ import annotations
@@ -51,11 +52,15 @@ def probe(tokenizer: PreTrainedTokenizerFast, samples: list[dict]) -> tuple[torc
 
 
 @torch.no_grad()
-def accuracy(checkpoint: Path, ids: torch.Tensor, mask: torch.Tensor, samples: list[dict]) -> float:
+def choice_loglikelihoods(checkpoint: Path, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each (question, choice) pair's summed log-likelihood of the choice's tokens."""
     model = LlamaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
     logprobs = torch.log_softmax(model(input_ids=ids).logits[:, :-1], -1)
-    scores = (logprobs.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]).sum(-1).split(
-        [len(s["choices"]) for s in samples])
+    return (logprobs.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]).sum(-1)
+
+
+def accuracy(checkpoint: Path, ids: torch.Tensor, mask: torch.Tensor, samples: list[dict]) -> float:
+    scores = choice_loglikelihoods(checkpoint, ids, mask).split([len(s["choices"]) for s in samples])
     return sum(int(score.argmax()) == s["label"] for score, s in zip(scores, samples)) / len(samples)
 
 
@@ -80,7 +85,7 @@ def released_curve(spec: zoo.ModelSpec, preset: zoo.Preset, stream: torch.Tensor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="default", choices=list(zoo.PRESETS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--models", nargs="+", default=list(PROBED))
     parser.add_argument("--set", nargs="*", default=[], help="preset fields, e.g. warmup_steps=48 lr=0.014")
     parser.add_argument("--threads", type=int, default=2)
@@ -91,7 +96,10 @@ def main() -> None:
     kinds = {f.name: f.type for f in dataclasses.fields(preset)}
     changes = {k: (float if "float" in kinds[k] else int)(v) for k, v in (p.split("=", 1) for p in args.set)}
     preset = dataclasses.replace(preset, **changes)
-    specs = [spec for spec in preset.models if spec.id in args.models]
+    science = [spec for spec in preset.models if spec.mixture == "science"]
+    specs = [spec for spec in science if spec.id in args.models]
+    if len(specs) != len(set(args.models)):
+        parser.error(f"--models: choose among the science models {', '.join(spec.id for spec in science)}")
     world = world_module.load_world()
     report: dict = {"changes": changes, "curves": {}}
     for seed in args.seeds:
@@ -108,8 +116,9 @@ def main() -> None:
                   f"{' '.join(f'{a:.2f}' for a in curve)}  ({time.perf_counter() - start:.0f} s)", flush=True)
     values = {key: signal_quality(curve).score for key, curve in report["curves"].items()}
     per_seed = [statistics.mean(v for key, v in values.items() if key.startswith(f"{seed}/")) for seed in args.seeds]
-    report["sq_mean"], report["sq_stdev_curves"] = statistics.mean(values.values()), statistics.pstdev(values.values())
-    report["sq_stdev_seeds"] = statistics.pstdev(per_seed)  # of the models' mean, as the leaderboard's SQ
+    # sample standard deviations (n - 1), as scripts/noise_table.py's
+    report["sq_mean"], report["sq_stdev_curves"] = statistics.mean(values.values()), statistics.stdev(values.values())
+    report["sq_stdev_seeds"] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0  # of the models' mean SQ
     print(f"{changes or 'the preset as it is'}: SQ {report['sq_mean']:.3f}, ± {report['sq_stdev_curves']:.3f} "
           f"across {len(values)} curves, ± {report['sq_stdev_seeds']:.3f} across the seeds' means")
     if args.json:

@@ -18,7 +18,7 @@ from .conftest import REPO
 from .test_ingestion import lm_eval_direct
 
 sys.path.insert(0, str(REPO / "scripts"))
-from released_window import accuracy, probe, released_curve  # noqa: E402
+from released_window import accuracy, choice_loglikelihoods, probe, released_curve  # noqa: E402
 
 TINY = zoo.PRESETS["tiny"]
 
@@ -31,8 +31,11 @@ def test_the_probe_is_the_science_samples_acc_as_lm_eval_computes_it(tiny_zoo, t
     tokenizer = zoo.PreTrainedTokenizerFast.from_pretrained(zoo_dir / "tokenizer")
     samples = world_module.science_samples(world_module.load_world(), 0)
     ids, mask = probe(tokenizer, samples)
-    expected, _ = lm_eval_direct(zoo_dir / "tasks" / SCIENCE_TASK, checkpoint)
+    expected, loglikelihoods = lm_eval_direct(zoo_dir / "tasks" / SCIENCE_TASK, checkpoint)
     assert accuracy(checkpoint, ids, mask, samples) == pytest.approx(expected, abs=1e-12)
+    pairs = [(f"Question: {s['question']}\nAnswer:", f" {c}") for s in samples for c in s["choices"]]
+    assert choice_loglikelihoods(checkpoint, ids, mask).tolist() == pytest.approx(
+        [loglikelihoods[pair] for pair in pairs], abs=1e-4)
 
 
 def test_training_stops_after_the_released_window(tiny_zoo, monkeypatch):

@@ -371,3 +371,14 @@ def test_build_shows_one_overall_bar_with_the_time_left(tmp_path, monkeypatch, c
     costs = {spec.size: zoo.step_cost(spec, zoo.PRESETS["default"]) for spec in zoo.PRESETS["default"].models
              if spec.architecture == "arch1"}
     assert costs["small"] < costs["medium"] < costs["large"]
+
+
+def test_a_build_on_native_kernels_says_so_and_is_never_resumed_as_the_pinned_one(tmp_path):
+    """scripts/zoo_sweep.py --native-kernels: faster weights for studies of the recipe, which the
+    build record tells apart from the organizers' set: a pinned build never resumes them."""
+    out = tmp_path / "tiny"
+    build("tiny", out, seed=0, native_kernels=True)
+    record = json.loads((out / "zoo.json").read_text())
+    assert record["kernels"]["aten"] == record["kernels"]["mkl"] == "native"
+    with pytest.raises(UserError, match="other settings"):
+        build("tiny", out, seed=0)

@@ -71,8 +71,12 @@ def kernels_pinned() -> bool:
     return os.environ.get(MARKER) == "1"
 
 
-def describe_kernels() -> dict[str, str]:
-    """What the pinned child trains with (the set's build record)."""
+def describe_kernels(native: bool = False) -> dict[str, str]:
+    """What the set trains with (its build record): the pinned child's kernels, or `native`ly
+    (a study of the recipe across seeds) whatever torch picks on this processor."""
+    if native:
+        return {"machine": platform.machine(), "aten": "native", "mkl": "native",
+                "threads": os.environ.get("OMP_NUM_THREADS", "torch's default")}
     env = pinned_environment(dict(os.environ))
     return {"machine": platform.machine(), "aten": env.get("ATEN_CPU_CAPABILITY", "native"),
             "mkl": env.get("MKL_CBWR", "native"), "threads": env["OMP_NUM_THREADS"]}

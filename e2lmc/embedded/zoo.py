@@ -322,22 +322,24 @@ def _dir_megabytes(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def build(preset_name: str, out: Path, seed: int = 0, device: str = "cpu") -> list[ModelSummary]:
+def build(preset_name: str, out: Path, seed: int = 0, device: str = "cpu",
+          native_kernels: bool = False) -> list[ModelSummary]:
     """Build (or finish building) the checkpoint set in `out`; finished models are skipped.
     The training runs in a child whose kernels are pinned (`kernels.py`): the same weights
-    whatever the environment says of threads and instruction sets. Another `device` (a GPU,
-    to measure the set's noise across seeds quickly: scripts/zoo_sweep.py) trains in this
-    process, on weights that are not the organizers' (the digest says so)."""
+    whatever the environment says of threads and instruction sets. Another `device` (a GPU),
+    or the CPU's `native_kernels`, trains in this process, faster, on weights that are not the
+    organizers' (the digest and the build record say so): to measure the recipe's noise
+    across seeds (scripts/zoo_sweep.py)."""
     if preset_name not in PRESETS:
         raise UserError(f"unknown preset '{preset_name}' (choose one of: {', '.join(PRESETS)})")
     preset = PRESETS[preset_name]
-    kernels = describe_kernels() if device == "cpu" else {"device": device, "torch": torch.__version__}
+    kernels = describe_kernels(native_kernels) if device == "cpu" else {"device": device, "torch": torch.__version__}
     record = {"preset": asdict(preset), "seed": seed, "kernels": kernels, "optimizer": OPTIMIZER}
     record_path = out / "zoo.json"
     if record_path.exists() and json.loads(record_path.read_text()) != json.loads(json.dumps(record)):
         raise UserError(f"{out} holds a checkpoint set built with other settings (or by an older e2lmc, on other "
                         "kernels); choose another --out or delete it")
-    if device == "cpu" and not kernels_pinned():
+    if device == "cpu" and not native_kernels and not kernels_pinned():
         run_pinned(["-m", __name__, preset_name, str(out), str(seed)], f"building the '{preset_name}' set")
         return [ModelSummary(**json.loads((out / spec.id / "done.json").read_text())) for spec in preset.models]
     out.mkdir(parents=True, exist_ok=True)

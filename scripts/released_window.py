@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+from zoo_sweep import preset_changes  # scripts/, this script's folder
 
 from e2lmc.embedded import world as world_module
 from e2lmc.embedded import zoo
@@ -64,9 +65,13 @@ def accuracy(checkpoint: Path, ids: torch.Tensor, mask: torch.Tensor, samples: l
     return sum(int(score.argmax()) == s["label"] for score, s in zip(scores, samples)) / len(samples)
 
 
+def released_steps(preset: zoo.Preset) -> list[int]:
+    return [step for step, role in zoo.schedule(preset) if role == "released"]
+
+
 def released_curve(spec: zoo.ModelSpec, preset: zoo.Preset, stream: torch.Tensor, tokenizer: PreTrainedTokenizerFast,
                    seed: int, samples: list[dict]) -> list[float]:
-    released = [step for step, role in zoo.schedule(preset) if role == "released"]
+    released = released_steps(preset)
     steps = iter(range(1, released[-1] + 2))
 
     def stop_after_window() -> None:
@@ -82,6 +87,11 @@ def released_curve(spec: zoo.ModelSpec, preset: zoo.Preset, stream: torch.Tensor
         return [accuracy(Path(folder) / checkpoint_name(step), ids, mask, samples) for step in released]
 
 
+def _spread(values: list[float]) -> float:
+    """The sample standard deviation (as scripts/noise_table.py's); 0 for a single value."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="default", choices=list(zoo.PRESETS))
@@ -93,8 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     preset = zoo.PRESETS[args.preset]
-    kinds = {f.name: f.type for f in dataclasses.fields(preset)}
-    changes = {k: (float if "float" in kinds[k] else int)(v) for k, v in (p.split("=", 1) for p in args.set)}
+    changes = preset_changes(preset, args.set)
     preset = dataclasses.replace(preset, **changes)
     science = [spec for spec in preset.models if spec.mixture == "science"]
     specs = [spec for spec in science if spec.id in args.models]
@@ -105,7 +114,7 @@ def main() -> None:
     for seed in args.seeds:
         tokenizer = zoo.train_tokenizer(world_module.tokenizer_texts(world, seed, preset.tokenizer_documents),
                                         preset.vocab_size)
-        end = max(step for step, role in zoo.schedule(preset) if role == "released") + 1  # the stopping step
+        end = released_steps(preset)[-1] + 1  # the step that stops the training
         stream = zoo.token_stream(tokenizer, "science", end * preset.tokens_per_step, seed)
         samples = world_module.science_samples(world, seed)
         for spec in specs:
@@ -116,9 +125,8 @@ def main() -> None:
                   f"{' '.join(f'{a:.2f}' for a in curve)}  ({time.perf_counter() - start:.0f} s)", flush=True)
     values = {key: signal_quality(curve).score for key, curve in report["curves"].items()}
     per_seed = [statistics.mean(v for key, v in values.items() if key.startswith(f"{seed}/")) for seed in args.seeds]
-    # sample standard deviations (n - 1), as scripts/noise_table.py's
-    report["sq_mean"], report["sq_stdev_curves"] = statistics.mean(values.values()), statistics.stdev(values.values())
-    report["sq_stdev_seeds"] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0  # of the models' mean SQ
+    report["sq_mean"], report["sq_stdev_curves"] = statistics.mean(values.values()), _spread(list(values.values()))
+    report["sq_stdev_seeds"] = _spread(per_seed)  # of the models' mean SQ
     print(f"{changes or 'the preset as it is'}: SQ {report['sq_mean']:.3f}, ± {report['sq_stdev_curves']:.3f} "
           f"across {len(values)} curves, ± {report['sq_stdev_seeds']:.3f} across the seeds' means")
     if args.json:

@@ -45,6 +45,12 @@ def _parse(pairs: list[str]) -> dict[str, float]:
     return {k: float(v) for k, v in (p.split("=", 1) for p in pairs)}
 
 
+def preset_changes(preset: zoo.Preset, pairs: list[str]) -> dict[str, int | float]:
+    """`field=value` texts as the preset's fields, each of its type (--set)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(preset)}
+    return {k: (float if "float" in kinds[k] else int)(v) for k, v in (p.split("=", 1) for p in pairs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="default")
@@ -65,9 +71,7 @@ def main() -> None:
         os.execve(sys.executable, [sys.executable, *sys.argv], pinned_environment(dict(os.environ)))
     torch.set_num_threads(args.threads)
     preset = zoo.PRESETS[args.preset]
-    fields = {f.name: f.type for f in dataclasses.fields(preset)}
-    preset = dataclasses.replace(preset, **{k: (float if "float" in fields[k] else int)(v)
-                                            for k, v in _parse(args.set).items()})
+    preset = dataclasses.replace(preset, **preset_changes(preset, args.set))
     for name, value in _parse(args.world).items():
         setattr(world_module, name, value)
     world_module.FORM_WEIGHTS.update(_parse(args.form))

@@ -21,30 +21,42 @@ COLUMNS = ("score", "SQ", "RC", "CS")
 NOT_SCIENCE = ("e2lmc_everyday_endings",)  # the at-chance control task: its spread is not a science task's
 
 
+def spreads(runs: list[dict]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
+    """Each task's values per column across `runs` (zoo_sweep.py's reports), and the pooled
+    standard deviation of each column over the science tasks (the root mean square of
+    their sample standard deviations; tasks with one build are left out)."""
+    tasks = list(dict.fromkeys(task for run in runs for task in run["tasks"]))
+    values = {task: {column: np.array([run["tasks"][task][column] for run in runs if task in run["tasks"]], dtype=float)
+                     for column in COLUMNS} for task in tasks}
+    pooled = {}
+    for column in COLUMNS:
+        deviations = [v[column].std(ddof=1) for task, v in values.items()
+                      if task not in NOT_SCIENCE and len(v[column]) > 1]
+        if deviations:
+            pooled[column] = float(np.sqrt(np.mean(np.square(deviations))))
+    return values, pooled
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="zoo_sweep.py --json files, one per build")
     args = parser.parse_args()
     runs = [json.loads(path.read_text()) for path in args.runs]
-    tasks = list(dict.fromkeys(task for run in runs for task in run["tasks"]))
     seeds = ", ".join(str(run.get("seed", "?")) for run in runs)
     devices = ", ".join(sorted({run.get("device", "cpu") for run in runs}))
     print(f"{len(runs)} builds (seeds {seeds}; devices {devices})\n")
     print("| task | builds | " + " | ".join(f"{c}: mean ± sd (range)" for c in COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))
-    deviations: dict[str, list[float]] = {c: [] for c in COLUMNS}
-    for task in tasks:
-        rows = [run["tasks"][task] for run in runs if task in run["tasks"]]
+    values, pooled = spreads(runs)
+    for task, columns in values.items():
         cells = []
         for column in COLUMNS:
-            values = np.array([row[column] for row in rows], dtype=float)
-            sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-            cells.append(f"{values.mean():.3f} ± {sd:.3f} ({values.min():.3f}–{values.max():.3f})")
-            if task not in NOT_SCIENCE and len(values) > 1:
-                deviations[column].append(sd)
-        print(f"| `{task}` | {len(rows)} | " + " | ".join(cells) + " |")
+            v = columns[column]
+            sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+            cells.append(f"{v.mean():.3f} ± {sd:.3f} ({v.min():.3f}–{v.max():.3f})")
+        print(f"| `{task}` | {len(columns['score'])} | " + " | ".join(cells) + " |")
     print("\npooled over the science tasks (root mean square of their deviations):")
-    print(", ".join(f"{c} {float(np.sqrt(np.mean(np.square(d)))):.3f}" for c, d in deviations.items() if d))
+    print(", ".join(f"{c} {d:.3f}" for c, d in pooled.items()))
 
 
 if __name__ == "__main__":

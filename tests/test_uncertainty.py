@@ -2,7 +2,8 @@
 report where it was measured, and the advice on two runs that differ by less."""
 
 import json
-from dataclasses import replace
+import sys
+from dataclasses import astuple, replace
 
 import pytest
 
@@ -15,7 +16,13 @@ from e2lmc.scoring.program import SCORES_FILE, summary, write_scores
 from e2lmc.scoring.report import render
 from e2lmc.scoring.uncertainty import DEFAULT_SET_SPREAD, PreviousRun, build_spread, previous_run
 
-from .conftest import SAMPLE_REFERENCE, SAMPLE_RESULTS
+from .conftest import REPO, SAMPLE_REFERENCE, SAMPLE_RESULTS
+
+sys.path.insert(0, str(REPO / "scripts"))
+from noise_table import COLUMNS, spreads  # noqa: E402
+
+# zoo_sweep.py's reports of the builds DEFAULT_SET_SPREAD was measured on (docs/zoo.md, *The noise floor*)
+DEFAULT_SET_BUILDS = REPO / "benchmarks" / "results" / "noise_floor"
 
 
 def _evaluation(lead: float, description: str = embedded_description("default"), phase: str = EMBEDDED_PHASE,
@@ -43,6 +50,12 @@ def test_the_spread_is_known_only_for_the_set_it_was_measured_on():
     assert build_spread(_evaluation(0.05).reference) == DEFAULT_SET_SPREAD
     assert build_spread(_evaluation(0.05, description=embedded_description("tiny")).reference) is None
     assert build_spread(_evaluation(0.05, phase="final").reference) is None  # a phase of the real competition
+
+
+def test_the_printed_spread_is_the_one_measured_on_the_kept_builds():
+    runs = [json.loads(path.read_text()) for path in sorted(DEFAULT_SET_BUILDS.glob("seed*.json"))]
+    _, pooled = spreads(runs)
+    assert astuple(DEFAULT_SET_SPREAD) == (*(round(pooled[column], 3) for column in COLUMNS), len(runs))
 
 
 def test_the_printed_row_and_the_report_carry_the_spread(tmp_path):

@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--sandbox", default="auto", choices=CHOICES, help="the task children's sandbox level")
     parser.add_argument("--native-kernels", action="store_true",
                         help="train on this processor's own kernels, not the organizers' bits (a default build took "
-                             "437-470 s on two Xeon cores, 2,234 s pinned): for the recipe's spread across seeds")
+                             "434-513 s on two Xeon cores, 1,160 s pinned): for the recipe's spread across seeds")
     args = parser.parse_args()
     if not args.native_kernels and not kernels_pinned():  # before torch computes: it picks its kernels at first use
         os.execve(sys.executable, [sys.executable, *sys.argv], pinned_environment(dict(os.environ)))

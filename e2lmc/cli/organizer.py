@@ -299,7 +299,7 @@ def add_organizer_commands(sub: argparse._SubParsersAction) -> None:
         zoo_sub, "build", help="train the checkpoint set (resumable: finished models are skipped)",
         description="Train seven small Llama models (3 sizes x 2 architectures on the science mixture, the "
         "smallest arch1 on web-only text) and write their checkpoints, the checkpoint manifest, the reference "
-        "data and the two sample tasks. 'tiny' takes seconds (tests); 'default' about 20 minutes on two cores.",
+        "data and the two sample tasks. 'tiny' takes seconds (tests); 'default' about 20 minutes on two idle cores.",
         examples=["e2lmc zoo build", "e2lmc zoo build --preset tiny --out /tmp/tiny"],
     )
     p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help="(default: %(default)s)")

@@ -308,6 +308,35 @@ def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys
     assert "leakage: 120 samples (100.0%)" in out and "task 'numbers' sample 0: '1'" in out
 
 
+def test_lettered_choices_leak_only_when_the_gold_options_text_shows_elsewhere(tmp_path):
+    """MMLU's layout: options "A. …" in the prompt, choices the letters. The letter is in the
+    prompt by design; the gold option's text elsewhere in it is a leak."""
+    def options(i: int) -> str:
+        return f"Which number follows {i}?\nA. {i + 1}\nB. {i + 2}\nC. {i + 3}"
+
+    lettered = make_task(tmp_path / "lettered", 120, question=options, yaml_extra="doc_to_choice: ['A', 'B', 'C']\n")
+    planned = preflight(lettered, tmp_path / "work", QUICK).plan
+    assert planned.leakage == [] and all(sample.gold == [0] for sample in planned.samples)
+    told = make_task(tmp_path / "told", 120, question=lambda i: f"{options(i)}\n(It is {i + 1}.)",
+                     yaml_extra="doc_to_choice: ['A', 'B', 'C']\n")
+    leaks = preflight(told, tmp_path / "work2", QUICK).plan.leakage
+    assert len(leaks) == 120 and leaks[5].answer == "6" and "(It is 6.)" in leaks[5].excerpt
+
+    def shown_an_example(i: int) -> str:  # an example answered A before the asked question: no leak
+        return f"{options(i + 50)}\nAnswer: A\n\n{options(i)}"
+
+    def stated(i: int) -> str:
+        return f"{options(i)}\nHint: the answer is A"
+
+    def told_before(i: int) -> str:  # a leak ahead of a blank line is a leak too
+        return f"The answer to the next question is {i + 1}.\n\n{options(i)}"
+
+    for name, question, leaking in (("example", shown_an_example, 0), ("stated", stated, 120),
+                                    ("before", told_before, 120)):
+        task = make_task(tmp_path / name, 120, question=question, yaml_extra="doc_to_choice: ['A', 'B', 'C']\n")
+        assert len(preflight(task, tmp_path / f"work-{name}", QUICK).plan.leakage) == leaking, name
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("n", "extra", "message"),
@@ -329,6 +358,18 @@ def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys
         (120, {"yaml_extra": "doc_to_text: 'Q: {{questoin}}'\n"},
          r"task 'numbers': its doc_to_text template failed: 'questoin' is undefined \(did you mean 'question'\?\); "
          r"the data's fields are: question, choices, label$"),
+        (120, {"yaml_extra": "doc_to_target: \"{{ 'ABC'[label] }}\"\n"},
+         r"task 'numbers' sample 0: its gold answer 'A' is not one of its 3 choices \('1', '2', '3'\) nor an index "
+         r"0–2 of them, so no model could answer it right \(120 of 120 samples are so\): a letter needs choices that "
+         r"are letters too, or a doc_to_target that gives the choice's index"),
+        (120, {"yaml_extra": "doc_to_target: '{{ label + 3 }}'\n"},
+         r"task 'numbers': the gold answer of its first document is index 3, past its 3 choices \(lm-eval checks the "
+         r"first document when it builds the task\): make doc_to_target give the right choice's index from 0, or its "
+         r"text$"),
+        (120, {"yaml_extra": "doc_to_target: '{{ label if question != \"Which number follows 5?\" else 9 }}'\n"},
+         r"task 'numbers' sample 5: its gold answer 9 is not one of its 3 choices \('6', '7', '8'\) nor an index 0–2 "
+         r"of them, so no model could answer it right \(1 of 120 samples are so\): make doc_to_target give the right "
+         r"choice's text, exactly, or its index from 0$"),
         (120, {"yaml_extra": "doc_to_target: '{{label}'\n"},
          r"task 'numbers': its doc_to_target template failed: unexpected '}'; the data's fields are: question, "
          r"choices, label$"),

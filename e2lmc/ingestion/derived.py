@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+from typing import Any
 
 from ..errors import InvalidSubmission
 from ..formats.alignment import AlignmentSample
@@ -25,6 +26,10 @@ ACCURACY_METRICS = ("acc", "acc_norm", "acc_mutual_info")  # lm-eval's multiple-
 PROMPT_CHARACTERS = 1500  # of a prompt shown to the alignment judge: its end, where the question is
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 EXCERPT_CHARACTERS = 40  # around a leaked answer, each side
+LABEL = re.compile(r"[A-Za-z]|[0-9]{1,2}")  # a lettered or numbered choice's label
+OPTION_LINE = r"(?m)^[ \t]*[(\[]?{}[.):\]][ \t]*(?P<content>.*)$"  # "B. text", "(B) text", "2) text" …
+# a label stated as the answer: "the answer is B", "Correct: (B)"
+STATED_LABEL = r"(?i:answer|correct|solution)\W{{1,12}}(?:(?i:is)\W{{1,3}})?{}(?!\w)"
 
 
 def check_claims(plan: Plan, rules: SubmissionRules = SubmissionRules()) -> Plan:
@@ -44,6 +49,7 @@ def check_claims(plan: Plan, rules: SubmissionRules = SubmissionRules()) -> Plan
             _check_multiple_input(plan, sample)
         if sample.choices is not None:
             sample.gold = _scored_gold(sample)
+    _check_gold_answers(plan)
     plan.n_samples = len({tuple(plan.requests[r].arguments for r in sample.requests) for sample in plan.samples})
     if problem := rules.sample_count_problem(plan.n_samples):
         duplicates = len(plan.samples) - plan.n_samples
@@ -71,14 +77,49 @@ def _scored_gold(sample: PlannedSample) -> list[int]:
         return [sample.input_index] if 0 <= sample.input_index < sample.choices else []
     if sample.choice_texts is None:  # not recorded: the submission's own metric reads the document
         return []
+    return [i for i in (_choice_index(sample, t) for t in _targets(sample)) if i is not None]
+
+
+def _targets(sample: PlannedSample) -> list[Any]:
     target = json.loads(sample.target) if sample.target else None
-    gold = []
-    for t in target if isinstance(target, list) else [target]:
-        if isinstance(t, str) and t in sample.choice_texts:
-            t = sample.choice_texts.index(t)
-        if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < sample.choices:
-            gold.append(t)
-    return gold
+    return target if isinstance(target, list) else [target]
+
+
+def _choice_index(sample: PlannedSample, target: Any) -> int | None:
+    """Which choice `target` names as lm-eval reads it (a choice's text, or its index); None
+    where it names none: lm-eval then scores the sample 0 for every model."""
+    assert sample.choices is not None and sample.choice_texts is not None
+    if isinstance(target, str) and target in sample.choice_texts:
+        target = sample.choice_texts.index(target)
+    if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < sample.choices:
+        return target
+    return None
+
+
+def _check_gold_answers(plan: Plan) -> None:
+    """Every multiple-choice sample scored by lm-eval's own metric must name its gold among
+    its choices: a label "A" beside choices written out, or an index past the last choice,
+    is a sample no model can get right, which lm-eval only warns about."""
+    wrong = [s for s in plan.samples if s.choices is not None and s.input_index is None and s.choice_texts is not None
+             and any(_choice_index(s, t) is None for t in _targets(s))]
+    if not wrong:
+        return
+    first, targets = wrong[0], [t for t in _targets(wrong[0]) if _choice_index(wrong[0], t) is None]
+    texts = first.choice_texts or []
+    choices = ", ".join(repr(_shorten(c)) for c in texts[:6]) + (", …" if len(texts) > 6 else "")
+    letters = all(isinstance(t, str) and len(t) == 1 and t.upper() in LETTERS for t in targets)
+    hint = (": a letter needs choices that are letters too, or a doc_to_target that gives the choice's index "
+            "(for example {{ 'ABCD'.index(answer) }})" if letters else
+            ": make doc_to_target give the right choice's text, exactly, or its index from 0")
+    raise InvalidSubmission(
+        f"task '{first.task}' sample {first.doc_id}: its gold answer {_shorten(targets[0])!r} is not one of its "
+        f"{first.choices} choices ({choices}) nor an index 0–{first.choices - 1} of them, so no model could answer "
+        f"it right ({len(wrong):,} of {len(plan.samples):,} samples are so){hint}")
+
+
+def _shorten(value: Any, characters: int = 40) -> Any:
+    text = str(value)
+    return value if len(text) <= characters else text[:characters - 1] + "…"
 
 
 def leaked_samples(plan: Plan) -> list[LeakageExample]:
@@ -92,12 +133,43 @@ def leaked_samples(plan: Plan) -> list[LeakageExample]:
     shared = {task: len(os.path.commonprefix(texts)) if len(texts) > 1 else 0 for task, texts in by_task.items()}
     leaks = []
     for sample, context in zip(plan.samples, prompts, strict=True):
-        answer, prompt = _gold_text(plan, sample), context[shared[sample.task]:]
-        match = re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", prompt, re.IGNORECASE) if answer else None
+        answer, prompt, patterns = _leak_patterns(plan, sample, context[shared[sample.task]:])
+        match = next((m for m in (p.search(prompt) for p in patterns) if m), None)
         if match:
             excerpt = prompt[max(0, match.start() - EXCERPT_CHARACTERS): match.end() + EXCERPT_CHARACTERS]
             leaks.append(LeakageExample(sample.doc_id, answer, excerpt, sample.task))
     return leaks
+
+
+def _leak_patterns(plan: Plan, sample: PlannedSample, prompt: str) -> tuple[str, str, list[re.Pattern[str]]]:
+    """The gold answer as reported, the text to search and what to search for. Lettered
+    multiple choice (MMLU's own layout: every choice a label such as "B" or "2", listed as an
+    option line "B. …" of the prompt) answers with a label that the prompt shows by design:
+    there a leak is the gold option's text, or the label stated as the answer ("the answer
+    is B"), anywhere but in the asked question's option lines and in the line that follows an
+    earlier example's last option (its own answer). Otherwise it is the gold answer itself, as
+    a whole word ignoring case, anywhere in the prompt."""
+    answer = _gold_text(plan, sample)
+    plain = (answer, prompt, [re.compile(rf"(?<!\w){re.escape(answer)}(?!\w)", re.IGNORECASE)] if answer else [])
+    if not answer or not sample.gold or not sample.choices:
+        return plain
+    labels = [str(json.loads(plan.requests[r].arguments)[1]).strip() for r in sample.requests[:sample.choices]]
+    if not all(LABEL.fullmatch(label) for label in labels):
+        return plain
+    options = {label: list(re.finditer(OPTION_LINE.format(re.escape(label)), prompt)) for label in labels}
+    if not all(options.values()) or answer not in options:
+        return plain
+    examples_answers = [re.compile(r"(?m)^.*$").search(prompt, m.end() + 1) for m in options[labels[-1]][:-1]]
+    cut = sorted({found[-1].span() for found in options.values()}
+                 | {m.span() for m in examples_answers if m is not None}, reverse=True)
+    rest = prompt
+    for start, end in cut:
+        rest = rest[:start] + rest[end:]
+    content = options[answer][-1].group("content").strip()
+    patterns = [re.compile(STATED_LABEL.format(re.escape(answer)))]
+    if content:
+        patterns.insert(0, re.compile(rf"(?<!\w){re.escape(content)}(?!\w)", re.IGNORECASE))
+    return content or answer, rest, patterns
 
 
 def _context(plan: Plan, sample: PlannedSample) -> str:

@@ -43,6 +43,8 @@ def describe_error(exc: BaseException, root: Path) -> str:
         return f"the submission's code wrote a file larger than the {size_text(limits.file_bytes)} limit"
     if isinstance(exc, OSError) and exc.errno == errno.EMFILE and limits:
         return f"the submission's code opened more than {limits.open_files} files at once (the open-files limit)"
+    if said := _first_document_check(exc):
+        return said
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve().is_relative_to(root)]
     message = f": {first_line(exc, 300)}" if first_line(exc) else ""
     hint = f" ({confine.FORBIDDEN})" if isinstance(exc, PermissionError) else ""
@@ -50,6 +52,21 @@ def describe_error(exc: BaseException, root: Path) -> str:
         where = f"{Path(frames[-1].filename).resolve().relative_to(root)}, line {frames[-1].lineno}"
         return f"the submission's code raised {type(exc).__name__} in {where}{message}{hint}"
     return f"lm-eval could not run the task: {type(exc).__name__}{message}{hint}"
+
+
+def _first_document_check(exc: BaseException) -> str | None:
+    """lm-eval checks a task's first document when it builds the task, and an index past its
+    choices fails there as a bare IndexError: said with the task, the index and the fix."""
+    innermost = exc.__traceback__
+    while innermost is not None and innermost.tb_next is not None:
+        innermost = innermost.tb_next
+    found = innermost.tb_frame.f_locals if innermost is not None else {}
+    if not isinstance(exc, IndexError) or not {"test_target", "test_choice", "self"} <= found.keys():
+        return None
+    name = getattr(getattr(found["self"], "config", None), "task", "?")
+    return (f"task '{name}': the gold answer of its first document is index {found['test_target']!r}, past its "
+            f"{len(found['test_choice'] or [])} choices (lm-eval checks the first document when it builds the task): "
+            "make doc_to_target give the right choice's index from 0, or its text")
 
 
 def main(mode: str, root: str, task_name: str, task_metric: str, plan_dir: str) -> int:

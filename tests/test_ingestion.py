@@ -337,6 +337,14 @@ def test_lettered_choices_leak_only_when_the_gold_options_text_shows_elsewhere(t
         assert len(preflight(task, tmp_path / f"work-{name}", QUICK).plan.leakage) == leaking, name
 
 
+def _rows_with_a_broken_line(n: int, broken: int) -> str:
+    """`n` JSON Lines rows of make_task's kind, line `broken` cut short."""
+    rows = [json.dumps({"question": f"Which number follows {i}?", "choices": [str(i + 1), str(i + 2)], "label": 0})
+            for i in range(n)]
+    rows[broken - 1] = rows[broken - 1][:-3]
+    return "\n".join(rows) + "\n"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("n", "extra", "message"),
@@ -370,6 +378,16 @@ def test_lettered_choices_leak_only_when_the_gold_options_text_shows_elsewhere(t
          r"task 'numbers' sample 5: its gold answer 9 is not one of its 3 choices \('6', '7', '8'\) nor an index 0–2 "
          r"of them, so no model could answer it right \(1 of 120 samples are so\): make doc_to_target give the right "
          r"choice's text, exactly, or its index from 0$"),
+        (120, {"yaml_extra": "test_split: train\n"},
+         r"task 'numbers': its test_split 'train' is not a split of its data, whose splits are: test \(with "
+         r"data_files, its keys name the splits\)$"),
+        (120, {"yaml_extra": "fewshot_split: dev\nnum_fewshot: 1\n"},
+         r"task 'numbers': its fewshot_split 'dev' is not a split of its data, whose splits are: test"),
+        (120, {"files": {"numbers.jsonl": _rows_with_a_broken_line(120, 8)}},
+         r"task 'numbers': data file 'numbers.jsonl' line 8 is not valid JSON \(Expecting value at column \d+\); "
+         r"each line of a JSON Lines file must be one JSON object$"),
+        (120, {"files": {"numbers.jsonl": _rows_with_a_broken_line(120, 8).replace("\n", "\n[1, 2]\n", 1)}},
+         r"task 'numbers': data file 'numbers.jsonl' line 2 is a JSON list, not an object"),
         (120, {"yaml_extra": "doc_to_target: '{{label}'\n"},
          r"task 'numbers': its doc_to_target template failed: unexpected '}'; the data's fields are: question, "
          r"choices, label$"),

@@ -172,6 +172,22 @@ def _with_local_data(config: dict, yaml_path: Any, root: Path) -> dict:
 
 
 TEXT_DATA = {".jsonl", ".json", ".csv", ".tsv", ".txt"}
+JSON_DATA = {".jsonl", ".json"}
+SPLIT_KEYS = ("test_split", "validation_split", "training_split", "fewshot_split")  # lm-eval reads these splits
+
+
+def _check_json_line(line: bytes, number: int, name: Any, where: str) -> None:
+    """One line of a JSON Lines file: one JSON object (datasets says only "An error occurred
+    while generating the dataset")."""
+    try:
+        value = json.loads(line.rstrip(b"\r\n"))
+    except ValueError as exc:
+        problem = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else first_line(exc, 100)
+        raise UserError(f"{where}: data file '{name}' line {number} is not valid JSON ({problem}); each line of a "
+                        "JSON Lines file must be one JSON object") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: data file '{name}' line {number} is a JSON {type(value).__name__}, not an object "
+                        "with the sample's fields; each line of a JSON Lines file must be one JSON object")
 
 
 def _is_json(line: bytes) -> bool:
@@ -224,6 +240,8 @@ def check_data_file(path: Path, root: Path, where: str, split: str, evaluated: s
                     continue
                 if rows == 0 and path.suffix.lower() == ".json":  # JSON Lines, or one document over many lines
                     one_per_line = _is_json(line)
+                elif path.suffix.lower() in JSON_DATA and one_per_line:
+                    _check_json_line(line, number, name, where)
                 rows += 1
                 if one_per_line and rows > most + 1:  # + 1: a CSV header
                     break
@@ -264,7 +282,8 @@ def _named_template(render: Any, key: str) -> Any:
 
 
 def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None:
-    """A dataset that cannot be loaded, named with what to do about it."""
+    """A dataset that cannot be loaded, or lacks a split the task names, said with what to
+    do about it (lm-eval says only "KeyError: 'train'")."""
     try:
         download(task, *args, **kwargs)
     except UserError:
@@ -278,3 +297,9 @@ def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None
             f"task '{name}': dataset '{path}' could not be loaded from the local Hugging Face cache or the hub "
             f"({problem}); ship the data files in the submission (dataset_path: json with data_files)"
         ) from None
+    splits = list(getattr(task, "dataset", None) or [])
+    for key in SPLIT_KEYS:
+        wanted = getattr(task.config, key, None)
+        if splits and isinstance(wanted, str) and wanted not in splits:
+            raise UserError(f"task '{task.config.task}': its {key} '{wanted}' is not a split of its data, whose "
+                            f"splits are: {', '.join(map(str, splits))} (with data_files, its keys name the splits)")

@@ -46,6 +46,25 @@ def test_curves_at_chance_are_said_to_be_at_chance_and_flat():
     assert "at_chance" not in _kinds(ev) and "flat" in _kinds(ev)
 
 
+def test_a_curve_that_starts_below_chance_and_rises_is_not_at_chance():
+    """Its mean over the window is chance; its trend and its end are not."""
+    def below_then_above(model, iteration):  # 0.15 at the first released checkpoint, 0.35 at the last
+        return 0.15 + 0.2 * (iteration - 2_000) / 54_000 + (0.02 if model.mixture == "science" else 0.0)
+
+    ev = _evaluation(below_then_above)
+    released = [p.value for p in ev.curves["dense-500m-arch2"] if p.checkpoint.role == "released"]
+    assert abs(float(np.mean(released)) - 0.25) < 0.025  # what the former rule read as "at chance"
+    assert "at_chance" not in _kinds(ev) and "falling" not in _kinds(ev)
+    # the same rise, ending at chance: still rising, so not at chance either; only a flat end at chance is
+    ev = _evaluation(lambda m, it: below_then_above(m, it) - 0.1)
+    assert "at_chance" not in _kinds(ev)
+
+
+def test_a_fall_within_sampling_noise_is_not_called_falling():
+    ev = _evaluation(lambda m, it: rising(m, it) if m.id != "dense-1b-arch2" else 0.6 - it / 20_000_000)
+    assert "falling" not in _kinds(ev)  # rho = -1, but 0.003 over the window, with noise +-0.025
+
+
 def test_a_falling_model_is_named():
     ev = _evaluation(lambda m, it: rising(m, it) if m.id != "dense-1b-arch2" else 0.7 - it / 400_000)
     [falling] = [d for d in advise(ev) if d.kind == "falling"]

@@ -68,22 +68,43 @@ def advise(ev: Evaluation, previous: PreviousRun | None = None) -> list[Advice]:
     return found
 
 
+def _trend(ev: Evaluation, model_id: str) -> tuple[float, float, float]:
+    """A model's curve over the visible checkpoints as a straight line against tokens (least
+    squares): how much it rises from the first to the last, its value at the last, and the
+    standard error of that rise for checkpoints whose values scatter by one unit."""
+    points = visible_points(ev, model_id)
+    x = np.array([p.checkpoint.tokens for p in points], dtype=float)
+    y = np.array([p.value for p in points], dtype=float)
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    if sxx == 0:
+        return 0.0, float(y.mean()), math.inf
+    slope = float(np.sum((x - x.mean()) * (y - y.mean()))) / sxx
+    span = float(x[-1] - x[0])
+    return slope * span, float(y.mean()) + slope * float(x[-1] - x.mean()), span / math.sqrt(sxx)
+
+
 def _at_chance(ev: Evaluation, models: list[str]) -> list[Advice]:
+    """Models that neither rise beyond sampling noise over the window nor end it above (or
+    below) chance by more than that: a curve that starts below chance and ends far above it
+    averages near chance, and is not at chance."""
     chance, noise = ev.results.chance_level, sampling_noise(ev)
     if chance is None or noise is None or not models:
         return []
-    near = [m for m in models
-            if abs(float(np.mean([p.value for p in visible_points(ev, m)])) - chance) <= NOISE_SIGMAS * noise]
+    near = []
+    for m in models:
+        rise, end, rise_error = _trend(ev, m)
+        if abs(rise) <= NOISE_SIGMAS * noise * rise_error and abs(end - chance) <= NOISE_SIGMAS * noise:
+            near.append(m)
     if not near:
         return []
     who = ("Every model stays" if len(near) == len(models)
            else f"{len(near)} of {len(models)} models ({', '.join(near)}) stay")
     return [Advice("at_chance", f"{who} at chance level ({chance:.3g}, what guessing among the choices gets; "
                                 f"±{NOISE_SIGMAS * noise:.2g} is sampling noise with {ev.results.n_samples} "
-                                "samples) on average over the released checkpoints: these models do not answer "
-                                "better than guessing yet, so SQ measures noise. Questions the models can learn "
-                                "early — shorter, about frequent facts, with clearly wrong distractors — give a "
-                                "signal sooner.")]
+                                "samples) over the released checkpoints, with no rise beyond that noise: these "
+                                "models do not answer better than guessing yet, so SQ measures noise. Questions "
+                                "the models can learn early — shorter, about frequent facts, with clearly wrong "
+                                "distractors — give a signal sooner.")]
 
 
 def _flat(ev: Evaluation, models: list[str]) -> list[Advice]:
@@ -105,12 +126,15 @@ def _flat(ev: Evaluation, models: list[str]) -> list[Advice]:
 def _falling(ev: Evaluation, models: list[str]) -> list[Advice]:
     from scipy.stats import spearmanr
 
+    noise = sampling_noise(ev)
     falling = []
     for m in models:
         values = [p.value for p in visible_points(ev, m)]
         if len(values) >= 4 and len(set(values)) > 1:
             rho = float(spearmanr(np.arange(len(values)), values).statistic)
-            if rho < FALLING_RHO:
+            rise, _, rise_error = _trend(ev, m)
+            beyond_noise = noise is None or -rise > NOISE_SIGMAS * noise * rise_error
+            if rho < FALLING_RHO and beyond_noise:
                 falling.append(f"{m}, ρ = {rho:.2f}")
     if not falling:
         return []

@@ -292,10 +292,21 @@ def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys
     assert f"task '{SCIENCE_TASK}'" in out and "longest prompt:" in out and out.strip().endswith("valid")
     assert "(counted as" in out  # the set's tokenizer folder: counted on the rule's scale (its manifest)
 
-    # no tokenizer: said in the verdict; a tokenizer path that is not one: refused before planning
+    # a built set named with --zoo, as run and diagnose take it: its first checkpoint counts the prompts
+    assert main(["validate", str(science(tiny_zoo)), "--zoo", str(tiny_zoo[0])]) == 0
+    out = capsys.readouterr().out
+    assert "longest prompt:" in out and "(counted as" in out and out.strip().endswith("valid")
+
+    # no tokenizer: "not checked" is the verdict, not "valid"; a tokenizer path or a set that is not one: refused
     monkeypatch.chdir(tmp_path)
-    assert main(["validate", str(science(tiny_zoo))]) == 0
-    assert capsys.readouterr().out.strip().endswith("valid (prompt lengths not checked)")
+    assert main(["validate", str(science(tiny_zoo))]) == 1
+    out = capsys.readouterr().out
+    assert "prompt lengths not checked: no tokenizer" in out
+    assert out.strip().splitlines()[-1] == ("not checked: every other rule passes, but the prompt-length rule needs a "
+                                            "tokenizer (above)")
+    assert main(["validate", str(science(tiny_zoo)), "--zoo", "nowhere"]) == 2
+    assert capsys.readouterr().err == ("error: --zoo nowhere holds no built checkpoint set (no manifest.yaml there); "
+                                       "build one with 'e2lmc zoo build --out nowhere', or give --checkpoint\n")
     assert main(["validate", str(science(tiny_zoo)), "--tokenizer", "zoo/default/tokenizer"]) == 2
     printed = capsys.readouterr()
     assert printed.out == "" and printed.err == (
@@ -306,6 +317,16 @@ def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys
     assert main(["validate", str(leaky), "--tokenizer", tokenizer]) == 1
     out = capsys.readouterr().out
     assert "leakage: 120 samples (100.0%)" in out and "task 'numbers' sample 0: '1'" in out
+
+
+@pytest.mark.parametrize(("choices", "question"), [
+    ("['true', 'false']", lambda i: f"{i} is even: true or false?"),  # the prompt names every choice
+    ("['(A)', '(B)', '(C)']", lambda i: f"Which number follows {i}?\n(A) {i + 1}\n(B) {i + 2}\n(C) {i + 3}"),
+    ("['A', 'B', 'C']", lambda i: f"Which number follows {i}? Options: A) {i + 1} B) {i + 2} C) {i + 3}"),
+])
+def test_a_prompt_that_lists_every_choice_leaks_nothing_by_that(tmp_path, choices, question):
+    task = make_task(tmp_path / "task", 120, question=question, yaml_extra=f"doc_to_choice: {choices}\n")
+    assert preflight(task, tmp_path / "work", QUICK).plan.leakage == []
 
 
 def test_lettered_choices_leak_only_when_the_gold_options_text_shows_elsewhere(tmp_path):
@@ -325,14 +346,14 @@ def test_lettered_choices_leak_only_when_the_gold_options_text_shows_elsewhere(t
     def shown_an_example(i: int) -> str:  # an example answered A before the asked question: no leak
         return f"{options(i + 50)}\nAnswer: A\n\n{options(i)}"
 
-    def stated(i: int) -> str:
-        return f"{options(i)}\nHint: the answer is A"
-
     def told_before(i: int) -> str:  # a leak ahead of a blank line is a leak too
         return f"The answer to the next question is {i + 1}.\n\n{options(i)}"
 
-    for name, question, leaking in (("example", shown_an_example, 0), ("stated", stated, 120),
-                                    ("before", told_before, 120)):
+    def same_question(i: int) -> str:  # every sample's prompt starts alike: its options still count as options
+        return f"Which comes next?\nA. {i + 1}\nB. {i + 2}\nC. {i + 3}"
+
+    for name, question, leaking in (("example", shown_an_example, 0), ("before", told_before, 120),
+                                    ("same", same_question, 0)):
         task = make_task(tmp_path / name, 120, question=question, yaml_extra="doc_to_choice: ['A', 'B', 'C']\n")
         assert len(preflight(task, tmp_path / f"work-{name}", QUICK).plan.leakage) == leaking, name
 
@@ -367,17 +388,24 @@ def _rows_with_a_broken_line(n: int, broken: int) -> str:
          r"task 'numbers': its doc_to_text template failed: 'questoin' is undefined \(did you mean 'question'\?\); "
          r"the data's fields are: question, choices, label$"),
         (120, {"yaml_extra": "doc_to_target: \"{{ 'ABC'[label] }}\"\n"},
-         r"task 'numbers' sample 0: its gold answer 'A' is not one of its 3 choices \('1', '2', '3'\) nor an index "
-         r"0–2 of them, so no model could answer it right \(120 of 120 samples are so\): a letter needs choices that "
-         r"are letters too, or a doc_to_target that gives the choice's index"),
+         r"task 'numbers' sample 0: its gold answer is the text 'A', which is neither one of its 3 choices \('1', "
+         r"'2', '3'\) nor an index 0–2 of them, so no model could answer it right \(120 of 120 samples are so\): a "
+         r"letter needs choices that are letters too, or a doc_to_target that gives the choice's index"),
         (120, {"yaml_extra": "doc_to_target: '{{ label + 3 }}'\n"},
          r"task 'numbers': the gold answer of its first document is index 3, past its 3 choices \(lm-eval checks the "
          r"first document when it builds the task\): make doc_to_target give the right choice's index from 0, or its "
          r"text$"),
         (120, {"yaml_extra": "doc_to_target: '{{ label if question != \"Which number follows 5?\" else 9 }}'\n"},
-         r"task 'numbers' sample 5: its gold answer 9 is not one of its 3 choices \('6', '7', '8'\) nor an index 0–2 "
-         r"of them, so no model could answer it right \(1 of 120 samples are so\): make doc_to_target give the right "
-         r"choice's text, exactly, or its index from 0$"),
+         r"task 'numbers' sample 5: its gold answer is 9, which is neither one of its 3 choices \('6', '7', '8'\) nor "
+         r"an index 0–2 of them, so no model could answer it right \(1 of 120 samples are so\): make doc_to_target "
+         r"give the right choice's text, exactly, or its index from 0 as a number$"),
+        (120, {"yaml_extra": "doc_to_target: '{{ [label, 7] }}'\n", "valid": True}, ""),  # one gold in range: scored
+        (120, {"yaml_extra": "doc_to_target: '{{ label == 0 }}'\n"},  # a template renders text: 'True' is no choice
+         r"its gold answer is the text 'True', which is neither one of its 3 choices"),
+        (120, {"yaml_extra": "doc_to_target: label\n", "valid": True,  # a JSON true is index 1 to lm-eval
+               "files": {"numbers.jsonl": "".join(json.dumps({"question": f"Is {i} even?", "choices": ["no", "yes"],
+                                                              "label": i % 2 == 0}) + "\n" for i in range(120))}},
+         ""),
         (120, {"yaml_extra": "test_split: train\n"},
          r"task 'numbers': its test_split 'train' is not a split of its data, whose splits are: test \(with "
          r"data_files, its keys name the splits\)$"),
@@ -394,7 +422,11 @@ def _rows_with_a_broken_line(n: int, broken: int) -> str:
     ],
 )
 def test_bad_tasks_are_refused_before_any_model(tmp_path, n, extra, message):
+    valid = extra.pop("valid", False)  # a near miss the rules accept
     folder = make_task(tmp_path / "s", n, **extra)
+    if valid:
+        assert preflight(folder, tmp_path / "work", QUICK).plan.n_samples == n
+        return
     with pytest.raises(UserError, match=message):
         preflight(folder, tmp_path / "work", QUICK)
 

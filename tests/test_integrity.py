@@ -325,7 +325,8 @@ def test_the_plans_claims_are_recomputed_by_the_parent(tmp_path):
             ("nochoices", "[(setattr(s, 'input_index', 0), setattr(s, 'choices', None)) for s in obj.samples]",
              "does not ask its choices as contexts"),
             ("kwargs", "obj.recipes[0].metrics = [plan_module.MetricRecipe('acc', None, None, {'metric': 'evil.py'})]",
-             "names a metric or filter in its arguments")):
+             "names a metric or filter in its arguments"),
+            ("deeptarget", "obj.samples[0].target = '[' * 100_000", "sample 0: its gold answer is None, which is")):
         with pytest.raises(InvalidSubmission, match=refusal):
             preflight(forging_task(tmp_path, name, change), tmp_path / f"w-{name}", QUICK)
     # arguments the parent parses: nested beyond any parser's depth, or of another shape

@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from ..participant.validate import validate
 
-    return validate(args.submission, sandbox_limits(args), args.checkpoint, args.allow_truncation)
+    return validate(args.submission, sandbox_limits(args), args.checkpoint, args.allow_truncation, args.zoo)
 
 
 def _diagnose(args: argparse.Namespace) -> int:
@@ -107,7 +107,8 @@ def add_participant_commands(sub: argparse._SubParsersAction) -> None:
         sub, "validate",
         help="check a submission without any model: format, keys, data, sample count, prompt lengths, leakage",
         description="What participants run before uploading: builds the task as ingestion would and applies "
-        "the competition's rules. Exit code 0 when valid.",
+        "the competition's rules. Exit code 0 when valid; 1 when invalid, or when no tokenizer was at hand to "
+        "count the prompts (not checked).",
         examples=["e2lmc validate my_task/",
                   "e2lmc validate my_task.zip --tokenizer zoo/default/tokenizer",
                   "e2lmc validate my_task/ --checkpoint /data/dense-500m-arch1/iter_0002000  # a real checkpoint's"],
@@ -117,6 +118,9 @@ def add_participant_commands(sub: argparse._SubParsersAction) -> None:
                    help="a checkpoint folder: its tokenizer counts prompt lengths, its context decides which requests "
                         "would be truncated (a tokenizer folder counts lengths only) (default: the first checkpoint "
                         "of the embedded default set, when built)")
+    p.add_argument("--zoo", type=Path,
+                   help="a built embedded checkpoint set whose first checkpoint counts the prompts, as run and "
+                        "diagnose use it (default: zoo/default, when built; validate never builds one)")
     p.add_argument("--allow-truncation", action="store_true",
                    help="accept a task some of whose requests exceed the checkpoints' context (cut from the left)")
     add_sandbox_options(p)

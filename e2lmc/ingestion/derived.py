@@ -28,8 +28,6 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 EXCERPT_CHARACTERS = 40  # around a leaked answer, each side
 LABEL = re.compile(r"[A-Za-z]|[0-9]{1,2}")  # a lettered or numbered choice's label
 OPTION_LINE = r"(?m)^[ \t]*[(\[]?{}[.):\]][ \t]*(?P<content>.*)$"  # "B. text", "(B) text", "2) text" …
-# a label stated as the answer: "the answer is B", "Correct: (B)"
-STATED_LABEL = r"(?i:answer|correct|solution)\W{{1,12}}(?:(?i:is)\W{{1,3}})?{}(?!\w)"
 
 
 def check_claims(plan: Plan, rules: SubmissionRules = SubmissionRules()) -> Plan:
@@ -80,8 +78,17 @@ def _scored_gold(sample: PlannedSample) -> list[int]:
     return [i for i in (_choice_index(sample, t) for t in _targets(sample)) if i is not None]
 
 
+def _target(sample: PlannedSample) -> Any:
+    """`doc_to_target` as the child recorded it; None where it is not plain data (a child
+    that runs the submission's code may write anything there, nested 100,000 deep)."""
+    try:
+        return json.loads(sample.target) if sample.target else None
+    except (ValueError, RecursionError):
+        return None
+
+
 def _targets(sample: PlannedSample) -> list[Any]:
-    target = json.loads(sample.target) if sample.target else None
+    target = _target(sample)
     return target if isinstance(target, list) else [target]
 
 
@@ -91,28 +98,32 @@ def _choice_index(sample: PlannedSample, target: Any) -> int | None:
     assert sample.choices is not None and sample.choice_texts is not None
     if isinstance(target, str) and target in sample.choice_texts:
         target = sample.choice_texts.index(target)
-    if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < sample.choices:
-        return target
+    if isinstance(target, int) and 0 <= target < sample.choices:  # a bool too: lm-eval reads True as 1
+        return int(target)
     return None
 
 
 def _check_gold_answers(plan: Plan) -> None:
-    """Every multiple-choice sample scored by lm-eval's own metric must name its gold among
-    its choices: a label "A" beside choices written out, or an index past the last choice,
-    is a sample no model can get right, which lm-eval only warns about."""
+    """Every multiple-choice sample scored by lm-eval's own metric must name a gold answer
+    among its choices: a label "A" beside choices written out, or an index past the last
+    choice, is a sample no model can get right, which lm-eval only warns about. (A metric of
+    the submission's own reads the target its own way.)"""
+    if plan.custom_functions():
+        return
     wrong = [s for s in plan.samples if s.choices is not None and s.input_index is None and s.choice_texts is not None
-             and any(_choice_index(s, t) is None for t in _targets(s))]
+             and not s.gold]
     if not wrong:
         return
-    first, targets = wrong[0], [t for t in _targets(wrong[0]) if _choice_index(wrong[0], t) is None]
+    first, target = wrong[0], _targets(wrong[0])[0]
     texts = first.choice_texts or []
     choices = ", ".join(repr(_shorten(c)) for c in texts[:6]) + (", …" if len(texts) > 6 else "")
-    letters = all(isinstance(t, str) and len(t) == 1 and t.upper() in LETTERS for t in targets)
+    named = f"the text {_shorten(target)!r}" if isinstance(target, str) else f"{_shorten(target)!r}"
+    letter = isinstance(target, str) and len(target) == 1 and target.upper() in LETTERS
     hint = (": a letter needs choices that are letters too, or a doc_to_target that gives the choice's index "
-            "(for example {{ 'ABCD'.index(answer) }})" if letters else
-            ": make doc_to_target give the right choice's text, exactly, or its index from 0")
+            "(for example {{ 'ABCD'.index(answer) }})" if letter else
+            ": make doc_to_target give the right choice's text, exactly, or its index from 0 as a number")
     raise InvalidSubmission(
-        f"task '{first.task}' sample {first.doc_id}: its gold answer {_shorten(targets[0])!r} is not one of its "
+        f"task '{first.task}' sample {first.doc_id}: its gold answer is {named}, which is neither one of its "
         f"{first.choices} choices ({choices}) nor an index 0–{first.choices - 1} of them, so no model could answer "
         f"it right ({len(wrong):,} of {len(plan.samples):,} samples are so){hint}")
 
@@ -123,53 +134,58 @@ def _shorten(value: Any, characters: int = 40) -> Any:
 
 
 def leaked_samples(plan: Plan) -> list[LeakageExample]:
-    """Samples whose gold answer appears, as a whole word ignoring case, in their own
-    prompt: the context of their first request, less the start every sample of the task
-    shares (a description, fixed few-shot examples)."""
-    prompts = [_context(plan, sample) for sample in plan.samples]
+    """Samples whose prompt shows their gold answer more than it shows any other choice: the
+    gold as a whole word (ignoring case, but a one-character answer's case counts) in the
+    context of their first request, less the start every sample of the task shares (a
+    description, fixed few-shot examples). A prompt that lists the choices ("true or false?",
+    "Options: A) … B) …") shows every one of them, and leaks nothing by that. Lettered
+    multiple choice (every choice a label listed on its own option line, "B. …", "(B) …")
+    compares the options' texts outside the option lines instead."""
+    contexts = [_context(plan, sample) for sample in plan.samples]
     by_task: dict[str, list[str]] = {}
-    for sample, prompt in zip(plan.samples, prompts, strict=True):
-        by_task.setdefault(sample.task, []).append(prompt)
+    for sample, context in zip(plan.samples, contexts, strict=True):
+        by_task.setdefault(sample.task, []).append(context)
     shared = {task: len(os.path.commonprefix(texts)) if len(texts) > 1 else 0 for task, texts in by_task.items()}
     leaks = []
-    for sample, context in zip(plan.samples, prompts, strict=True):
-        answer, prompt, patterns = _leak_patterns(plan, sample, context[shared[sample.task]:])
-        match = next((m for m in (p.search(prompt) for p in patterns) if m), None)
-        if match:
-            excerpt = prompt[max(0, match.start() - EXCERPT_CHARACTERS): match.end() + EXCERPT_CHARACTERS]
-            leaks.append(LeakageExample(sample.doc_id, answer, excerpt, sample.task))
+    for sample, context in zip(plan.samples, contexts, strict=True):
+        gold, others, text = _shown_answers(plan, sample, context, shared[sample.task])
+        if not gold:
+            continue
+        found = list(_word(gold).finditer(text))
+        if found and len(found) > max((len(_word(other).findall(text)) for other in others), default=0):
+            match = found[0]
+            excerpt = text[max(0, match.start() - EXCERPT_CHARACTERS): match.end() + EXCERPT_CHARACTERS]
+            leaks.append(LeakageExample(sample.doc_id, gold, excerpt, sample.task))
     return leaks
 
 
-def _leak_patterns(plan: Plan, sample: PlannedSample, prompt: str) -> tuple[str, str, list[re.Pattern[str]]]:
-    """The gold answer as reported, the text to search and what to search for. Lettered
-    multiple choice (MMLU's own layout: every choice a label such as "B" or "2", listed as an
-    option line "B. …" of the prompt) answers with a label that the prompt shows by design:
-    there a leak is the gold option's text, or the label stated as the answer ("the answer
-    is B"), anywhere but in the asked question's option lines and in the line that follows an
-    earlier example's last option (its own answer). Otherwise it is the gold answer itself, as
-    a whole word ignoring case, anywhere in the prompt."""
-    answer = _gold_text(plan, sample)
-    plain = (answer, prompt, [re.compile(rf"(?<!\w){re.escape(answer)}(?!\w)", re.IGNORECASE)] if answer else [])
-    if not answer or not sample.gold or not sample.choices:
-        return plain
-    labels = [str(json.loads(plan.requests[r].arguments)[1]).strip() for r in sample.requests[:sample.choices]]
-    if not all(LABEL.fullmatch(label) for label in labels):
-        return plain
-    options = {label: list(re.finditer(OPTION_LINE.format(re.escape(label)), prompt)) for label in labels}
-    if not all(options.values()) or answer not in options:
-        return plain
-    examples_answers = [re.compile(r"(?m)^.*$").search(prompt, m.end() + 1) for m in options[labels[-1]][:-1]]
-    cut = sorted({found[-1].span() for found in options.values()}
-                 | {m.span() for m in examples_answers if m is not None}, reverse=True)
-    rest = prompt
+def _word(answer: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(answer)}(?!\w)", 0 if len(answer) == 1 else re.IGNORECASE)
+
+
+def _shown_answers(plan: Plan, sample: PlannedSample, context: str, shared: int) -> tuple[str, list[str], str]:
+    """The gold answer, the other choices (distinct from it) and the text to look for them in."""
+    gold = _gold_text(plan, sample)
+    if not gold or not sample.gold or not sample.choices:
+        return gold, [], context[shared:]
+    choices = [str(json.loads(plan.requests[r].arguments)[1]).strip() for r in sample.requests[:sample.choices]]
+    others = [c for i, c in enumerate(choices) if i not in sample.gold and c and c.lower() != gold.lower()]
+    if not all(LABEL.fullmatch(label) for label in choices):
+        return gold, others, context[shared:]
+    lines = {label: list(re.finditer(OPTION_LINE.format(re.escape(label)), context)) for label in choices}
+    if not all(lines.values()):
+        return gold, others, context[shared:]
+    contents = [lines[label][-1].group("content").strip() for label in choices]  # the asked question's options
+    content = contents[sample.gold[0]]
+    if not content:
+        return gold, others, context[shared:]
+    others = [c for i, c in enumerate(contents) if i not in sample.gold and c and c.lower() != content.lower()]
+    cut = sorted({(0, shared)} | {m.span() for found in lines.values() for m in found})
+    kept, at = [], 0
     for start, end in cut:
-        rest = rest[:start] + rest[end:]
-    content = options[answer][-1].group("content").strip()
-    patterns = [re.compile(STATED_LABEL.format(re.escape(answer)))]
-    if content:
-        patterns.insert(0, re.compile(rf"(?<!\w){re.escape(content)}(?!\w)", re.IGNORECASE))
-    return content or answer, rest, patterns
+        kept.append(context[at:max(at, start)])
+        at = max(at, end)
+    return content, others, "".join(kept) + context[at:]
 
 
 def _context(plan: Plan, sample: PlannedSample) -> str:
@@ -187,7 +203,7 @@ def _gold_text(plan: Plan, sample: PlannedSample) -> str:
         return str(json.loads(plan.requests[sample.requests[sample.gold[0]]].arguments)[1]).strip()
     if request.kind == LOGLIKELIHOOD:
         return str(json.loads(request.arguments)[1]).strip()
-    target = json.loads(sample.target) if sample.target else None
+    target = _target(sample)
     target = target[0] if isinstance(target, list) and target else target
     if isinstance(target, int) and not isinstance(target, bool) and sample.choice_texts:
         target = sample.choice_texts[target] if 0 <= target < len(sample.choice_texts) else ""

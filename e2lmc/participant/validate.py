@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..embedded.sets import first_checkpoint
+from ..embedded.sets import first_checkpoint, set_folder
 from ..errors import UserError
+from ..formats.manifest import MANIFEST_FILE
 from ..formats.rules import SubmissionRules
 from ..ingestion.preflight import Preflight, preflight, rule_scale
 from ..limits import Limits
@@ -20,14 +21,18 @@ from ..sandboxed.sandbox import private_workdir
 
 
 def validate(submission: Path, limits: Limits, checkpoint: Path | None = None,
-             allow_truncation: bool = False) -> int:
-    """Print what the preflight finds; 0 when valid, 1 when not."""
+             allow_truncation: bool = False, zoo: Path | None = None) -> int:
+    """Print what the preflight finds; 0 when valid, 1 when not, or when the prompt lengths
+    could not be counted (no tokenizer: `checkpoint`, the set in `zoo`, or the default set)."""
     scale = 1.0
     if checkpoint is not None:
         _check_tokenizer_folder(checkpoint)
         scale = rule_scale(checkpoint)
-    elif default := first_checkpoint():
-        checkpoint, scale = default
+    elif found := first_checkpoint(zoo):
+        checkpoint, scale = found
+    elif zoo is not None:
+        raise UserError(f"--zoo {zoo} holds no built checkpoint set (no {MANIFEST_FILE} there); build one with "
+                        f"'e2lmc zoo build --out {zoo}', or give --checkpoint")
     with private_workdir("validate") as tmp:
         planned = preflight(submission, Path(tmp), limits)
     plan = planned.plan
@@ -36,7 +41,8 @@ def validate(submission: Path, limits: Limits, checkpoint: Path | None = None,
           f"is better): {plan.n_samples:,} samples, {len(plan.requests):,} distinct requests ({', '.join(kinds)})")
     truncated = checkpoint is not None and _prompts(planned, checkpoint, scale, allow_truncation)
     if checkpoint is None:
-        print("prompt lengths not checked: pass --checkpoint DIR (or build the default checkpoint set first)")
+        print(f"prompt lengths not checked: no tokenizer (pass --checkpoint DIR or --zoo DIR, or build the default "
+              f"checkpoint set in {set_folder()} first)")
     fraction = len(plan.leakage) / plan.n_samples
     limit = SubmissionRules().max_leakage_fraction
     print(f"leakage: {len(plan.leakage)} samples ({fraction:.1%}) show their gold answer in their own prompt"
@@ -44,8 +50,10 @@ def validate(submission: Path, limits: Limits, checkpoint: Path | None = None,
     for leak in plan.leakage[:5]:
         print(f"  task '{leak.task}' sample {leak.sample}: '{leak.answer}' in …{leak.excerpt}…")
     valid = fraction <= limit and not truncated
-    print(("valid" + ("" if checkpoint else " (prompt lengths not checked)")) if valid
-          else "invalid" if fraction > limit else "truncated: not what the task was designed to be")
+    if valid and checkpoint is None:
+        print("not checked: every other rule passes, but the prompt-length rule needs a tokenizer (above)")
+        return 1
+    print("valid" if valid else "invalid" if fraction > limit else "truncated: not what the task was designed to be")
     return 0 if valid else 1
 
 

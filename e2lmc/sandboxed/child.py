@@ -63,9 +63,12 @@ def _first_document_check(exc: BaseException) -> str | None:
     found = innermost.tb_frame.f_locals if innermost is not None else {}
     if not isinstance(exc, IndexError) or not {"test_target", "test_choice", "self"} <= found.keys():
         return None
+    index, choices = found["test_target"], found["test_choice"]
+    if not isinstance(index, int) or not isinstance(choices, list) or -len(choices) <= index < len(choices):
+        return None  # another IndexError of the same check (an empty choice): said as lm-eval's
     name = getattr(getattr(found["self"], "config", None), "task", "?")
-    return (f"task '{name}': the gold answer of its first document is index {found['test_target']!r}, past its "
-            f"{len(found['test_choice'] or [])} choices (lm-eval checks the first document when it builds the task): "
+    return (f"task '{name}': the gold answer of its first document is index {index}, past its "
+            f"{len(choices)} choices (lm-eval checks the first document when it builds the task): "
             "make doc_to_target give the right choice's index from 0, or its text")
 
 

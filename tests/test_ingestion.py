@@ -400,6 +400,9 @@ def _rows_with_a_broken_line(n: int, broken: int) -> str:
          r"an index 0–2 of them, so no model could answer it right \(1 of 120 samples are so\): make doc_to_target "
          r"give the right choice's text, exactly, or its index from 0 as a number$"),
         (120, {"yaml_extra": "doc_to_target: '{{ [label, 7] }}'\n", "valid": True}, ""),  # one gold in range: scored
+        (120, {"yaml_extra": "doc_to_target: \"{{ 'ABC'[label] }}\"\nprocess_results: !function helpers.score\n",
+               "files": {"helpers.py": "def score(doc, results):\n    return {'acc': 1.0}\n"}, "valid": True},
+         ""),  # a metric of the submission's own reads the target its own way
         (120, {"yaml_extra": "doc_to_target: '{{ label == 0 }}'\n"},  # a template renders text: 'True' is no choice
          r"its gold answer is the text 'True', which is neither one of its 3 choices"),
         (120, {"yaml_extra": "doc_to_target: label\n", "valid": True,  # a JSON true is index 1 to lm-eval

@@ -13,11 +13,14 @@ import pytest
 import yaml
 
 from e2lmc.cli.main import main
+from e2lmc.embedded.sets import first_checkpoint
 from e2lmc.embedded.zoo import PRESETS, series_for
 from e2lmc.errors import UserError
 from e2lmc.formats.manifest import read_manifest
 from e2lmc.formats.results import read_results
 from e2lmc.formats.series import E2LM_SERIES, read_series, series_reference
+from e2lmc.ingestion.preflight import preflight
+from e2lmc.limits import Limits
 from e2lmc.organizer.bundle import COLUMNS, zip_folder
 from e2lmc.organizer.codabench import bundle_problems
 from e2lmc.organizer.phases import PHASE_NAMES, PHASES, phase_reference, shifted
@@ -79,6 +82,9 @@ def test_zoo_bundle_is_self_contained_and_follows_codabench(zoo_bundle, tiny_zoo
             reference = yaml.safe_load(archive.read(f"{phase}/reference_data/reference.yaml"))
             ids = [f"{m['id']}/{c['name']}" for m in reference["models"] for c in m["checkpoints"]]
             assert [e["id"] for e in manifest["checkpoints"]] == ids
+            built = read_manifest(tiny_zoo[0])  # the set's prompt-rule scale and digest, as `e2lmc run` reads them
+            assert (manifest["tokens_per_rule_token"], manifest["weights_digest"]) == (built.tokens_per_rule_token,
+                                                                                       built.weights_digest)
             assert all(f"input_data/{e['path']}/model.safetensors" in names for e in manifest["checkpoints"])
             command = archive.read(f"{phase}/ingestion_program/metadata.yaml").decode()
             assert f"--manifest manifest-{phase}.yaml" in command
@@ -157,7 +163,8 @@ def test_an_invalid_bundle_is_never_written(tmp_path):
 
 
 @pytest.mark.parametrize("phase", PHASE_NAMES)
-def test_every_phase_runs_end_to_end_in_the_no_container_worker(zoo_bundle, short_science, phase, tmp_path, capfd):
+def test_every_phase_runs_end_to_end_in_the_no_container_worker(zoo_bundle, short_science, phase, tmp_path, capfd,
+                                                                tiny_zoo):
     assert main(["worker", str(short_science), "--bundle", str(zoo_bundle), "--phase", phase, "--no-container",
                  "--workdir", str(tmp_path / "w")]) == 0
     printed = capfd.readouterr()
@@ -174,6 +181,13 @@ def test_every_phase_runs_end_to_end_in_the_no_container_worker(zoo_bundle, shor
     with zipfile.ZipFile(zoo_bundle) as archive:
         reference = yaml.safe_load(archive.read(f"{phase}/reference_data/reference.yaml"))
     assert len(results.checkpoints) == sum(len(m["checkpoints"]) for m in reference["models"])
+    # the prompt rule as validate and run count it on the same set: the same figures
+    checkpoint, scale = first_checkpoint(tiny_zoo[0])
+    local = preflight(short_science, tmp_path / "validate", Limits(), checkpoint, scale).findings
+    assert results.validation.tokens_per_rule_token == scale != 1
+    assert (results.validation.max_prompt_tokens, results.validation.rule_prompt_tokens,
+            results.validation.context_tokens, results.validation.leakage_count) == (
+        local.max_prompt_tokens, local.rule_prompt_tokens, local.context_tokens, local.leakage_count)
     # hidden values stay in the hidden prediction output: not in anything printed
     values = {f"{v:.4f}" for c in results.checkpoints for v in c.metrics.values()}
     values -= {f"{v:.4f}" for v in scores.values()}
@@ -212,9 +226,6 @@ def test_worker_refuses_unknown_phases_and_missing_docker(zoo_bundle, short_scie
 
 @pytest.mark.slow
 def test_sample_submissions_in_every_format_plan(tmp_path):
-    from e2lmc.ingestion.preflight import preflight
-    from e2lmc.limits import Limits
-
     plans = {s.name: preflight(s, tmp_path / s.name, Limits()).plan for s in sorted(SAMPLES.iterdir())}
     assert set(plans) == {"e2lmc_science_cloze", "e2lmc_everyday_endings", "e2lmc_mmluvar_template",
                           "e2lmc_science_patch"}

@@ -379,6 +379,8 @@ def _rows_with_a_broken_line(n: int, broken: int) -> str:
          r"numbers.yaml: unknown key 'doc_to_txt' \(did you mean 'doc_to_text'\?\)"),
         (120, {"yaml_extra": "metric_list:\n- metric: bleurt\n"},
          r"metric 'bleurt' is not one of lm-eval's built-in metrics"),
+        (120, {"yaml_extra": "metric_list:\n- metric: acc_nrom\n"},
+         r"metric 'acc_nrom' is not one of lm-eval's built-in metrics \(did you mean 'acc_norm'\?\); use"),
         (120, {"yaml_extra": "process_docs: !function helpers.broken\n",
                "files": {"helpers.py": "def broken(dataset):\n    return dataset.map(lambda d: 1 / 0)\n"}},
          r"the submission's code raised ZeroDivisionError in helpers.py, line 2: division by zero"),

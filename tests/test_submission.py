@@ -131,6 +131,14 @@ def test_missing_metadata_and_missing_task_files(tmp_path):
         open_submission(write(tmp_path / "a", {"demo.yaml": TASK}), tmp_path / "work")
     with pytest.raises(UserError, match="no task YAML file"):
         open_submission(write(tmp_path / "b", {"metadata.yaml": METADATA}), tmp_path / "work")
+    two = {f"{name}/{file}": text for name in ("one", "two") for file, text in (("metadata.yaml", METADATA),
+                                                                                  ("demo.yaml", TASK))}
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as archive:
+        for name, text in two.items():
+            archive.writestr(name, text)
+    with pytest.raises(UserError, match=r"has no metadata.yaml \(it names task_name and task_metric\): it holds 2 "
+                                        r"folders that each have one \(one, two\); a submission is one task"):
+        open_submission(tmp_path / "two.zip", tmp_path / "work")
 
 
 def git_new_file(path: str, text: str) -> str:

@@ -47,7 +47,12 @@ def test_undefined_task_and_unproduced_metric_are_named(tiny_zoo, tmp_path):
 
     (folder / "metadata.yaml").write_text(f"task_name: {SCIENCE_TASK}\ntask_metric: f1,none\n")
     submission = open_submission(folder, tmp_path / "w2")
-    with pytest.raises(UserError, match=r"'f1,none' is not produced .* \(it produces: acc,none, acc_norm,none\)"):
+    with pytest.raises(UserError, match=r"'f1,none' is not produced by task '\w+'; it produces: acc,none, "
+                                        r"acc_norm,none$"):
+        record_requests(submission, load_task(submission))
+    (folder / "metadata.yaml").write_text(f"task_name: {SCIENCE_TASK}\ntask_metric: acc_nrom,none\n")
+    submission = open_submission(folder, tmp_path / "w3")
+    with pytest.raises(UserError, match=r"'acc_nrom,none' is not produced .* \(did you mean 'acc_norm,none'\?\); "):
         record_requests(submission, load_task(submission))
 
 

@@ -124,9 +124,11 @@ def _builtin_metric(name: str, hf_evaluate_metric: bool = False) -> Any:
     from lm_eval.api.registry import metric_registry
 
     if hf_evaluate_metric or name not in metric_registry:
+        close = difflib.get_close_matches(str(name), [str(m) for m in metric_registry], 1)
         raise UserError(
-            f"metric '{name}' is not one of lm-eval's built-in metrics; use a built-in one or a "
-            f"!function from the submission (Hugging Face evaluate metrics are not loaded)"
+            f"metric '{name}' is not one of lm-eval's built-in metrics"
+            + (f" (did you mean '{close[0]}'?)" if close and not hf_evaluate_metric else "")
+            + "; use a built-in one or a !function from the submission (Hugging Face evaluate metrics are not loaded)"
         )
     return metric_registry.get(name)
 

@@ -207,7 +207,11 @@ def find_task_files(root: Path) -> tuple[Path, ...]:
 def read_metadata(path: Path) -> tuple[str, str]:
     """`task_name` and `task_metric` from metadata.yaml."""
     if not path.is_file():
-        raise InvalidSubmission(f"the submission has no {METADATA} (it names task_name and task_metric)")
+        nested = sorted(str(p.parent.relative_to(path.parent)) for p in path.parent.glob(f"*/**/{METADATA}"))
+        where = (f": it holds {len(nested)} folders that each have one ({', '.join(nested[:4])}"
+                 f"{', …' if len(nested) > 4 else ''}); a submission is one task, so submit one of them on its own"
+                 if len(nested) > 1 else "")
+        raise InvalidSubmission(f"the submission has no {METADATA} (it names task_name and task_metric){where}")
     data = parse_yaml(path)
     if not isinstance(data, dict):
         raise InvalidSubmission(f"{METADATA} must be a mapping with task_name and task_metric")

@@ -138,9 +138,12 @@ def record_requests(submission: Submission, task_dict: dict) -> tuple[RecordingL
     lm = RecordingLM()
     keys = run_task(submission, task_dict, lm)
     if submission.task_metric not in keys:
-        produced = ", ".join(sorted(k for k in keys if "," in k and "_stderr" not in k)) or "none"
+        produced = sorted(k for k in keys if "," in k and "_stderr" not in k)
+        by_metric = {key.split(",")[0]: key for key in reversed(produced)}  # the metric's name, before its filter
+        close = difflib.get_close_matches(submission.task_metric.split(",")[0], list(by_metric), 1)
         raise UserError(f"metadata.yaml: task_metric '{submission.task_metric}' is not produced by task "
-                        f"'{submission.task_name}' (it produces: {produced})")
+                        f"'{submission.task_name}'" + (f" (did you mean '{by_metric[close[0]]}'?)" if close else "")
+                        + f"; it produces: {', '.join(produced) or 'none'}")
     return lm, keys
 
 

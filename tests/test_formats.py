@@ -70,3 +70,12 @@ def test_malformed_and_missing_files(tmp_path):
         read_reference(tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         read_results(tmp_path)
+
+
+@pytest.mark.parametrize(("tokens", "text"), [(206e9, "206B"), (2.46e6, "2.46M"), (491_520, "492k"), (320, "320"),
+                                              (1e12, "1T")])
+def test_token_counts_read_as_people_write_them(tokens, text):
+    """The organizers' pages and the report: the tiny set's 491,520 tokens are not "0.000492B"."""
+    from e2lmc.formats.series import tokens_text
+
+    assert tokens_text(tokens) == text

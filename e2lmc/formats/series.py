@@ -42,6 +42,14 @@ RAMPUP_BATCH = (256, 256, 4_882_812)  # start batch, increment, ramp-up samples
 SEQUENCE_LENGTH = 4096
 
 
+def tokens_text(tokens: float) -> str:
+    """A token count as people write it: 206B, 4.92M, 492k, 320 (never "0.000492B")."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if tokens >= scale:
+            return f"{tokens / scale:.3g}{suffix}"
+    return f"{tokens:.3g}"
+
+
 def iterations_to_tokens(
     iterations: float | Sequence[float] | np.ndarray,
     global_batch: int = GLOBAL_BATCH,

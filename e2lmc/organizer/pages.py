@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..formats.reference import ReferenceData
+from ..formats.series import tokens_text
 from .phases import PhaseSpec, phase_reference
 
 PAGES = (  # (title, file under competition/pages), in the order participants see them
@@ -55,7 +56,7 @@ def _model_rows(full: ReferenceData) -> str:
             continue
         released = [c for c in m.checkpoints if c.role == "released"]
         rows.append(f"| `{m.id}` | {m.size} | {m.architecture} | science mixture | {len(released)} released "
-                    f"(`{released[0].name}` … `{released[-1].name}`, up to {released[-1].tokens / 1e9:.3g}B "
+                    f"(`{released[0].name}` … `{released[-1].name}`, up to {tokens_text(released[-1].tokens)} "
                     f"tokens), {len(m.checkpoints) - len(released)} hidden |")
     return "| model | size | architecture | training data | checkpoints |\n|---|---|---|---|---|\n" + "\n".join(rows)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from ..formats.series import tokens_text
 from .advice import advise, visible_points
 from .evaluation import Evaluation
 from .formulas import NOISE_SIGMAS
@@ -192,7 +193,7 @@ def render(ev: Evaluation, previous: PreviousRun | None = None) -> str:
     if sel.every_iterations:
         selection_text += f", iterations that are multiples of {sel.every_iterations}"
     if sel.max_tokens is not None:
-        selection_text += f", at most {sel.max_tokens / 1e9:g}B tokens"
+        selection_text += f", at most {tokens_text(sel.max_tokens)} tokens"
     parts += [
         "<h2>Signal quality (SQ)</h2>",
         curves_figure(ev),

@@ -204,12 +204,12 @@ def layout(dest: Path, kind: str, series: Series, input_data: Path | None, optio
         raise UserError(f"bundles are built from a checkout of the e2lmc repository; {REPO} has no competition/ folder")
     phases = shifted(PHASES, options.start)
     full_reference, full_manifest = series_reference(series), placed_manifest(series)
-    if input_data is not None and (input_data / MANIFEST_FILE).is_file():
-        # the set's own prompt-rule scale and weights digest: every phase counts prompts as `e2lmc run` does
-        built = read_manifest(input_data)
-        full_manifest = dataclasses.replace(full_manifest, tokens_per_rule_token=built.tokens_per_rule_token,
-                                            weights_digest=built.weights_digest)
     if input_data is not None:
+        if (input_data / MANIFEST_FILE).is_file():
+            # the set's own prompt-rule scale and weights digest: every phase counts prompts as `e2lmc run` does
+            built = read_manifest(input_data)
+            full_manifest = dataclasses.replace(full_manifest, tokens_per_rule_token=built.tokens_per_rule_token,
+                                                weights_digest=built.weights_digest)
         shutil.copytree(input_data, dest / "input_data",
                         ignore=shutil.ignore_patterns("__pycache__", "tasks", "reference", MANIFEST_FILE, SERIES_FILE,
                                                       "zoo.json", "done.json"))

@@ -192,6 +192,13 @@ def test_every_phase_runs_end_to_end_in_the_no_container_worker(zoo_bundle, shor
     values = {f"{v:.4f}" for c in results.checkpoints for v in c.metrics.values()}
     values -= {f"{v:.4f}" for v in scores.values()}
     assert not any(v in printed.out + printed.err for v in values if v not in ("0.0000", "1.0000"))
+    # the participant's `run --phase` on the same set: the same checkpoints, values and scores, exactly
+    assert main(["run", str(short_science), "--zoo", str(tiny_zoo[0]), "--preset", "tiny", "--phase", phase,
+                 "--output", str(tmp_path / "local")]) == 0
+    assert f"the ones phase {phase} evaluates on Codabench" in capfd.readouterr().out
+    local_results = read_results(tmp_path / "local" / "res")
+    assert {c.id: c.metrics for c in local_results.checkpoints} == {c.id: c.metrics for c in results.checkpoints}
+    assert json.loads((tmp_path / "local" / "scores.json").read_text()) == scores
 
 
 def test_worker_reports_a_failed_ingestion_through_the_scoring_step(zoo_bundle, tmp_path, capfd):

@@ -1,17 +1,20 @@
 """The `e2lmc` command: help everywhere, the demo, score-curves, the sample generator."""
 
 import csv
+import io
 import json
 import re
 import runpy
 import subprocess
 import sys
+import time
 
 import pytest
 
 from e2lmc.cli.main import build_parser, main
 from e2lmc.formats.reference import REFERENCE_FILE
 from e2lmc.formats.results import RESULTS_FILE
+from e2lmc.progress import progress_bar
 
 from .conftest import PUBLISHED_CURVES, REPO, SAMPLE_REFERENCE, SAMPLE_RESULTS
 
@@ -67,12 +70,37 @@ def test_demo_runs_the_sample_submission_through_ingestion_and_scoring(tiny_zoo,
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "score  signal_quality" in out and "detailed_results.html" in out and "time: ingestion" in out
+    assert "checkpoints: all 84 checkpoints of 7 models of the set; the phases use: warm-up 55 checkpoints" in out
     assert "checkpoints: 100%" in proc.stderr
+    # a log, not a terminal: the bar of 84 checkpoints is drawn at its start and end, not once per checkpoint
+    assert len(re.findall(r"checkpoints: +\d+%", proc.stderr)) <= 3, proc.stderr
     noise = [line for line in proc.stderr.splitlines() if re.search(r"Loading weights|Warning|deprecated", line)]
     assert not noise, noise
     assert (tmp_path / "demo" / "detailed_results.html").stat().st_size > 10_000
     scores = json.loads((tmp_path / "demo" / "scores.json").read_text())
     assert scores["valid"] == 1.0 and scores["n_samples"] >= 200
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bars_redraw_sparingly_where_not_a_terminal(terminal):
+    stream = _Terminal() if terminal else io.StringIO()
+    with progress_bar(total=1000, file=stream, desc="work", miniters=1) as bar:
+        for _ in range(1000):
+            bar.update()
+            time.sleep(0.0002)  # 0.2 s in all: above tqdm's own 0.1 s interval, far below a log's
+    draws = stream.getvalue().count("work:")
+    assert "100%" in stream.getvalue()
+    assert draws > 2 if terminal else draws <= 3, stream.getvalue()
+
+
+def test_run_refuses_a_phase_of_the_released_checkpoints(tmp_path, capsys):
+    assert main(["run", str(tmp_path), "--phase", "warm-up", "--checkpoints", "e2lm-released"]) == 2
+    assert "the released checkpoints have no phases" in capsys.readouterr().err
 
 
 def test_run_builds_a_missing_checkpoint_set_first(tmp_path, monkeypatch, capsys):

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..formats.alignment import AlignmentSettings
+from ..organizer.phases import PHASE_NAMES
 from ..participant.run import CHECKPOINT_SETS, DEMO_OUTPUT, EMBEDDED, RUN_OUTPUT
 from ..scoring.judge import default_cache
 from .options import add_command, add_run_options, add_sandbox_options, run_limits, sandbox_limits
@@ -25,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..participant.run import run
 
     return run(args.submission, run_limits(args), args.checkpoints, args.preset, args.zoo, args.output, args.series,
-               args.offline, args.cache_dir)
+               args.offline, args.cache_dir, args.phase)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -87,6 +88,7 @@ def add_participant_commands(sub: argparse._SubParsersAction) -> None:
         examples=["e2lmc run starting_kit/sample_submissions/e2lmc_science_cloze",
                   "e2lmc run my_task.zip --output /tmp/my_run",
                   "e2lmc run my_task/ --preset tiny            # seconds: a smoke test on the tiny set",
+                  "e2lmc run my_task/ --phase warm-up          # the checkpoints and scores of the warm-up phase",
                   "e2lmc run my_task/ --checkpoints e2lm-released   # the real released checkpoints (GB of "
                   "downloads; a GPU helps)"],
     )
@@ -96,6 +98,9 @@ def add_participant_commands(sub: argparse._SubParsersAction) -> None:
                    help="embedded: the embedded set of --preset; e2lm-released: the real series' released "
                         "checkpoints (tiiuae/dense-*, the ones SQ uses) through the Hugging Face cache, on a GPU "
                         "when there is one; SQ only (default: %(default)s)")
+    p.add_argument("--phase", choices=PHASE_NAMES,
+                   help="score on the checkpoints this competition phase takes from the embedded set, as the "
+                        "organizers' embedded-set bundle does (default: every checkpoint of the set)")
     p.add_argument("--series", type=Path,
                    help="with e2lm-released: the series file (default: the real competition's)")
     p.add_argument("--cache-dir", type=Path, help="with e2lm-released: the Hugging Face cache (default: HF_HOME's)")

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ..errors import UserError
@@ -46,6 +45,7 @@ from ..formats.series import (
     series_reference,
     write_series,
 )
+from ..progress import progress_bar
 from .kernels import OPTIMIZER, describe_kernels, kernels_pinned, run_pinned, weights_digest
 from .world import Mixture, documents, load_world, tokenizer_texts, write_sample_tasks
 
@@ -290,7 +290,7 @@ def _train(
     optimizer = adamw(model.parameters(), preset.lr)
     saves = dict(schedule(preset))
     n = preset.tokens_per_step
-    bar = tqdm(range(1, preset.steps + 1), desc=spec.id, position=position, leave=False, unit="step")
+    bar = progress_bar(range(1, preset.steps + 1), desc=spec.id, position=position, leave=False, unit="step")
     loss = torch.tensor(math.nan)
     for step in bar:
         for group in optimizer.param_groups:
@@ -356,9 +356,10 @@ def build(preset_name: str, out: Path, seed: int = 0, device: str = "cpu",
     streams: dict[str, torch.Tensor] = {}
     summaries = []
     todo = [spec for spec in preset.models if not (out / spec.id / "done.json").exists()]
-    overall = tqdm(total=sum(step_cost(spec, preset) for spec in todo) * preset.steps, position=0, smoothing=0.0,
-                   desc=f"zoo '{preset.name}': {len(todo)} of {len(preset.models)} models to train",
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaining} left")
+    overall = progress_bar(total=sum(step_cost(spec, preset) for spec in todo) * preset.steps, position=0,
+                           smoothing=0.0,
+                           desc=f"zoo '{preset.name}': {len(todo)} of {len(preset.models)} models to train",
+                           bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaining} left")
     for spec in preset.models:
         model_dir = out / spec.id
         done_path = model_dir / "done.json"

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..errors import UserError, first_line
 from ..formats.requests import LOGLIKELIHOOD, ROLLING, RequestKey, unknown_kind
+from ..progress import progress_bar
 from .packing import Encoder, Tokenized, Work, build_work, tokenize
 
 LOGITS_CHUNK = 2048  # scored positions per pass through the output layer (bounds its memory)
@@ -193,7 +193,7 @@ class Runner:
         family, prefix_cache = -1, None
         head = self.model.get_output_embeddings()
         logprobs, hits, owners = [], [], []  # kept on the device: one transfer at the end, no sync per batch
-        for batch in tqdm(work.batches, desc="batches", unit="batch", leave=False, delay=10, file=sys.stderr):
+        for batch in progress_bar(work.batches, desc="batches", unit="batch", leave=False, delay=10):
             if batch.family >= 0 and batch.family != family:
                 prefix = torch.from_numpy(work.prefixes[batch.family]).to(self.device)[None]
                 prefix_cache = _cache_of(self.model.base_model(input_ids=prefix, use_cache=True))

@@ -28,13 +28,12 @@ import threading
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..engine.checkpoints import resolve
 from ..errors import InvalidSubmission, UserError, output_folder
 from ..formats.manifest import MANIFEST_FILE, ManifestEntry, read_manifest
 from ..formats.results import RESULTS_FILE, CheckpointResult, IngestionResults, read_results, write_results
 from ..limits import Limits
+from ..progress import progress_bar
 from ..sandboxed.isolation import ScoreChild
 from ..sandboxed.sandbox import Sandbox, choose_level, private_workdir
 from .derived import alignment_samples, chance_level, guessing_spread
@@ -129,8 +128,9 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
             try:
                 # a checkpoint is scored in a child while the engine computes the next one
                 engine = Engine(plan.request_keys(), limits.engine, planned.tokenized)
-                for position, responses in tqdm(engine.run(checkpoints), total=len(todo), desc="checkpoints",
-                                                unit="ckpt", file=sys.stderr, disable=bool(hidden)):
+                bar = progress_bar(engine.run(checkpoints), total=len(todo), desc="checkpoints", unit="ckpt",
+                                   disable=bool(hidden))
+                for position, responses in bar:
                     if scoring:
                         record()
                     child = child or new_child()  # custom: the previous child is closed, this one starts now

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..errors import UserError, first_line
 from ..formats.manifest import MANIFEST_FILE, read_manifest, write_manifest
 from ..formats.series import (
@@ -34,6 +32,7 @@ from ..formats.series import (
     placed_path,
     write_series,
 )
+from ..progress import progress_bar
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt")
@@ -136,7 +135,8 @@ def survey_placed(data: Path, series: Series | None = None, progress: bool = Tru
     except UserError as exc:
         return Survey({}, str(exc), wanted)
     sizes, problems = {}, []
-    for entry in tqdm(manifest.checkpoints, desc="verifying", unit="checkpoint", leave=False, disable=not progress):
+    for entry in progress_bar(manifest.checkpoints, desc="verifying", unit="checkpoint", leave=False,
+                              disable=not progress):
         if entry.path is None or Path(entry.path).is_absolute() or ".." in Path(entry.path).parts:
             problems.append(f"{data / MANIFEST_FILE}: {entry.id} must have a path relative to the folder")
             continue
@@ -238,7 +238,7 @@ def fetch(series: Series, series_dir: Path, to: Path, offline: bool | None = Non
     to.mkdir(parents=True, exist_ok=True)
     wanted = {m.id: [i for i, _ in series.steps if keep is None or keep(placed_path(m.id, i))] for m in series.models}
     sizes: dict[str, CheckpointSize] = {}
-    with tqdm(total=sum(map(len, wanted.values())), desc="placing", unit="checkpoint") as bar:
+    with progress_bar(total=sum(map(len, wanted.values())), desc="placing", unit="checkpoint") as bar:
         for model in series.models:
             subfolders = [checkpoint_name(i) for i in wanted[model.id]]
             if not subfolders:

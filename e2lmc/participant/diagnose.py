@@ -16,7 +16,6 @@ be analysed per sample without the task's own metric, and say so.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..formats.reference import ReferenceData, read_reference
 from ..formats.requests import GENERATE, LOGLIKELIHOOD, ROLLING, unknown_kind
 from ..ingestion.preflight import preflight
 from ..limits import Limits
+from ..progress import progress_bar
 from ..sandboxed.sandbox import private_workdir
 from ..scoring.formulas import signal_quality
 from ..scoring.html import csv_text, html_table, page, png_image
@@ -231,8 +231,6 @@ def write_outputs(signal: SampleSignal, plan: Plan, n_checkpoints: int, output: 
 def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> tuple[Plan, SampleSignal, int]:
     """Plan the submission as ingestion does, evaluate it on the released checkpoints of
     the set in `zoo` (never a hidden one) and analyse every sample."""
-    from tqdm import tqdm
-
     from ..engine.checkpoints import resolve
     from ..engine.engine import Engine
 
@@ -252,7 +250,7 @@ def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> tuple[Plan, 
     planned.check_prompts(paths[0][1], manifest.tokens_per_rule_token)
     engine = Engine(plan.request_keys(), limits.engine, planned.tokenized)
     scores, lengths = {}, choice_lengths(plan)
-    for position, responses in tqdm(engine.run(paths), total=len(paths), desc="released checkpoints", unit="ckpt",
-                                    file=sys.stderr):
+    bar = progress_bar(engine.run(paths), total=len(paths), desc="released checkpoints", unit="ckpt")
+    for position, responses in bar:
         scores[paths[position][0]] = sample_scores(plan, responses, lengths)
     return plan, analyse(plan, scores, checkpoints), len(paths)

@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 
 from ..embedded.sets import ensure_built, provenance, set_folder
-from ..formats.reference import write_reference
+from ..errors import UserError
+from ..formats.manifest import MANIFEST_FILE, read_manifest, write_manifest
+from ..formats.reference import ReferenceData, read_reference, write_reference
 from ..formats.series import E2LM_SERIES, read_series, released_reference
 from ..limits import Limits
+from ..organizer.phases import PHASE_NAMES, phase_manifest, phase_reference
 
 EMBEDDED, RELEASED = "embedded", "e2lm-released"  # what --checkpoints names
 CHECKPOINT_SETS = (EMBEDDED, RELEASED)
@@ -26,10 +29,14 @@ WEB_PLACEHOLDER = "e2lm-organizers/web-only-model-not-public"  # the web-only mo
 
 def run(submission: Path, limits: Limits, checkpoints: str = EMBEDDED, preset: str = "default",
         zoo: Path | None = None, output: Path | None = None, series: Path | None = None, offline: bool = False,
-        cache_dir: Path | None = None) -> int:
-    """Ingestion then scoring of `submission` on the embedded set of `preset` (in `zoo`) or
-    on the released checkpoints (`checkpoints=RELEASED`, placed in `zoo`); `output`
-    defaults to run_output/<submission's name>."""
+        cache_dir: Path | None = None, phase: str | None = None) -> int:
+    """Ingestion then scoring of `submission` on the embedded set of `preset` (in `zoo`),
+    or on the checkpoints one competition `phase` takes from it, or on the released
+    checkpoints (`checkpoints=RELEASED`, placed in `zoo`); `output` defaults to
+    run_output/<submission's name>[-<phase>]."""
+    if phase is not None and checkpoints == RELEASED:
+        raise UserError("--phase cuts the embedded set as a competition phase does; the released checkpoints have "
+                        "no phases (leave out one of --phase and --checkpoints e2lm-released)")
     # lm-eval, numpy: not for the command line's --help, which reads this module's names
     from ..ingestion.program import ingest
     from ..scoring.program import REPORT_FILE, SCORES_FILE, run_scoring, summary
@@ -45,20 +52,52 @@ def run(submission: Path, limits: Limits, checkpoints: str = EMBEDDED, preset: s
         _, said = provenance(zoo) or (None, "")
         if said:
             print(said[0].upper() + said[1:] + ".")
-    output = output or RUN_OUTPUT / (submission.stem + ("-" + RELEASED if checkpoints == RELEASED else ""))
+    suffix = "-" + RELEASED if checkpoints == RELEASED else "" if phase is None else "-" + phase
+    output = output or RUN_OUTPUT / (submission.stem + suffix)
     previous = previous_run(output, SCORES_FILE)  # compared with this run in the advice
-    print(f"Ingestion: running {submission} on every checkpoint in {zoo} …")
+    input_data, reference = (zoo, zoo / "reference") if phase is None else cut_phase(zoo, phase, output / "phase")
+    print(f"Ingestion: running {submission} on every checkpoint of {input_data / MANIFEST_FILE} …")
     start = time.perf_counter()
-    ingest(submission, zoo, output / "res", limits, local=True)  # the participant's own machine: nothing hidden
+    # the participant's own machine: nothing hidden
+    ingest(submission, input_data, output / "res", limits, checkpoint_root=zoo, local=True)
     timings.append(("ingestion", time.perf_counter() - start))
     print("Scoring:")
     start = time.perf_counter()
-    print("\n".join(summary(run_scoring(output / "res", zoo / "reference", output, previous=previous), output,
-                             previous)))
+    print("\n".join(summary(run_scoring(output / "res", reference, output, previous=previous), output, previous)))
+    if checkpoints == EMBEDDED:
+        print(phases_line(phase, read_reference(zoo / "reference")))
     timings.append(("scoring", time.perf_counter() - start))
     print("time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings))
     print(f"Open {(output / REPORT_FILE).resolve()} in a browser for the detailed report.")
     return 0
+
+
+def cut_phase(zoo: Path, phase: str, folder: Path) -> tuple[Path, Path]:
+    """The manifest (in `folder`) and reference data (in `folder`/reference) of one
+    competition phase, cut from the set in `zoo` as the bundle cuts them for the workers."""
+    if phase not in PHASE_NAMES:
+        raise UserError(f"unknown phase '{phase}' (the phases are: {', '.join(PHASE_NAMES)})")
+    reference = phase_reference(read_reference(zoo / "reference"), phase)
+    write_manifest(phase_manifest(read_manifest(zoo), reference), folder)
+    write_reference(reference, folder / "reference")
+    return folder, folder / "reference"
+
+
+def phases_line(phase: str | None, full: ReferenceData) -> str:
+    """Which checkpoints of the set `full` the row was computed on: those of `phase`, or
+    all of them, and then how each competition phase's checkpoints differ."""
+
+    def ids(reference: ReferenceData) -> set[str]:
+        return {m.checkpoint_id(c) for m in reference.models for c in m.checkpoints}
+
+    def counted(reference: ReferenceData) -> str:
+        return f"{reference.n_checkpoints} checkpoints of {len(reference.models)} models"
+
+    if phase is not None:
+        return f"checkpoints: {counted(phase_reference(full, phase))}, the ones phase {phase} evaluates on Codabench"
+    cuts = {name: phase_reference(full, name) for name in PHASE_NAMES}
+    differ = ", ".join(f"{name} {'the same' if ids(cut) == ids(full) else counted(cut)}" for name, cut in cuts.items())
+    return f"checkpoints: all {counted(full)} of the set; the phases use: {differ} (--phase NAME scores as one)"
 
 
 def demo(limits: Limits, preset: str = "default", zoo: Path | None = None, output: Path = DEMO_OUTPUT) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..formats.alignment import ALIGNMENT_DRAWN, AlignmentSample, AlignmentSettings
 from ..formats.files import read_format
+from ..progress import progress_bar
 
 PROMPT_FILE = Path(__file__).parents[1] / "data" / "judge_prompt.yaml"
 PROMPT_KIND = "e2lmc.judge_prompt"
@@ -185,9 +186,7 @@ def judge_samples(samples: list[AlignmentSample], settings: AlignmentSettings, p
     result = AlignmentResult("checked")
     iterator = picked
     if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(picked, desc="judging", unit="sample")
+        iterator = progress_bar(picked, desc="judging", unit="sample")
     try:
         for sample in iterator:
             verdicts = [judge.verdict(sample.text, vote) for vote in range(settings.votes)]

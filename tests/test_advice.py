@@ -75,6 +75,10 @@ def test_a_science_model_behind_the_web_only_one_is_said():
     ev = _evaluation(lambda m, it: rising(m, it) - (0.1 if m.id == "dense-500m-arch1" else 0.0))
     [said] = [d for d in advise(ev) if d.kind == "not_scientific"]
     assert "dense-500m-arch1" in said.sentence and "higher at 0 of 40 shared checkpoints" in said.sentence
+    assert "answers' lengths" in said.sentence and "e2lmc diagnose" in said.sentence  # acc: a summed likelihood
+    ev.results.task_metric = "acc_norm,none"  # per character: no length prior to suspect
+    [said] = [d for d in advise(ev) if d.kind == "not_scientific"]
+    assert "ask about scientific knowledge itself" in said.sentence and "lengths" not in said.sentence
 
 
 def test_no_chance_level_no_chance_sentence():

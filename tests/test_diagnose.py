@@ -1,7 +1,10 @@
 """`e2lmc diagnose`: per-sample signal on the released checkpoints, and what it refuses."""
 
+import csv
+import dataclasses
 import json
 import shutil
+from html import escape
 
 import numpy as np
 import pytest
@@ -9,10 +12,14 @@ import pytest
 from e2lmc.cli.main import main
 from e2lmc.embedded.world import SCIENCE_TASK
 from e2lmc.errors import UserError
-from e2lmc.formats.plan import Plan, PlannedRequest, PlannedSample
+from e2lmc.formats.plan import Plan, PlannedRequest, PlannedSample, TaskRecipe
 from e2lmc.formats.reference import read_reference
+from e2lmc.formats.results import PreflightFindings
 from e2lmc.limits import Limits
-from e2lmc.participant.diagnose import Released, analyse, diagnose_submission, samples_csv
+from e2lmc.participant.diagnose import Released, analyse, choice_lengths, diagnose_submission
+from e2lmc.participant.diagnosis_page import comparability, samples_csv
+from e2lmc.participant.priors import length_difference, length_prior
+from e2lmc.participant.subset import MARGIN_ACCURACY, changes, subset_scores
 
 
 def _plan(n: int, metric: str = "acc,none") -> Plan:
@@ -38,8 +45,8 @@ def test_a_planted_noisy_half_is_found_and_removing_it_raises_sq():
     diagnosis = analyse(_plan(n), scores, checkpoints)
     assert diagnosis.noisy[: n // 2].mean() <= 0.05 and diagnosis.noisy[n // 2:].mean() >= 0.5
     assert diagnosis.sq_kept > diagnosis.sq_all
-    rows = samples_csv(diagnosis).splitlines()
-    assert len(rows) == n + 1 and rows[1].split(",")[4:6] == ["0.000", "1.000"]  # right first / last, rising half
+    rows = list(csv.reader(samples_csv(diagnosis, _plan(n)).splitlines()))
+    assert len(rows) == n + 1 and rows[1][2] == "q" and rows[1][5:7] == ["0.000", "1.000"]  # right first / last
 
 
 def _planted(tiny_zoo, folder):
@@ -55,24 +62,42 @@ def _planted(tiny_zoo, folder):
     return folder
 
 
-def test_diagnose_on_the_tiny_set_finds_the_planted_half_on_released_checkpoints_only(tiny_zoo, tmp_path,
-                                                                                         monkeypatch):
-    import e2lmc.engine.engine
+def test_diagnose_on_the_tiny_set_finds_the_planted_half_and_scores_the_task_as_run_does(tiny_zoo, tmp_path,
+                                                                                         monkeypatch, capsys):
+    import e2lmc.participant.diagnose
 
-    evaluated = []
-    run = e2lmc.engine.engine.Engine.run
+    analysed = []
+    analyse_all = e2lmc.participant.diagnose.analyse
 
-    def recording(self, checkpoints):
-        evaluated.extend(cid for cid, _ in checkpoints)
-        return run(self, checkpoints)
+    def recording(plan, scores, checkpoints):
+        analysed.extend(c for m in checkpoints.models for c in checkpoints.checkpoints[m])
+        return analyse_all(plan, scores, checkpoints)
 
-    monkeypatch.setattr(e2lmc.engine.engine.Engine, "run", recording)
-    plan, diagnosis, n_checkpoints = diagnose_submission(_planted(tiny_zoo, tmp_path / "s"), tiny_zoo[0], Limits())
-    roles = {m.checkpoint_id(c): c.role for m in read_reference(tiny_zoo[0] / "reference").models
-             for c in m.checkpoints}
-    assert len(evaluated) == n_checkpoints > 0 and {roles[c] for c in evaluated} == {"released"}
-    assert diagnosis.noisy[:60].sum() == 0 and diagnosis.noisy[60:].all()
-    assert diagnosis.sq_kept is not None and diagnosis.sq_kept >= diagnosis.sq_all
+    monkeypatch.setattr(e2lmc.participant.diagnose, "analyse", recording)
+    folder = _planted(tiny_zoo, tmp_path / "s")
+    diagnosis = diagnose_submission(folder, tiny_zoo[0], Limits())
+    reference = read_reference(tiny_zoo[0] / "reference")
+    roles = {m.checkpoint_id(c): c.role for m in reference.models for c in m.checkpoints}
+    # the noisy samples are chosen on the released checkpoints; the scores use every one
+    assert len(analysed) == diagnosis.n_released > 0 and {roles[c] for c in analysed} == {"released"}
+    assert diagnosis.n_checkpoints == reference.n_checkpoints > diagnosis.n_released
+    signal = diagnosis.signal
+    assert signal.noisy[:60].sum() == 0 and signal.noisy[60:].all()
+    assert signal.sq_kept is not None and signal.sq_kept >= signal.sq_all
+    # every sample: exactly `e2lmc run`'s leaderboard row (the task's own metric, the same formulas)
+    assert main(["run", str(folder), "--preset", "tiny", "--zoo", str(tiny_zoo[0]), "--output",
+                 str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    ran = json.loads((tmp_path / "run" / "scores.json").read_text())
+    scores = diagnosis.scores
+    assert scores.comparable and scores.metric == "acc,none"
+    board = scores.whole.leaderboard
+    assert {k: ran[k] for k in ("score", "signal_quality", "ranking_consistency", "scientific_compliance")} == {
+        "score": board.score, "signal_quality": board.signal_quality,
+        "ranking_consistency": board.ranking_consistency, "scientific_compliance": board.scientific_compliance}
+    # without the noisy half: 60 samples, below the rules' minimum of 100, and said so
+    assert scores.kept is not None and scores.kept.leaderboard.n_samples == 60 and not scores.kept.verdict.valid
+    assert any("would be invalid" in s and "60 samples; the rules allow 100" in s for s in changes(scores))
 
 
 def test_diagnose_command_writes_the_table_and_the_page(tiny_zoo, tmp_path, capsys):
@@ -82,11 +107,16 @@ def test_diagnose_command_writes_the_table_and_the_page(tiny_zoo, tmp_path, caps
     printed = capsys.readouterr().out
     assert "signal: 60 samples rise on most models; noise: 60 do not" in printed
     rows = (out / "samples.csv").read_text().splitlines()
-    assert rows[0].startswith("task,doc_id,models_learning,mean_slope,right_first,right_last,noisy,slope_")
-    assert len(rows) == 121 and sum(r.split(",")[6] == "True" for r in rows[1:]) == 60
+    rows = list(csv.reader(rows))
+    assert rows[0][:8] == ["task", "doc_id", "question", "models_learning", "mean_slope", "right_first", "right_last",
+                           "noisy"]
+    assert len(rows) == 121 and sum(r[7] == "True" for r in rows[1:]) == 60
+    questions = [json.loads(line)["question"] for line in (folder / f"{SCIENCE_TASK}.jsonl").read_text().splitlines()]
+    assert [r[2] for r in rows[1:]] == questions  # each sample's question beside its doc id
     page = (out / "diagnosis.html").read_text()
+    assert page.count("<h1>") == 1 and "<title>E2LM diagnosis — " in page and "<h2>What dropping the noisy" in page
     assert "Per-sample signal" in page and "<script" not in page and "http" not in page
-    assert 'alt="Histogram of the 120 samples' in page
+    assert 'alt="Histogram of the 120 samples' in page and escape(questions[0]) in page
 
 
 def test_generation_tasks_are_said_not_to_be_analysed(tiny_zoo, tmp_path):
@@ -100,3 +130,46 @@ def test_generation_tasks_are_said_not_to_be_analysed(tiny_zoo, tmp_path):
     with pytest.raises(UserError, match=r"generates text \(generate_until\).*covers multiple-choice and "
                                          r"log-likelihood tasks"):
         diagnose_submission(folder, tiny_zoo[0], Limits())
+
+
+def test_a_length_prior_is_told_from_the_web_only_models_margins():
+    """Gold answers of varied length: margins that follow the length difference are a prior
+    the web-only model has without any science; margins that do not, are not."""
+    rng = np.random.default_rng(1)
+    n = 150
+    requests, samples = [], []
+    for j in range(n):
+        words = [" x" * int(rng.integers(1, 6)) for _ in range(4)]
+        samples.append(PlannedSample("t", j, list(range(len(requests), len(requests) + 4)), 4, [0]))
+        requests += [PlannedRequest("loglikelihood", json.dumps(["q", w]), "t", j) for w in words]
+    plan = Plan("t", "acc,none", True, n, requests, samples=samples)
+    lengths = choice_lengths(plan)
+    difference = length_difference(plan, lengths)
+    checkpoints = {"web": ["web/1", "web/2"], "science": ["science/1", "science/2"]}
+    following = {c: -difference + rng.normal(0, 0.5, n) for ids in checkpoints.values() for c in ids}
+    prior = length_prior(plan, lengths, following, checkpoints, "web")
+    assert prior is not None and prior.decides and prior.correlations["web"] < -0.8
+    assert "prefer shorter answers" in prior.sentence() and "acc_norm" in prior.sentence()
+    unrelated = {c: rng.normal(0, 1, n) for ids in checkpoints.values() for c in ids}
+    assert not length_prior(plan, lengths, unrelated, checkpoints, "web").decides
+    same_length = dataclasses.replace(plan, requests=[dataclasses.replace(r, arguments=json.dumps(["q", " x"]))
+                                                      for r in requests])
+    assert length_prior(same_length, choice_lengths(same_length), following, checkpoints, "web") is None
+
+
+def test_a_task_scored_by_its_own_code_gets_a_stand_in_said_not_comparable(tiny_zoo):
+    """The submission's own metric runs only in ingestion's sandbox: diagnose scores the
+    margins' accuracy instead, and says the numbers are not the leaderboard's."""
+    reference = read_reference(tiny_zoo[0] / "reference")
+    plan = dataclasses.replace(_plan(120, "likelihood_difference,none"),
+                               recipes=[TaskRecipe("t", "multiple_choice", custom=["process_results"])])
+    ids = [m.checkpoint_id(c) for m in reference.models for c in m.checkpoints]
+    rng = np.random.default_rng(2)
+    margins = {c: rng.normal(0, 1, 120) for c in ids}
+    keep = np.arange(120) < 110
+    scores = subset_scores(plan, PreflightFindings(), reference, {}, margins, keep, multiple_choice=True)
+    assert not scores.comparable and scores.metric == MARGIN_ACCURACY
+    assert "not comparable with the leaderboard's" in comparability(scores)
+    assert scores.kept is not None and scores.kept.leaderboard.n_samples == 110 and scores.kept.verdict.valid
+    chance = scores.whole.results.chance_level
+    assert chance == pytest.approx(0.25)  # the stand-in is an accuracy: CS still leaves guessing out

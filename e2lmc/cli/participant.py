@@ -38,14 +38,15 @@ def _validate(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     """Per-sample signal of a submission on the released checkpoints of the embedded set."""
     from ..embedded.sets import ensure_built
-    from ..participant.diagnose import diagnose_submission, summary, write_outputs
+    from ..participant.diagnose import diagnose_submission
+    from ..participant.diagnosis_page import summary, write_outputs
 
     zoo, _ = ensure_built(args.preset, args.zoo)
     output = args.output or RUN_OUTPUT / args.submission.stem / "diagnosis"
-    print(f"Diagnosis: {args.submission} on the released checkpoints in {zoo} …")
-    plan, signal, n_checkpoints = diagnose_submission(args.submission, zoo, run_limits(args))
-    print(summary(signal, plan.task_metric, n_checkpoints))
-    written = write_outputs(signal, plan, n_checkpoints, output)
+    print(f"Diagnosis: {args.submission} on the checkpoints in {zoo} …")
+    diagnosis = diagnose_submission(args.submission, zoo, run_limits(args))
+    print(summary(diagnosis))
+    written = write_outputs(diagnosis, output)
     print("wrote " + " and ".join(str(p) for p in written))
     return 0
 

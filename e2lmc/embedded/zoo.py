@@ -299,7 +299,7 @@ def _train(
         loss = training_step(model, optimizer, stream[(step - 1) * n : step * n].view(-1, length))
         on_step()
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if step in saves:
             save_checkpoint(model, tokenizer, model_dir / checkpoint_name(step))
     bar.close()

@@ -1,23 +1,26 @@
-"""`e2lmc diagnose SUBMISSION`: which samples carry signal, on released checkpoints only.
+"""`e2lmc diagnose SUBMISSION`: which samples carry signal, and what the task scores without the rest.
 
 A low SQ says the task's curves are noisy, not which questions make them so. The
 1st-place E2LM team found out by hand: per question, the slope of its confidence margin
 (log p(right answer) − the best log p(wrong answer)) over the released checkpoints,
 keeping the questions whose margin rises. This does it for every sample: the margin's
 slope on each model, how many models learn the sample, which samples add noise (the
-margin does not rise on most models) and the SQ the task would get without them.
+margin does not rise on most models).
 
-Only released checkpoints are evaluated, so nothing here says anything about hidden ones.
-Multiple-choice tasks get margins; log-likelihood tasks get each sample's log-likelihood
-(whose slope says whether the models come to expect the target); generation tasks cannot
-be analysed per sample without the task's own metric, and say so.
+The noisy samples are chosen on the released checkpoints alone, as a participant of the
+real competition could; the task is then scored with and without them on every
+checkpoint of the embedded set (`subset.py`: SQ, RC, CS and the rules, as the scoring
+program computes them), and the web-only model's margins are checked against the
+answers' lengths (`priors.py`). Multiple-choice tasks get margins; log-likelihood tasks
+get each sample's log-likelihood (whose slope says whether the models come to expect the
+target); generation tasks cannot be analysed per sample without the task's own metric,
+and say so.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,8 @@ from ..limits import Limits
 from ..progress import progress_bar
 from ..sandboxed.sandbox import private_workdir
 from ..scoring.formulas import signal_quality
-from ..scoring.html import csv_text, html_table, page, png_image
-
-SAMPLES_FILE = "samples.csv"
-PAGE_FILE = "diagnosis.html"
+from .priors import LengthPrior, length_prior
+from .subset import SubsetScores, subset_scores
 
 
 @dataclass(frozen=True)
@@ -155,89 +156,29 @@ def analyse(plan: Plan, scores: dict[str, np.ndarray], checkpoints: Released) ->
                      sq(~noisy) if (~noisy).any() else None)
 
 
-def samples_csv(signal: SampleSignal) -> str:
-    """One row per sample: where it is, how many models learn it, its mean slope, the
-    fraction of models right at the first and last released checkpoint, noisy or not,
-    then its slope on each model."""
-    header = ["task", "doc_id", "models_learning", "mean_slope", "right_first", "right_last", "noisy"]
-    rows: list[list[object]] = [header + [f"slope_{m}" for m in signal.models]]
-    for j, sample in enumerate(signal.samples):
-        first = last = ""
-        if signal.right is not None:
-            first, last = (f"{signal.right[k, :, j].mean():.3f}" for k in (0, 1))
-        rows.append([sample.task, sample.doc_id, int(signal.learners[j]), f"{signal.slopes[:, j].mean():.4g}",
-                     first, last, bool(signal.noisy[j])] + [f"{v:.4g}" for v in signal.slopes[:, j]])
-    return csv_text(rows)
+@dataclass(frozen=True)
+class Diagnosis:
+    """Everything diagnose found: the per-sample signal on the released window, the task
+    scored with and without its noisy samples, and whether answer lengths decide."""
+
+    plan: Plan
+    signal: SampleSignal
+    n_released: int  # checkpoints the per-sample signal was measured on
+    n_checkpoints: int  # checkpoints the scores were computed on
+    scores: SubsetScores
+    length_prior: LengthPrior | None
 
 
-def summary(signal: SampleSignal, task_metric: str, n_checkpoints: int) -> str:
-    """The terminal's account: counts, the SQ with and without the noisy samples, the
-    noisiest and the best samples."""
-    n, noisy = len(signal.samples), int(signal.noisy.sum())
-    what = ("accuracy from the margins" if signal.right is not None
-            else "mean log-likelihood per sample, a stand-in for the task's metric")
-    lines = [f"{n:,} samples on {n_checkpoints} released checkpoints of {len(signal.models)} models "
-             f"(score per sample: {'margin of the right answer' if signal.right is not None else 'log-likelihood'})",
-             f"signal: {n - noisy:,} samples rise on most models; noise: {noisy:,} do not",
-             f"SQ ({what}, {task_metric}'s selection of checkpoints): every sample {signal.sq_all:.4f}"
-             + (f", without the noisy ones {signal.sq_kept:.4f} (chosen on these same checkpoints: expect less "
-                "on others)" if signal.sq_kept is not None else " (every sample is noisy)")]
-    order = np.argsort(signal.slopes.mean(axis=0), kind="stable")
-    for title, picked in (("noisiest", order[:10]), ("clearest", order[::-1][:10])):
-        lines.append(f"{title} samples (task, doc id: models learning of {len(signal.models)}, mean slope):")
-        lines += [f"  {signal.samples[j].task}, {signal.samples[j].doc_id}: {int(signal.learners[j])}, "
-                  f"{signal.slopes[:, j].mean():+.3g}" for j in picked]
-    return "\n".join(lines)
-
-
-def section(signal: SampleSignal, text: str) -> str:
-    """The report's section on per-sample signal: the slopes' histogram, the summary, the
-    samples that add noise."""
-    import matplotlib.pyplot as plt
-
-    mean_slopes = signal.slopes.mean(axis=0)
-    fig, ax = plt.subplots(figsize=(7, 3))
-    ax.hist([mean_slopes[~signal.noisy], mean_slopes[signal.noisy]], bins=40, stacked=True,
-            color=["tab:green", "tab:red"], label=["signal (rises on most models)", "noise"])
-    ax.axvline(0, color="0.3", linewidth=1)
-    ax.set_xlabel("mean slope of the sample's score over the released window")
-    ax.set_ylabel("samples")
-    ax.legend(fontsize=8, frameon=False)
-    alt = (f"Histogram of the {len(mean_slopes)} samples' mean slopes: {int((~signal.noisy).sum())} signal "
-           f"samples in green, {int(signal.noisy.sum())} noisy ones in red.")
-    order = np.argsort(mean_slopes, kind="stable")[:25]
-    rows = [[escape(signal.samples[j].task), str(signal.samples[j].doc_id),
-             f"{int(signal.learners[j])} of {len(signal.models)}", f"{mean_slopes[j]:+.3g}"]
-            for j in order if signal.noisy[j]]
-    return "\n".join([
-        "<h2>Per-sample signal (released checkpoints)</h2>",
-        f"<pre>{escape(text)}</pre>",
-        png_image(fig, alt),
-        "<p>The samples that add the most noise (all of them are in samples.csv):</p>",
-        html_table(["task", "doc id", "models learning it", "mean slope"], rows, left=2) if rows else "<p>none</p>",
-    ])
-
-
-def write_outputs(signal: SampleSignal, plan: Plan, n_checkpoints: int, output: Path) -> list[Path]:
-    """samples.csv and diagnosis.html (a page with the per-sample section)."""
-    output.mkdir(parents=True, exist_ok=True)
-    csv_path, page_path = output / SAMPLES_FILE, output / PAGE_FILE
-    csv_path.write_text(samples_csv(signal), encoding="utf-8")
-    text = summary(signal, plan.task_metric, n_checkpoints)
-    page_path.write_text(page(f"Per-sample signal — {plan.task_name}", section(signal, text)), encoding="utf-8")
-    return [csv_path, page_path]
-
-
-def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> tuple[Plan, SampleSignal, int]:
-    """Plan the submission as ingestion does, evaluate it on the released checkpoints of
-    the set in `zoo` (never a hidden one) and analyse every sample."""
+def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> Diagnosis:
+    """Plan the submission as ingestion does, evaluate it on every checkpoint of the set in
+    `zoo`, find its noisy samples on the released ones and score it without them."""
     from ..engine.checkpoints import resolve
     from ..engine.engine import Engine
 
     manifest, reference = read_manifest(zoo), read_reference(zoo / "reference")
-    checkpoints = released(reference)
+    window = released(reference)
     entries = {e.id: e for e in manifest.checkpoints}
-    ids = [c for m in checkpoints.models for c in checkpoints.checkpoints[m]]
+    ids = [m.checkpoint_id(c) for m in reference.models for c in m.checkpoints]
     missing = [c for c in ids if c not in entries]
     if missing:
         raise UserError(f"{zoo / MANIFEST_FILE} lists no checkpoint {missing[0]} of the reference data")
@@ -247,10 +188,17 @@ def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> tuple[Plan, 
     if reason := analysable(plan):
         raise UserError(reason)
     paths = [(c, resolve(entries[c], zoo)) for c in ids]
-    planned.check_prompts(paths[0][1], manifest.tokens_per_rule_token)
+    findings = planned.check_prompts(paths[0][1], manifest.tokens_per_rule_token)
     engine = Engine(plan.request_keys(), limits.engine, planned.tokenized)
-    scores, lengths = {}, choice_lengths(plan)
-    bar = progress_bar(engine.run(paths), total=len(paths), desc="released checkpoints", unit="ckpt")
-    for position, responses in bar:
-        scores[paths[position][0]] = sample_scores(plan, responses, lengths)
-    return plan, analyse(plan, scores, checkpoints), len(paths)
+    responses, margins, lengths = {}, {}, choice_lengths(plan)
+    for position, answers in progress_bar(engine.run(paths), total=len(paths), desc="checkpoints", unit="ckpt"):
+        responses[paths[position][0]] = answers
+        margins[paths[position][0]] = sample_scores(plan, answers, lengths)
+    signal = analyse(plan, margins, window)
+    scores = subset_scores(plan, findings, reference, responses, margins, ~signal.noisy, signal.right is not None)
+    compared = reference.scores.scientific_compliance
+    by_model = {m.id: [m.checkpoint_id(c) for c in m.checkpoints] for m in reference.models
+                if m.id in (compared.science_model, compared.web_model)}
+    prior = length_prior(plan, lengths, margins, by_model, compared.web_model)
+    n_released = sum(len(window.checkpoints[m]) for m in window.models)
+    return Diagnosis(plan, signal, n_released, len(ids), scores, prior)

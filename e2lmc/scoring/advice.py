@@ -20,6 +20,7 @@ from .evaluation import Evaluation, Point
 from .formulas import NOISE_SIGMAS
 from .uncertainty import PreviousRun, compare_runs
 
+LENGTH_NORMALISED = ("acc_norm", "acc_mutual_info")  # metrics that do not favour short answers by construction
 FALLING_RHO = -0.5  # Spearman's rho of value against training order below this: the curve falls
 
 
@@ -150,8 +151,12 @@ def _not_scientific(ev: Evaluation) -> list[Advice]:
     shared = cs.wins + cs.ties + cs.losses
     if not shared or cs.score > 0:
         return []
+    causes = ("Either the task measures what web text teaches as well as science text (general language, common "
+              "sense): ask about scientific knowledge itself")
+    if ev.results.task_metric.split(",")[0] not in LENGTH_NORMALISED:
+        causes += ("; or a prior both models share decides, most often the answers' lengths (a summed likelihood "
+                   "prefers shorter answers whatever the model knows): e2lmc diagnose measures it on the web-only "
+                   "model and says so")
     return [Advice("not_scientific", f"The science-mixture model ({selection.science_model}) is not ahead of the "
                                      f"web-only one ({selection.web_model}): higher at {cs.wins} of {shared} shared "
-                                     "checkpoints where not both guess, so CS is 0. The task measures what web text "
-                                     "teaches as well as science text (general language, common sense): ask about "
-                                     "scientific knowledge itself.")]
+                                     f"checkpoints where not both guess, so CS is 0. {causes}.")]

@@ -48,6 +48,13 @@ def _diagnose(args: argparse.Namespace) -> int:
     print(summary(diagnosis))
     written = write_outputs(diagnosis, output)
     print("wrote " + " and ".join(str(p) for p in written))
+    if args.keep_signal is not None:
+        from ..participant.keep_signal import write_kept
+
+        kept = int((~diagnosis.signal.noisy).sum())
+        files = write_kept(args.submission, diagnosis.plan, ~diagnosis.signal.noisy, args.keep_signal, run_limits(args))
+        print(f"wrote the task without its noisy samples to {args.keep_signal} ({', '.join(p.name for p in files)} "
+              f"rewritten; planned again, it asks exactly the {kept:,} kept samples): e2lmc run {args.keep_signal}")
     return 0
 
 
@@ -134,16 +141,22 @@ def add_participant_commands(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(
         sub, "diagnose",
-        help="which samples of a submission carry signal, on the released checkpoints of the embedded set",
-        description="Evaluate the submission on the released checkpoints only and, per sample, the slope of its "
-        "confidence margin (log p(right answer) - best log p(wrong answer)) on each model: how many models "
-        "learn it, which samples add noise, and the SQ the task would get without them. Multiple-choice and "
-        "log-likelihood tasks; writes samples.csv and diagnosis.html.",
+        help="which samples of a submission carry signal, and what it would score without the others",
+        description="Evaluate the submission on the embedded set and, per sample, the slope of its confidence margin "
+        "(log p(right answer) - best log p(wrong answer)) on each model's released checkpoints: how many models "
+        "learn it, which samples add noise; then the score, SQ, RC, CS and validity with and without them on every "
+        "checkpoint, and whether the answers' lengths decide the web-only model's margins. Multiple-choice and "
+        "log-likelihood tasks; writes samples.csv and diagnosis.html, and with --keep-signal the task without "
+        "its noisy samples.",
         examples=["e2lmc diagnose my_task/",
+                  "e2lmc diagnose my_task/ --keep-signal my_task_kept/   # then: e2lmc run my_task_kept/",
                   "e2lmc diagnose starting_kit/sample_submissions/e2lmc_science_cloze --output /tmp/diagnosis"],
     )
     p.add_argument("submission", type=Path, help="the submission, a folder or zip")
     add_run_options(p, default_output=f"{RUN_OUTPUT}/SUBMISSION/diagnosis")
+    p.add_argument("--keep-signal", type=Path, metavar="DIR",
+                   help="write the submission without its noisy samples into DIR (a new folder): the rows of its data "
+                        "file dropped, then planned again to check it asks exactly the kept samples")
     p.set_defaults(func=_diagnose)
 
     p = add_command(

@@ -48,13 +48,19 @@ def check_claims(plan: Plan, rules: SubmissionRules = SubmissionRules()) -> Plan
         if sample.choices is not None:
             sample.gold = _scored_gold(sample)
     _check_gold_answers(plan)
-    plan.n_samples = len({tuple(plan.requests[r].arguments for r in sample.requests) for sample in plan.samples})
+    plan.n_samples = distinct_samples(plan)
     if problem := rules.sample_count_problem(plan.n_samples):
         duplicates = len(plan.samples) - plan.n_samples
-        raise InvalidSubmission(f"task '{plan.task_name}' {problem.replace('samples', 'distinct samples', 1)}"
-                                + (f" ({duplicates:,} repeat another's requests)" if duplicates else ""))
+        if duplicates:
+            problem = problem.replace("samples", "distinct samples", 1) + f" ({duplicates:,} repeat another's requests)"
+        raise InvalidSubmission(f"task '{plan.task_name}' {problem}")
     plan.leakage = leaked_samples(plan)
     return plan
+
+
+def distinct_samples(plan: Plan) -> int:
+    """The samples that differ in their requests: what the sample-count rule counts."""
+    return len({tuple(plan.requests[r].arguments for r in sample.requests) for sample in plan.samples})
 
 
 def _check_multiple_input(plan: Plan, sample: PlannedSample) -> None:

@@ -70,12 +70,13 @@ class Preflight:
 
 def preflight(source: Path, workdir: Path, limits: Limits, checkpoint: Path | None = None,
               tokens_per_rule_token: float = 1.0, sandbox: Sandbox | None = None,
-              warn: bool = True) -> Preflight:
+              warn: bool = True, rules: SubmissionRules = SubmissionRules()) -> Preflight:
     """Open, plan and (given `checkpoint`, a model or tokenizer folder) check the prompts of
-    the submission at `source`; with `warn`, a truncation warning goes to stderr."""
+    the submission at `source`; with `warn`, a truncation warning goes to stderr. `rules`:
+    the sample-count rule the plan is refused by."""
     sandbox = sandbox or Sandbox(workdir, limits.sandbox)
     submission = open_submission(source, workdir)
-    planned = Preflight(submission, check_claims(plan_task(submission, sandbox, workdir, limits.plan_seconds)))
+    planned = Preflight(submission, check_claims(plan_task(submission, sandbox, workdir, limits.plan_seconds), rules))
     if checkpoint is not None:
         planned.check_prompts(checkpoint, tokens_per_rule_token, warn)
     return planned

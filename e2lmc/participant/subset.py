@@ -25,7 +25,7 @@ import numpy as np
 from ..formats.plan import Plan
 from ..formats.reference import ReferenceData
 from ..formats.results import CheckpointResult, IngestionResults, PreflightFindings
-from ..ingestion.derived import chance_level, guessing_spread, leaked_samples
+from ..ingestion.derived import chance_level, distinct_samples, guessing_spread, leaked_samples
 from ..scoring.evaluation import Evaluation, evaluate
 
 MARGIN_ACCURACY = "accuracy from the margins"
@@ -48,10 +48,9 @@ class SubsetScores:
 def sub_plan(plan: Plan, keep: np.ndarray) -> Plan:
     """The plan with only the samples `keep` marks: the same requests, so every checkpoint's
     responses (in plan order) still fit it."""
-    samples = [s for s, k in zip(plan.samples, keep, strict=True) if k]
-    scored = plan.scored_tasks()
-    dropped = sum(1 for s, k in zip(plan.samples, keep, strict=True) if not k and s.task in scored)
-    return dataclasses.replace(plan, samples=samples, n_samples=plan.n_samples - dropped)
+    part = dataclasses.replace(plan, samples=[s for s, k in zip(plan.samples, keep, strict=True) if k])
+    part.n_samples = distinct_samples(part)
+    return part
 
 
 def _values(plan: Plan, responses: dict[str, list[Any]], stand_in: dict[str, np.ndarray], keep: np.ndarray,

@@ -90,7 +90,8 @@ def main(mode: str, root: str, task_name: str, task_metric: str, plan_dir: str) 
         task_dict = load_task(submission)
         if mode == "plan":
             n_samples = sum(len(task.eval_docs) for task in task_dict["tasks"].values())
-            if problem := SubmissionRules().sample_count_problem(n_samples):
+            rules = SubmissionRules()  # too many is refused before any request is built; too few by the parent
+            if n_samples > rules.max_samples and (problem := rules.sample_count_problem(n_samples)):
                 raise UserError(f"task '{task_name}' {problem}")
             lm, _ = record_requests(submission, task_dict)
             planned = [PlannedRequest(kind, args, task, doc) for (kind, args), (task, doc) in lm.requests.items()]

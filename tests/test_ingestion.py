@@ -366,6 +366,14 @@ def _rows_with_a_broken_line(n: int, broken: int) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _rows_changed(n: int, index: int, **fields) -> str:
+    """make_task's JSON Lines with `fields` set on the row at `index`."""
+    rows = [{"question": f"Which number follows {i}?", "choices": [str(i + 1), str(i + 2), str(i + 3)], "label": 0}
+            for i in range(n)]
+    rows[index].update(fields)
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("n", "extra", "message"),
@@ -424,6 +432,21 @@ def _rows_with_a_broken_line(n: int, broken: int) -> str:
         (120, {"yaml_extra": "doc_to_target: '{{label}'\n"},
          r"task 'numbers': its doc_to_target template failed: unexpected '}'; the data's fields are: question, "
          r"choices, label$"),
+        (120, {"files": {"numbers.jsonl": _rows_changed(120, 40, choices="a, b, c")}},
+         r"task 'numbers' document 40 of its evaluated split: its doc_to_choice '\{\{choices\}\}' gave 'a, b, c', "
+         r"which is not a list of choices: give each document its choices as a list in the data"),
+        (120, {"files": {"numbers.jsonl": _rows_changed(120, 5, choices=[])}},
+         r"task 'numbers' document 5 of its evaluated split: its doc_to_choice '\{\{choices\}\}' gave no choices"),
+        (120, {"yaml_extra": "doc_to_choice: '{{question}}'\n"},
+         r"task 'numbers' document 0 of its evaluated split: its doc_to_choice '\{\{question\}\}' gave 'Which "
+         r"number follows 0\?', which is not a list of choices"),
+        (120, {"yaml_extra": "dataset_path: csv\ndataset_kwargs:\n  data_files:\n    test: numbers.csv\n"
+                             "doc_to_choice: '{{[a, b, c]}}'\n",
+               "files": {"numbers.csv": "question,a,b,c,label\n" + "".join(
+                   f"Which number follows {i}?,{i + 1},{i + 2},{i + 3},0{',x,y' if i == 19 else ''}\n"
+                   for i in range(120))}},
+         r"task 'numbers': its data files could not be read \(Error tokenizing data. C error: Expected 5 fields in "
+         r"line 21, saw 7\)$"),
     ],
 )
 def test_bad_tasks_are_refused_before_any_model(tmp_path, n, extra, message):

@@ -74,10 +74,27 @@ def confined(submission: Submission) -> Iterator[None]:
             load_config(self, entry, overrides), entry.yaml_path, root)),
         (task_module.ConfigurableTask, "download",
          lambda self, *args, **kwargs: _named_download(download, self, args, kwargs)),
-        *[(task_module.ConfigurableTask, key, _named_template(getattr(task_module.ConfigurableTask, key), key))
-          for key in TEMPLATE_KEYS],
         (sys.modules, "evaluate", None),  # `import evaluate` fails meanwhile
     ]
+    with _patched(patches), named_documents():
+        yield
+
+
+@contextlib.contextmanager
+def named_documents() -> Iterator[None]:
+    """lm-eval's `doc_to_*` failures said with the task, the key and the document, while
+    the task is built and while its requests are (where every document is rendered)."""
+    import lm_eval.api.task as task_module
+
+    task = task_module.ConfigurableTask
+    with _patched([(task, key, _named_template(getattr(task, key), key)) for key in TEMPLATE_KEYS]):
+        yield
+
+
+@contextlib.contextmanager
+def _patched(patches: list[tuple[Any, str, Any]]) -> Iterator[None]:
+    """Each (target, name, value) set, and restored afterwards (tests build other tasks in
+    the same process)."""
     saved = [(target, name, _get(target, name)) for target, name, _ in patches]
     for target, name, value in patches:
         _set(target, name, value)
@@ -261,14 +278,17 @@ def check_data_file(path: Path, root: Path, where: str, split: str, evaluated: s
 
 def _named_template(render: Any, key: str) -> Any:
     """lm-eval's `doc_to_*` with a template error that names the task, the YAML key and
-    the fields the sample has (Jinja says only "'questoin' is undefined")."""
+    the fields the sample has (Jinja says only "'questoin' is undefined"), and a
+    doc_to_choice that gives no list of choices, with the document ("malformed node or
+    string", or "not enough values to unpack" later)."""
     from jinja2 import TemplateError
     from jinja2.exceptions import SecurityError
 
     @functools.wraps(render)
     def named(self: Any, doc: Any, *args: Any, **kwargs: Any) -> Any:
+        declared = getattr(self.config, key, None)
         try:
-            return render(self, doc, *args, **kwargs)
+            value = render(self, doc, *args, **kwargs)
         except SecurityError:
             raise  # said as an attempt to escape, not as a mistake (child.describe_error)
         except TemplateError as exc:
@@ -279,8 +299,37 @@ def _named_template(render: Any, key: str) -> Any:
                 f"task '{self.config.task}': its {key} template failed: {first_line(exc, 200)}"
                 + (f" (did you mean '{close[0]}'?)" if close else "")
                 + (f"; the data's fields are: {', '.join(fields)}" if fields else "")) from None
+        except (ValueError, SyntaxError):  # lm-eval reads a doc_to_choice template's text as a Python list
+            if key != "doc_to_choice" or not isinstance(declared, str):
+                raise  # not lm-eval's reading; a function of the submission is said with its file and line
+            raise UserError(_not_a_list(self, doc, declared)) from None
+        if key == "doc_to_choice" and isinstance(declared, str) and (isinstance(value, str) or not value):
+            raise UserError(_not_a_list(self, doc, declared))
+        return value
 
     return named
+
+
+def _document(task: Any, doc: Any) -> str:
+    """Which document `doc` is: its index in the evaluated split, else a few-shot example."""
+    try:
+        index = next((i for i, d in enumerate(task.eval_docs) if d == doc), None)
+    except Exception:  # noqa: BLE001 - only to say which document: never a failure of its own
+        index = None
+    return f"document {index} of its evaluated split" if index is not None else "a few-shot example"
+
+
+def _not_a_list(task: Any, doc: Any, declared: str) -> str:
+    from lm_eval.utils import apply_template
+
+    try:
+        shown = doc[declared] if declared in (task.features or []) else apply_template(declared, doc)
+    except Exception:  # noqa: BLE001 - shown when it can be
+        shown = None
+    gave = "no choices" if shown in ("", [], "[]") else f"{str(shown)[:60]!r}, which is not a list of choices"
+    return (f"task '{task.config.task}' {_document(task, doc)}: its doc_to_choice '{declared}' gave {gave}: give "
+            "each document its choices as a list in the data ([\"…\", \"…\"]), or build one in the template "
+            "('{{[a, b, c]}}')")
 
 
 def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None:
@@ -292,7 +341,10 @@ def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None
         raise
     except Exception as exc:
         path, name = str(task.config.dataset_path), task.config.task
-        problem = first_line(exc) or type(exc).__name__
+        cause = exc
+        while cause.__cause__ is not None or cause.__context__ is not None:  # datasets hides the reader's error
+            cause = cause.__cause__ or cause.__context__
+        problem = first_line(cause) or first_line(exc) or type(exc).__name__
         if path in LOCAL_LOADERS or Path(path).exists():
             raise UserError(f"task '{name}': its data files could not be read ({problem})") from None
         raise UserError(

@@ -22,7 +22,7 @@ from lm_eval.api.model import LM
 
 from ..errors import UserError
 from ..formats.requests import GENERATE, LOGLIKELIHOOD, ROLLING, RequestKey, request_key, unknown_kind
-from .guards import confined, sandbox_templates
+from .guards import confined, named_documents, sandbox_templates
 from .submission import Submission, load_task_yaml
 
 
@@ -136,7 +136,8 @@ def record_requests(submission: Submission, task_dict: dict) -> tuple[RecordingL
     """The recording of every request the task makes (`.requests`: distinct, with the
     sample that first asked; `.asked`: each sample's), and the result keys it produces."""
     lm = RecordingLM()
-    keys = run_task(submission, task_dict, lm)
+    with named_documents():
+        keys = run_task(submission, task_dict, lm)
     if submission.task_metric not in keys:
         produced = sorted(k for k in keys if "," in k and "_stderr" not in k)
         by_metric = {key.split(",")[0]: key for key in reversed(produced)}  # the metric's name, before its filter

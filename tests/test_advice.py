@@ -5,7 +5,7 @@ import pytest
 
 from e2lmc.formats.reference import read_reference
 from e2lmc.formats.results import read_results
-from e2lmc.scoring.advice import advise
+from e2lmc.scoring.advice import advise, metrics_sq
 from e2lmc.scoring.evaluation import evaluate
 from e2lmc.scoring.report import render, token_unit
 
@@ -99,3 +99,20 @@ def test_the_report_shows_the_diagnoses_and_describes_its_figure():
 def test_the_x_axis_unit_reads_well(largest, unit):
     scale, name = token_unit(largest)
     assert name == unit and 1 <= largest / scale < 1000
+
+
+def test_a_metric_of_the_task_with_more_signal_is_suggested():
+    """acc wanders at noise level while the task's acc_norm rises: the advice names acc_norm,
+    and the report shows every metric's SQ on the released checkpoints."""
+    noise = np.random.default_rng(3)
+    ev = _evaluation(lambda m, it: 0.3 + float(noise.normal(0, 0.01)))
+    for result in ev.results.checkpoints:
+        result.metrics["acc_norm,none"] = 0.3 + 1e-6 * int(result.id.rsplit("_", 1)[1])
+    [said] = [d for d in advise(ev) if d.kind == "other_metric"]
+    assert "The task also computes acc_norm,none" in said.sentence and "task_metric: acc_norm,none" in said.sentence
+    assert "<code>acc_norm,none</code>" in render(ev)
+    for result in ev.results.checkpoints:  # falling: monotonicity 0, half the SQ of the same curve rising
+        result.metrics["acc_norm,none"] = 0.6 - 1e-6 * int(result.id.rsplit("_", 1)[1])
+    assert metrics_sq(ev)["acc_norm,none"] == pytest.approx(0.5)
+    ev.results.lower_is_better = ["acc_norm,none"]  # a loss that falls: all signal
+    assert metrics_sq(ev)["acc_norm,none"] == pytest.approx(1.0)

@@ -5,6 +5,7 @@ import io
 import json
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 import time
@@ -77,6 +78,10 @@ def test_demo_runs_the_sample_submission_through_ingestion_and_scoring(tiny_zoo,
     noise = [line for line in proc.stderr.splitlines() if re.search(r"Loading weights|Warning|deprecated", line)]
     assert not noise, noise
     assert (tmp_path / "demo" / "detailed_results.html").stat().st_size > 10_000
+    # every metric of the task is kept per checkpoint (the submitted one is scored): compared without a rerun
+    results = json.loads((tmp_path / "demo" / "res" / RESULTS_FILE).read_text())
+    assert all(set(c["metrics"]) == {"acc,none", "acc_norm,none"} for c in results["checkpoints"])
+    assert "<code>acc_norm,none</code>" in (tmp_path / "demo" / "detailed_results.html").read_text()
     scores = json.loads((tmp_path / "demo" / "scores.json").read_text())
     assert scores["valid"] == 1.0 and scores["n_samples"] >= 200
 
@@ -159,6 +164,36 @@ def test_score_curves_reads_ingestion_results_as_the_scorer_selects(tmp_path):
     every = _score_curves_json(SAMPLE_RESULTS / RESULTS_FILE)
     n_evaluated = len(read_results(SAMPLE_RESULTS).checkpoints)
     assert sum(r["points"] for r in every.values()) == n_evaluated > sum(r["points"] for r in rows.values())
+
+
+def test_score_curves_compares_every_metric_a_run_kept_and_finds_the_sets_reference(tmp_path):
+    """Results that keep the task's other metrics: --metric scores each, oriented as lm-eval
+    says (a perplexity that falls as acc rises has acc's SQ); and where a built set in zoo/
+    carries the results' weights digest, its reference selects without --reference."""
+    from e2lmc.formats.manifest import CheckpointManifest, write_manifest
+
+    data = json.loads((SAMPLE_RESULTS / RESULTS_FILE).read_text())
+    for result in data["checkpoints"]:
+        acc = result["metrics"]["acc,none"]
+        result["metrics"].update({"acc_norm,none": acc + 0.01, "word_perplexity,none": 10 - acc})
+    data.update(lower_is_better=["word_perplexity,none"], weights_digest="d1g35t")
+    path = tmp_path / RESULTS_FILE
+    path.write_text(json.dumps(data))
+    scored = {metric: _score_curves_json(path, "--reference", SAMPLE_REFERENCE, "--metric", metric)
+              for metric in ("acc,none", "acc_norm,none", "word_perplexity,none")}
+    sq = {metric: {m: r["signal_quality"] for m, r in rows.items()} for metric, rows in scored.items()}
+    assert sq["acc_norm,none"] == sq["acc,none"] == pytest.approx(sq["word_perplexity,none"], abs=1e-12)
+
+    write_manifest(CheckpointManifest([], weights_digest="d1g35t"), tmp_path / "zoo" / "mine")
+    shutil.copytree(SAMPLE_REFERENCE, tmp_path / "zoo" / "mine" / "reference")
+    proc = subprocess.run(["e2lmc", "score-curves", str(path), "--metric", "acc,none", "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "reference: zoo/mine/reference (the built set" in proc.stderr, proc.stderr
+    assert {r["model"]: r["signal_quality"] for r in json.loads(proc.stdout)} == sq["acc,none"]
+    elsewhere = subprocess.run(["e2lmc", "score-curves", str(path), "--metric", "acc,none"], cwd=tmp_path / "zoo",
+                               capture_output=True, text=True, timeout=60)
+    assert "hidden ones and the web-only model's included, so the mean is not the leaderboard's SQ" in \
+        elsewhere.stderr
 
 
 def test_score_curves_warns_on_a_flat_curve(tmp_path):

@@ -4,6 +4,7 @@ evaluate, score in a child process; resuming, failures, security and the rules."
 import contextlib
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -290,7 +291,12 @@ def test_validate_reports_samples_prompts_and_leakage(tiny_zoo, tmp_path, capsys
     assert main(["validate", str(science(tiny_zoo)), "--tokenizer", tokenizer]) == 0
     out = capsys.readouterr().out
     assert f"task '{SCIENCE_TASK}'" in out and "longest prompt:" in out and out.strip().endswith("valid")
-    assert "(counted as" in out  # the set's tokenizer folder: counted on the rule's scale (its manifest)
+    # the set's tokenizer folder: counted on the rule's scale (its manifest), the tokenizer named apart
+    assert re.search(r"longest prompt: \d+ tokens \(sample \d+\) \(counted as [\d,]+ tokens of the checkpoints' "
+                     r"tokenizer / [\d.]+: .*\); counted with the tokenizer of .*tokenizer$", out, re.MULTILINE)
+    # a group: the longest prompt's subtask is named (the CSV subtask's two examples and description)
+    main(["validate", str(write_group_submission(tmp_path / "group")), "--tokenizer", tokenizer])
+    assert re.search(r"longest prompt: \d+ tokens \(subtask numbers_csv sample \d+\)", capsys.readouterr().out)
 
     # a built set named with --zoo, as run and diagnose take it: its first checkpoint counts the prompts
     assert main(["validate", str(science(tiny_zoo)), "--zoo", str(tiny_zoo[0])]) == 0

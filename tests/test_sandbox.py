@@ -273,6 +273,35 @@ def test_nothing_of_a_hidden_checkpoint_leaks_through_errors(tmp_path, level):
                 assert shown in message, (style, message)
 
 
+class _Answering:
+    """A score child that has already answered with `message`."""
+
+    def __init__(self, message: dict) -> None:
+        self.message = message
+
+    def receive(self, timeout: float, doing: str) -> dict:
+        return self.message
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_childs_other_metrics_are_kept_only_as_bounded_numbers():
+    """The other metrics a child reports are kept for comparison, never scored: the
+    submitted one cannot be replaced by them, and junk (odd keys, non-numbers, thousands of
+    keys) is left out rather than written into the results."""
+    junk = {f"m{i},none": 0.5 for i in range(1000)}
+    junk.update({"acc,none": 99.0, "x" * 500 + ",none": 0.1, "no comma": 0.2, "nan,none": float("nan"),
+                 "text,none": "0.3", "bool,none": True})
+    scorer = ScoreChild(_Answering({"value": 0.25, "metrics": {"acc_norm,none": 0.3, **junk}}), 1, "acc,none", 1)
+    scorer.built = True
+    values = scorer.result(detail=True)
+    assert values["acc,none"] == 0.25 and values["acc_norm,none"] == 0.3 and len(values) == 1 + 16
+    assert all(key == "acc_norm,none" or re.fullmatch(r"m\d+,none", key) for key in values if key != "acc,none")
+    assert ScoreChild(_Answering({"value": 0.25, "metrics": "many"}), 1, "acc,none", 1).result(True) == {
+        "acc,none": 0.25}
+
+
 # ------------------------------------------------------------ the parent's own limits
 
 

@@ -7,6 +7,7 @@ Each handler turns its options into a call of the participant's package (`partic
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..formats.alignment import AlignmentSettings
@@ -68,9 +69,16 @@ def _align(args: argparse.Namespace) -> int:
 
 
 def _score_curves(args: argparse.Namespace) -> int:
-    from ..scoring.curves import format_table, score_file, scores_json
+    from ..embedded.sets import reference_of_results
+    from ..scoring.curves import format_table, is_results_file, score_file, scores_json
 
-    scores = score_file(args.file, args.metric, args.every, args.max_tokens, args.reference, args.lower_is_better)
+    reference = args.reference
+    if reference is None and args.every is None and is_results_file(args.file):
+        reference = reference_of_results(args.file)
+        if reference is not None:
+            print(f"reference: {reference} (the built set these results were computed on, by its weights digest)",
+                  file=sys.stderr)
+    scores = score_file(args.file, args.metric, args.every, args.max_tokens, reference, args.lower_is_better)
     print(scores_json(scores) if args.json else format_table(scores))
     return 0
 
@@ -213,7 +221,8 @@ def add_participant_commands(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)g)")
     p.add_argument("--reference", type=Path,
                    help="with an ingestion_results.json: the reference data folder of the set it was evaluated on "
-                        "(e.g. zoo/default/reference); its SQ selection picks the checkpoints, as the scorer does")
+                        "(e.g. zoo/default/reference); its SQ selection picks the checkpoints, as the scorer does "
+                        "(default: the built set in zoo/ whose weights digest the results carry)")
     p.add_argument("--lower-is-better", action="store_true", help="the benchmarks are lower-is-better (negated)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_score_curves)

@@ -14,6 +14,7 @@ import platform
 import time
 from pathlib import Path
 
+from ..errors import UserError
 from ..formats.manifest import MANIFEST_FILE, read_manifest
 from ..formats.series import SERIES_FILE
 from .kernels import OPTIMIZER, has_avx2
@@ -27,6 +28,22 @@ ORGANIZERS_DIGESTS = {
 }
 PRESETS = ("tiny", "default")  # zoo.PRESETS' names, without loading torch to list them
 DEFAULT_PRESET = "default"
+
+
+def reference_of_results(results_file: Path) -> Path | None:
+    """The reference data of the built set an `ingestion_results.json` was computed on, found
+    among the sets in zoo/ by its weights digest; None where no built set matches."""
+    try:
+        digest = json.loads(results_file.read_text(encoding="utf-8")).get("weights_digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+    for manifest in sorted(ROOT.glob(f"*/{MANIFEST_FILE}")) if digest else []:
+        try:
+            if read_manifest(manifest.parent).weights_digest == digest:
+                return manifest.parent / "reference"
+        except UserError:
+            continue
+    return None
 
 
 def set_folder(preset: str = DEFAULT_PRESET, zoo: Path | None = None) -> Path:

@@ -9,6 +9,7 @@ submission's code ran at, and the samples drawn for the alignment judge.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class PreflightFindings:
 
     max_prompt_tokens: int | None = None  # counted with the checkpoints' tokenizer
     longest_prompt_sample: int | None = None
+    longest_prompt_task: str | None = None  # the subtask of that sample, in a group (None: the task itself)
     tokens_per_rule_token: float = 1.0  # the manifest's: what the prompt-length rule divides the count by
     context_tokens: int | None = None  # the checkpoints' context length
     truncated_requests: int = 0  # requests whose prompt exceeds it: cut from the left, never in silence
@@ -40,6 +42,13 @@ class PreflightFindings:
         if self.max_prompt_tokens is None:
             return None
         return math.ceil(self.max_prompt_tokens / self.tokens_per_rule_token)
+
+    def longest_prompt_where(self) -> str:
+        """Which sample has the longest prompt: 'sample 106', or 'subtask X sample 106' in a group."""
+        if self.longest_prompt_sample is None:
+            return ""
+        task = f"subtask {self.longest_prompt_task} " if self.longest_prompt_task else ""
+        return f"{task}sample {self.longest_prompt_sample}"
 
     def how_counted(self) -> str:
         """How the rule's count was made, where it is not the checkpoints' own count."""
@@ -77,10 +86,25 @@ class IngestionResults:
     alignment_samples: list[AlignmentSample] = field(default_factory=list)  # every sample, for the judge to draw from
     custom_code: list[str] = field(default_factory=list)  # the submission's functions that computed the metric
     # (empty: lm-eval's own metrics, computed by trusted code from the responses and the plan)
+    # The task's other metrics (in `checkpoints[].metrics` beside the submitted one, for comparison, never
+    # scored) that improve downward, by lm-eval's registry of metrics
+    lower_is_better: list[str] = field(default_factory=list)
+
+    def oriented(self, metric: str) -> float:
+        """+1 where `metric` improves upward, -1 where downward."""
+        if metric == self.task_metric:
+            return 1.0 if self.higher_is_better else -1.0
+        return -1.0 if metric in self.lower_is_better else 1.0
 
     def done_ids(self) -> set[str]:
         """Checkpoints already evaluated without error (a rerun skips them)."""
         return {c.id for c in self.checkpoints if c.error is None}
+
+
+def compared_metrics(task_metric: str, keys: Iterable[str]) -> list[str]:
+    """The metrics of a checkpoint's `metrics` worth comparing: the submitted one first, then
+    the others in order, without standard errors (older files and the sample kept them)."""
+    return list(dict.fromkeys([task_metric, *(k for k in keys if "_stderr" not in k)]))
 
 
 def write_results(results: IngestionResults, directory: str | Path) -> Path:

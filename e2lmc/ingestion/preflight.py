@@ -106,6 +106,7 @@ def check_prompts(plan: Plan, checkpoint: Path,
     findings = PreflightFindings(
         max_prompt_tokens=lengths[longest],
         longest_prompt_sample=request.doc_id if request else None,
+        longest_prompt_task=request.task if request and request.task != plan.task_name else None,
         tokens_per_rule_token=tokens_per_rule_token,
         leakage_count=len(plan.leakage),
         leakage_examples=plan.leakage[:LEAKAGE_EXAMPLES_KEPT],

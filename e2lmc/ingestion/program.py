@@ -116,12 +116,13 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                 assert scoring is not None and results is not None
                 scorer, checkpoint, seconds = scoring
                 try:
-                    value = scorer.result(detail=not hidden_sent)
+                    values = scorer.result(detail=not hidden_sent)
                 except InvalidSubmission as exc:
                     raise InvalidSubmission(f"{exc}; {_kept(results, output, count=not hidden_sent)}") from None
                 if custom:
                     scorer.close()  # it saw one checkpoint: it sees no other
-                results.checkpoints.append(CheckpointResult(checkpoint, {plan.task_metric: value}, seconds))
+                results.checkpoints.append(CheckpointResult(checkpoint, values, seconds))
+                results.lower_is_better = sorted(set(results.lower_is_better) | lower_is_better(values))
                 _write_sorted(results, output, order)
 
             start = time.perf_counter()
@@ -149,6 +150,15 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
     results.complete = True
     _write_sorted(results, output, order)
     return results
+
+
+def lower_is_better(values: dict[str, float]) -> set[str]:
+    """The metric keys of `values` that lm-eval's registry says improve downward (a
+    perplexity); unknown names count as upward."""
+    import lm_eval.api.metrics  # noqa: F401 - fills the registry as it is imported
+    from lm_eval.api.registry import HIGHER_IS_BETTER_REGISTRY
+
+    return {key for key in values if HIGHER_IS_BETTER_REGISTRY.get(key.split(",")[0]) is False}
 
 
 def _import_model_libraries() -> None:

@@ -33,7 +33,8 @@ def main(plan_dir: str) -> int:
         send({"ready": True})
         for line in sys.stdin:
             responses = [tuple(v) if isinstance(v, list) else v for v in json.loads(line)["responses"]]
-            send({"value": metric.value(responses)})
+            values = metric.values(responses)
+            send({"value": values[metric.plan.task_metric], "metrics": values})
         return 0
     except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence for the parent
         send({"error": f"lm-eval could not compute the task's metric: {type(exc).__name__}: {first_line(exc, 300)}"})

@@ -142,15 +142,27 @@ class TrustedMetric:
         self.groups = _groups(plan.groups, self.tasks)
         self.lm = PlanLM(index)
 
-    def value(self, responses: list[Any]) -> float:
-        """The task's metric on one checkpoint's responses (in plan order)."""
+    def values(self, responses: list[Any]) -> dict[str, float]:
+        """Every metric of the scored task on one checkpoint's responses (in plan order),
+        the submitted one among them (`value`)."""
         from lm_eval.evaluator import evaluate
 
         self.lm.responses = responses
         task_dict = {"tasks": self.tasks, "groups": self.groups,
                      "group_map": {name: group.child_names for name, group in self.groups.items()}}
         out = evaluate(self.lm, task_dict, bootstrap_iters=0, log_samples=False, verbosity="ERROR")
-        return float(out["results"][self.plan.task_name][self.plan.task_metric])
+        return metric_values(out["results"][self.plan.task_name])
+
+    def value(self, responses: list[Any]) -> float:
+        """The submitted metric on one checkpoint's responses."""
+        return self.values(responses)[self.plan.task_metric]
+
+
+def metric_values(results: dict[str, Any]) -> dict[str, float]:
+    """lm-eval's results of one task: its metric keys ('acc,none') and their numbers,
+    without the standard errors and the bookkeeping ('alias', 'samples')."""
+    return {key: float(value) for key, value in results.items()
+            if "," in key and "_stderr" not in key and isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def _reset(instances: list) -> None:

@@ -68,8 +68,8 @@ def _check_tokenizer_folder(checkpoint: Path) -> None:
 def _prompts(planned: Preflight, checkpoint: Path, scale: float, allow_truncation: bool) -> bool:
     """The prompt lengths and the truncation, printed; whether truncation makes the task invalid."""
     findings = planned.check_prompts(checkpoint, scale, warn=False)
-    print(f"longest prompt: {findings.rule_prompt_tokens:,} tokens (sample {findings.longest_prompt_sample}, "
-          f"tokenizer of {checkpoint}){findings.how_counted()}")
+    print(f"longest prompt: {findings.rule_prompt_tokens:,} tokens ({findings.longest_prompt_where()})"
+          f"{findings.how_counted()}; counted with the tokenizer of {checkpoint}")
     if findings.context_tokens is None:
         print(f"truncation not checked: {checkpoint} is a tokenizer, not a model folder with a context length")
         return False

@@ -106,7 +106,8 @@ def main(mode: str, root: str, task_name: str, task_metric: str, plan_dir: str) 
         for n, line in enumerate(sys.stdin):
             values = json.loads(line)["responses"]
             responses = {key: tuple(v) if isinstance(v, list) else v for key, v in zip(keys, values, strict=True)}
-            send({"value": replay(submission, task_dict, responses)})
+            values = replay(submission, task_dict, responses)
+            send({"value": values[task_metric], "metrics": values})
             if n == 0:  # the requests are built: later checkpoints only reset their responses
                 keep_built_requests(task_dict)
         return 0

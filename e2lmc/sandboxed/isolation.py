@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -38,6 +39,8 @@ from .sandbox import Sandbox, undated
 from .submission import Submission
 
 STDERR_TAIL_BYTES = 64 * 1024
+MAX_OTHER_METRICS = 16  # a task's metrics besides the submitted one, kept per checkpoint for comparison
+METRIC_KEY = re.compile(r"[\w.\-]{1,64},[\w.\-]{1,64}")  # lm-eval's result key: 'metric,filter'
 MAX_MESSAGE_BYTES = 1 << 20
 HIDDEN_FAILURE = (
     "the submission's code failed while scoring a checkpoint whose values are hidden; no detail is shown, since "
@@ -200,6 +203,11 @@ def plan_task(submission: Submission, sandbox: Sandbox, workdir: Path, timeout: 
     return plan
 
 
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and \
+        not (isinstance(value, int) and abs(value) > 2 ** 53) and math.isfinite(value)
+
+
 class ScoreChild:
     """A child process that turns checkpoints' responses into the task's metric: either the
     trusted metric (`trusted`: lm-eval's own code on the plan, no code of the submission;
@@ -237,18 +245,24 @@ class ScoreChild:
         next checkpoint meanwhile, while the child builds the task (once) and scores."""
         self.child.send({"responses": responses})
 
-    def result(self, detail: bool) -> float:
-        """The submitted metric on the checkpoint last submitted; a failure in full with `detail`."""
+    def result(self, detail: bool) -> dict[str, float]:
+        """The metrics of the checkpoint last submitted: the submitted one first, then up to
+        MAX_OTHER_METRICS others the task computes (kept for comparison, never scored; any
+        that is not a metric key with a finite number is left out); a failure in full with
+        `detail`."""
         try:
             if not self.built:
                 self.child.receive(self.build_timeout, "Building the task for scoring")
                 self.built = True
-            value = self.child.receive(self.timeout, "Scoring a checkpoint").get("value")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    (isinstance(value, int) and abs(value) > 2 ** 53) or not math.isfinite(value):
+            message = self.child.receive(self.timeout, "Scoring a checkpoint")
+            value = message.get("value")
+            if not _finite(value):
                 raise ChildFailed(f"the task's metric {self.metric} is {str(value)[:40]} on a checkpoint, not a "
                                   f"finite number")
-            return float(value)
+            others = message.get("metrics") if isinstance(message.get("metrics"), dict) else {}
+            kept = [(k, float(v)) for k, v in others.items() if k != self.metric and isinstance(k, str)
+                    and METRIC_KEY.fullmatch(k) and _finite(v)]
+            return {self.metric: float(value), **dict(kept[:MAX_OTHER_METRICS])}
         except ChildFailed as exc:
             self.child.close()
             raise InvalidSubmission(str(exc) if detail else HIDDEN_FAILURE) from None

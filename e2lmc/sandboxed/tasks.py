@@ -148,9 +148,10 @@ def record_requests(submission: Submission, task_dict: dict) -> tuple[RecordingL
     return lm, keys
 
 
-def replay(submission: Submission, task_dict: dict, responses: dict[RequestKey, Any]) -> float:
-    """The submitted metric computed by the task itself from recorded responses."""
-    return run_task(submission, task_dict, RecordingLM(responses))[submission.task_metric]
+def replay(submission: Submission, task_dict: dict, responses: dict[RequestKey, Any]) -> dict[str, float]:
+    """Every metric of the task, computed by the task itself from recorded responses (the
+    submitted one among them)."""
+    return run_task(submission, task_dict, RecordingLM(responses))
 
 
 def keep_built_requests(task_dict: dict) -> None:

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..formats.results import compared_metrics
 from ..formats.series import EMBEDDED_PHASE
 from .evaluation import Evaluation, Point
-from .formulas import NOISE_SIGMAS
+from .formulas import NOISE_SIGMAS, signal_quality
 from .uncertainty import PreviousRun, compare_runs
 
 LENGTH_NORMALISED = ("acc_norm", "acc_mutual_info")  # metrics that do not favour short answers by construction
 FALLING_RHO = -0.5  # Spearman's rho of value against training order below this: the curve falls
+BETTER_METRIC = 0.02  # SQ by which another metric of the task must beat the submitted one to be suggested
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ def advise(ev: Evaluation, previous: PreviousRun | None = None) -> list[Advice]:
     """Every problem found, most basic first; one 'fine' sentence when there is none; then,
     on a set whose noise was measured, how this run compares with the `previous` one."""
     models = [m.id for m in ev.reference.models if len(visible_points(ev, m.id)) >= 2]
-    found = _at_chance(ev, models) + _flat(ev, models) + _falling(ev, models) + _not_scientific(ev)
+    found = (_at_chance(ev, models) + _flat(ev, models) + _falling(ev, models) + _not_scientific(ev)
+             + _better_metric(ev))
     if not found:
         found = [Advice("fine", "No curve is at chance, flat or falling, and the science model is ahead of the "
                                 "web-only one: to raise SQ further, remove the samples that add noise "
@@ -144,6 +147,38 @@ def _falling(ev: Evaluation, models: list[str]) -> list[Advice]:
                               "answer that is longer or made of rarer tokens, a bias in the distractors — rather "
                               "than knowledge. Compare acc with acc_norm, and look at what the falling samples "
                               "share (e2lmc diagnose).")]
+
+
+def metrics_sq(ev: Evaluation) -> dict[str, float]:
+    """SQ of every metric the results keep (the submitted one first), each oriented, over
+    the SQ selection's released checkpoints, averaged over its models: what another
+    `task_metric` of the same task would give, without a rerun."""
+    selection, results = ev.reference.scores.signal_quality, ev.results
+    by_id = {c.id: c.metrics for c in results.checkpoints if c.error is None}
+    metrics = compared_metrics(results.task_metric, (k for values in by_id.values() for k in values))
+    found = {}
+    for metric in metrics:
+        per_model = []
+        for model in (ev.reference.model(m) for m in selection.models):
+            picked = sorted((c for c in model.checkpoints if c.role == "released" and selection.picks(c)),
+                            key=lambda c: c.iteration)
+            curve = [by_id.get(model.checkpoint_id(c), {}).get(metric, math.nan) for c in picked]
+            per_model.append(signal_quality([results.oriented(metric) * v for v in curve]).score)
+        found[metric] = float(np.mean(per_model)) if per_model else 0.0
+    return found
+
+
+def _better_metric(ev: Evaluation) -> list[Advice]:
+    found = metrics_sq(ev)
+    submitted = ev.results.task_metric
+    better = [(m, sq) for m, sq in found.items() if m != submitted and sq >= found[submitted] + BETTER_METRIC]
+    if not better:
+        return []
+    metric, sq = max(better, key=lambda item: item[1])
+    return [Advice("other_metric", f"The task also computes {metric}: its SQ on the released checkpoints is "
+                                   f"{sq:.3f}, against {found[submitted]:.3f} for {submitted}. task_metric: "
+                                   f"{metric} in metadata.yaml would submit that one (e2lmc run shows its RC and CS "
+                                   "too).")]
 
 
 def _not_scientific(ev: Evaluation) -> list[Advice]:

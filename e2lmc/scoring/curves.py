@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats.reference import ReferenceData, read_reference
-from ..formats.results import RESULTS_KIND
+from ..formats.results import RESULTS_KIND, compared_metrics
 from ..formats.series import iterations_to_tokens
 from .formulas import SignalQuality, signal_quality
 
@@ -71,31 +71,39 @@ def _records(path: Path, reference: ReferenceData | None = None) -> list[dict]:
 
 def _results_records(path: Path, data: dict, reference: ReferenceData | None) -> list[dict]:
     """`ingestion_results.json` as records: one per evaluated checkpoint ('MODEL/iter_N'),
-    its metric oriented higher-is-better; with reference data, only the checkpoints its
-    SQ selection picks, at the training tokens it gives."""
-    metric, sign = data.get("task_metric"), 1.0 if data.get("higher_is_better", True) else -1.0
+    with every metric the results keep (the submitted one first), each oriented
+    higher-is-better; with reference data, only the checkpoints its SQ selection picks, at
+    the training tokens it gives."""
+    checkpoints = [r for r in data.get("checkpoints") or [] if isinstance(r, dict)]
+    task_metric, downward = data.get("task_metric"), set(data.get("lower_is_better") or [])
+    metrics = compared_metrics(task_metric, (k for r in checkpoints for k in (r.get("metrics") or {})))
+    signs = {m: (1.0 if data.get("higher_is_better", True) else -1.0) if m == task_metric
+             else -1.0 if m in downward else 1.0 for m in metrics}
+
+    def values(result: dict) -> dict[str, float | None]:
+        found = result.get("metrics") or {}
+        return {m: None if (v := _number(found.get(m))) is None else signs[m] * v for m in metrics}
+
     picked = {}
     if reference is not None:
         selection = reference.scores.signal_quality
         picked = {m.checkpoint_id(c): (m.id, c) for m in reference.models if m.id in selection.models
                   for c in m.checkpoints if selection.picks(c)}
     rows = []
-    for i, result in enumerate(data.get("checkpoints") or []):
-        cid = str(result.get("id", "")) if isinstance(result, dict) else ""
-        value = _number((result.get("metrics") or {}).get(metric)) if isinstance(result, dict) else None
+    for i, result in enumerate(checkpoints):
+        cid = str(result.get("id", ""))
         if reference is not None:
             if cid in picked:
                 model, checkpoint = picked[cid]
                 rows.append({"model": model, "iteration": checkpoint.iteration, "tokens": checkpoint.tokens,
-                             metric: None if value is None else sign * value})
+                             **values(result)})
             continue
         model, _, name = cid.rpartition("/")
         found = ITERATION_NAME.search(name)
         if not model or not found:
             raise UserError(f"{path}: checkpoint {i} ('{cid}') is not named MODEL/iter_N: pass --reference, the "
                             "reference data of the set it was evaluated on")
-        rows.append({"model": model, "iteration": int(found.group(1)),
-                     metric: None if value is None else sign * value})
+        rows.append({"model": model, "iteration": int(found.group(1)), **values(result)})
     if reference is not None and not rows:
         raise UserError(f"{path} has no checkpoint that the reference data's SQ selection picks: is it the "
                         "reference of the set these results come from?")
@@ -218,8 +226,10 @@ def score_file(path: Path, benchmarks: list[str] | None = None, every_iterations
     reference_data = read_reference(reference) if reference else None
     if reference_data is not None or (results_file and every_iterations is None):
         every_iterations, max_tokens = 0, 0  # the reference's own selection, or every checkpoint of the results
-        print(f"checkpoints: {'the SQ selection of ' + str(reference) if reference else 'all evaluated ones'} "
-              "(values oriented higher-is-better)", file=sys.stderr)
+        print(f"checkpoints: the SQ selection of {reference}, as the scorer's (values oriented higher-is-better)"
+              if reference else "checkpoints: every evaluated one of every model in the file, hidden ones and the "
+              "web-only model's included, so the mean is not the leaderboard's SQ: --reference DIR (the set's "
+              "reference data) selects as the scorer does (values oriented higher-is-better)", file=sys.stderr)
     return score_curves(
         read_curves(path, reference_data),
         benchmarks=benchmarks,

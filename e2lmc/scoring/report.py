@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ..formats.series import tokens_text
-from .advice import advise, visible_points
+from .advice import advise, metrics_sq, visible_points
 from .evaluation import Evaluation
 from .formulas import NOISE_SIGMAS
 from .html import csv_text, html_table, page, png_image
@@ -145,7 +145,7 @@ def render(ev: Evaluation, previous: PreviousRun | None = None) -> str:
                 [
                     "longest prompt (tokens)",
                     "not measured" if v.max_prompt_tokens is None else f"{v.rule_prompt_tokens}"
-                    + ("" if v.longest_prompt_sample is None else f" (sample {v.longest_prompt_sample})")
+                    + ("" if v.longest_prompt_sample is None else f" ({escape(v.longest_prompt_where())})")
                     + v.how_counted(),
                     f"≤ {ref.validation.max_prompt_tokens} tokens of the real models' tokenizer",
                 ],
@@ -213,6 +213,13 @@ def render(ev: Evaluation, previous: PreviousRun | None = None) -> str:
                 f"<b>{lb.signal_quality:.4f}</b>", ""]],
         ),
     ]
+    compared = metrics_sq(ev)
+    if len(compared) > 1:
+        parts += ["<p>Every metric the task computes, on the same released checkpoints (only the submitted "
+                  "<code>task_metric</code> is scored; metadata.yaml chooses it):</p>",
+                  html_table(["metric", "SQ"], [[f"<code>{escape(m)}</code>" + (" (submitted)" if m ==
+                                                  res.task_metric else ""), f"{sq:.4f}"] for m, sq in
+                                                compared.items()])]
 
     if not ref.sq_only:
         parts += _hidden_sections(ev)

@@ -230,8 +230,11 @@ def test_the_align_command(server, tmp_path, capsys, monkeypatch):
     assert main(base) == 0
     printed = capsys.readouterr().out
     assert "alignment: 0 of 10 samples accepted as scientific = 0%" in printed and printed.count("rejected:") == 10
+    assert "10 requests, none answered from the cache" in printed  # an empty cache said as such
     assert main([*base, "--threshold", "0.5"]) == 1
-    assert "below the threshold of 50%" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "below --threshold 50% (exit code 1): a phase whose alignment rule asks for 50%" in printed
+    assert "0 requests, 10 verdicts from the cache" in printed
     assert len(server.requests) == 10  # the second run read the cache
     assert main(["align", str(folder), "--endpoint", "http://127.0.0.1:9/v1", "--retries", "0", "--no-cache"]) == 2
     assert "alignment not checked: the judge at http://127.0.0.1:9/v1" in capsys.readouterr().err

@@ -37,8 +37,12 @@ def align(submission: Path, settings: AlignmentSettings, limits: Limits, prompt_
         print(result.problem, file=sys.stderr)
         return 2
     votes = f"{settings.votes} vote{'s' if settings.votes > 1 else ''} each"
+    cached = (result.judged + result.malformed) * settings.votes - result.requests
+    asked = (f"{result.requests} requests, no cache" if cache is None else
+             f"{result.requests} requests, {cached} verdicts from the cache" if cached else
+             f"{result.requests} requests, none answered from the cache")
     print(f"alignment: {result.accepted} of {result.judged} samples accepted as scientific = {result.rate:.0%} "
-          f"({settings.model}, {votes}; {result.requests} requests, the rest from the cache)"
+          f"({settings.model}, {votes}; {asked})"
           + (f"; {result.malformed} unusable answers left out" if result.malformed else ""))
     for sample in result.rejected:
         lines = sample.text.splitlines() or [""]
@@ -46,5 +50,6 @@ def align(submission: Path, settings: AlignmentSettings, limits: Limits, prompt_
         print(f"  rejected: task '{sample.task}' sample {sample.doc_id}: {question[:150]}")
     below = settings.threshold is not None and result.rate < settings.threshold
     if below:
-        print(f"below the threshold of {settings.threshold:.0%}: the submission would be invalid")
+        print(f"below --threshold {settings.threshold:.0%} (exit code 1): a phase whose alignment rule asks for "
+              f"{settings.threshold:.0%} would count the submission invalid")
     return 1 if below else 0

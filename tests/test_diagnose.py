@@ -14,12 +14,14 @@ from e2lmc.embedded.world import SCIENCE_TASK
 from e2lmc.errors import UserError
 from e2lmc.formats.plan import Plan, PlannedRequest, PlannedSample, TaskRecipe
 from e2lmc.formats.reference import read_reference
-from e2lmc.formats.results import PreflightFindings
+from e2lmc.formats.results import PreflightFindings, read_results
 from e2lmc.limits import Limits
 from e2lmc.participant.diagnose import Released, analyse, choice_lengths, diagnose_submission
 from e2lmc.participant.diagnosis_page import comparability, samples_csv
 from e2lmc.participant.priors import length_difference, length_prior
 from e2lmc.participant.subset import MARGIN_ACCURACY, changes, subset_scores
+from e2lmc.scoring.advice import advise
+from e2lmc.scoring.evaluation import evaluate
 
 
 def _plan(n: int, metric: str = "acc,none") -> Plan:
@@ -193,3 +195,25 @@ def test_the_kept_signal_scores_on_the_run_what_diagnose_predicted(tiny_zoo, tmp
     assert (ran["score"], ran["signal_quality"], ran["ranking_consistency"], ran["scientific_compliance"],
             ran["n_samples"]) == pytest.approx((board.score, board.signal_quality, board.ranking_consistency,
                                                 board.scientific_compliance, board.n_samples), abs=5e-7)  # 6 places
+
+
+@pytest.mark.parametrize("half", ["never", "noise"])
+def test_real_runs_are_diagnosed_from_their_trend(tiny_zoo, tmp_path, capsys, half):
+    """The planted task's two kinds of question, 120 of each kind, run on the tiny set:
+    choices the models cannot tell apart give chance on every model, at chance and flat; a
+    gold answer twice the question long, which a summed likelihood never picks, gives 0:
+    flat, but far from chance, so not at chance."""
+    folder = shutil.copytree(tiny_zoo[0] / "tasks" / SCIENCE_TASK, tmp_path / "s")
+    data = folder / f"{SCIENCE_TASK}.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()[:120]]
+    if half == "never":
+        rows = [dict(r, choices=[r["question"] * 2, *r["choices"][1:]], label=0) for r in rows]
+    else:
+        rows = [dict(r, choices=[r["choices"][0]] * 4, label=i % 4) for i, r in enumerate(rows)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["run", str(folder), "--preset", "tiny", "--zoo", str(tiny_zoo[0]), "--output",
+                 str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    kinds = {d.kind for d in advise(evaluate(read_results(tmp_path / "run" / "res"),
+                                             read_reference(tiny_zoo[0] / "reference")))}
+    assert kinds >= {"at_chance", "flat"} if half == "noise" else "flat" in kinds and "at_chance" not in kinds, kinds

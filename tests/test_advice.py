@@ -116,3 +116,17 @@ def test_a_metric_of_the_task_with_more_signal_is_suggested():
     assert metrics_sq(ev)["acc_norm,none"] == pytest.approx(0.5)
     ev.results.lower_is_better = ["acc_norm,none"]  # a loss that falls: all signal
     assert metrics_sq(ev)["acc_norm,none"] == pytest.approx(1.0)
+
+
+def test_only_metric_names_every_released_checkpoint_has_reach_the_report():
+    """A score child chooses its metrics' names: one seen on hidden checkpoints, or on some
+    released ones only, could spell what a hidden checkpoint's responses were."""
+    ev = _evaluation(rising)
+    roles = {m.checkpoint_id(c): c.role for m in ev.reference.models for c in m.checkpoints}
+    for i, result in enumerate(ev.results.checkpoints):
+        result.metrics["acc_norm,none"] = result.metrics["acc,none"]
+        result.metrics[f"acc,leak_{i}"] = 0.5  # a name of its own on every checkpoint
+        if roles[result.id] != "released":
+            result.metrics["acc,hidden_only"] = 0.5
+    assert list(metrics_sq(ev)) == ["acc,none", "acc_norm,none"]
+    assert "leak_" not in render(ev) and "hidden_only" not in render(ev)

@@ -45,6 +45,21 @@ def input_data(tiny_zoo, tmp_path) -> Path:
     return folder
 
 
+def test_a_metric_name_lm_eval_does_not_know_is_kept(input_data, tmp_path):
+    """A task's own process_results may name its metrics as it likes: ingestion scores the
+    submitted one and keeps the others, without asking lm-eval's registry to know them."""
+    folder = make_task(tmp_path / "s", 120, yaml_extra="process_results: !function helpers.score\nmetric_list:\n"
+                       "  - metric: my_acc\n    aggregation: mean\n    higher_is_better: true\n"
+                       "  - metric: my_len\n    aggregation: mean\n    higher_is_better: false\n",
+                       files={"helpers.py": "def score(doc, results):\n    best = max(range(len(results)), key="
+                                            "lambda i: results[i][0])\n    return {'my_acc': float(best == 0), "
+                                            "'my_len': float(len(doc['question']))}\n"})
+    (folder / "metadata.yaml").write_text("task_name: numbers\ntask_metric: my_acc,none\n")
+    results = ingest(folder, input_data, tmp_path / "output", QUICK)
+    assert results.complete and all(set(c.metrics) == {"my_acc,none", "my_len,none"} for c in results.checkpoints)
+    assert results.lower_is_better == []  # unknown to lm-eval's registry: upward, and no failure
+
+
 def science(tiny_zoo) -> Path:
     return tiny_zoo[0] / "tasks" / SCIENCE_TASK
 
@@ -438,6 +453,10 @@ def _rows_changed(n: int, index: int, **fields) -> str:
         (120, {"yaml_extra": "doc_to_target: '{{label}'\n"},
          r"task 'numbers': its doc_to_target template failed: unexpected '}'; the data's fields are: question, "
          r"choices, label$"),
+        (120, {"yaml_extra": "custom_dataset: !function helpers.load\n",  # a chain of causes made circular
+               "files": {"helpers.py": "def load(**kwargs):\n    error = ValueError('my loader failed')\n"
+                                       "    raise error from error\n"}},
+         r"task 'numbers': its data files could not be read \(my loader failed\)$"),
         (120, {"files": {"numbers.jsonl": _rows_changed(120, 40, choices="a, b, c")}},
          r"task 'numbers' document 40 of its evaluated split: its doc_to_choice '\{\{choices\}\}' gave 'a, b, c', "
          r"which is not a list of choices: give each document its choices as a list in the data"),

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from e2lmc.cli.main import main
 from e2lmc.errors import UserError
 from e2lmc.formats.rules import SubmissionRules
 from e2lmc.ingestion.preflight import preflight
@@ -62,6 +63,25 @@ def test_few_shot_examples_from_the_dropped_rows_refuse_and_write_nothing(tmp_pa
     with pytest.raises(UserError, match=r"does not ask the kept questions as before \(its few-shot examples"):
         write_kept(source, plan, keep, tmp_path / "kept", QUICK)
     assert not (tmp_path / "kept").exists()
+
+
+def test_a_folder_made_beforehand_is_left_empty_after_a_refusal(tmp_path):
+    source = make_task(tmp_path / "task", 120, yaml_extra="fewshot_split: test\nnum_fewshot: 1\n"
+                                                          "fewshot_config: {sampler: first_n}\n")
+    plan = preflight(source, tmp_path / "plan", QUICK).plan
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(UserError, match="does not ask the kept questions"):
+        write_kept(source, plan, np.arange(120) != 0, tmp_path / "kept", QUICK)
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+
+
+def test_a_file_in_place_of_the_folder_is_refused_before_the_diagnosis(tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    assert main(["diagnose", str(tmp_path / "task"), "--zoo", str(tmp_path / "no-set"), "--keep-signal",
+                 str(tmp_path / "afile")]) == 2
+    printed = capsys.readouterr()
+    assert "afile: a file is there, not a folder; give a new folder" in printed.err and "Diagnosis" not in printed.out
+    assert (tmp_path / "afile").read_text() == "mine" and not (tmp_path / "no-set").exists()
 
 
 def test_two_files_that_could_be_the_tasks_data_refuse(tmp_path):

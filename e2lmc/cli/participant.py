@@ -42,6 +42,10 @@ def _diagnose(args: argparse.Namespace) -> int:
     from ..participant.diagnose import diagnose_submission
     from ..participant.diagnosis_page import summary, write_outputs
 
+    if args.keep_signal is not None:
+        from ..participant.keep_signal import check_new_folder
+
+        check_new_folder(args.keep_signal)  # before minutes of work, not after
     zoo, _ = ensure_built(args.preset, args.zoo)
     output = args.output or RUN_OUTPUT / args.submission.stem / "diagnosis"
     print(f"Diagnosis: {args.submission} on the checkpoints in {zoo} …")

@@ -158,7 +158,7 @@ def lower_is_better(values: dict[str, float]) -> set[str]:
     import lm_eval.api.metrics  # noqa: F401 - fills the registry as it is imported
     from lm_eval.api.registry import HIGHER_IS_BETTER_REGISTRY
 
-    return {key for key in values if HIGHER_IS_BETTER_REGISTRY.get(key.split(",")[0]) is False}
+    return {key for key in values if HIGHER_IS_BETTER_REGISTRY.get(key.split(",")[0], None) is False}
 
 
 def _import_model_libraries() -> None:

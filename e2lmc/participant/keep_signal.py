@@ -102,11 +102,20 @@ def _files_for(plan: Plan, keep: np.ndarray, folder: Path) -> dict[Path, tuple[l
     return chosen
 
 
-def write_kept(source: Path, plan: Plan, keep: np.ndarray, folder: Path, limits: Limits) -> list[Path]:
-    """Write the submission at `source` into `folder` without the samples `keep` leaves out,
-    and prove it asks exactly the kept samples' requests; the data files rewritten."""
+def check_new_folder(folder: Path) -> None:
+    """Refused before any work: a `folder` that is a file, or a folder with files in it."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--keep-signal {folder}: a file is there, not a folder; give a new folder")
     if folder.exists() and any(folder.iterdir()):
         raise UserError(f"--keep-signal {folder}: the folder is not empty; give a new one")
+
+
+def write_kept(source: Path, plan: Plan, keep: np.ndarray, folder: Path, limits: Limits) -> list[Path]:
+    """Write the submission at `source` into `folder` without the samples `keep` leaves out,
+    and prove it asks exactly the kept samples' requests; the data files rewritten. On a
+    failure `folder` is left as it was found: absent, or empty."""
+    check_new_folder(folder)
+    existed = folder.exists()
     with private_workdir("keep") as tmp:
         submission = open_submission(source, Path(tmp))
         shutil.copytree(submission.root, output_folder(folder, "--keep-signal"), dirs_exist_ok=True)
@@ -125,6 +134,10 @@ def write_kept(source: Path, plan: Plan, keep: np.ndarray, folder: Path, limits:
                             "questions as before (its few-shot examples or its process_docs read the dropped rows): "
                             f"nothing was written; {BY_HAND}")
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        for written in list(folder.iterdir()) if existed else [folder]:
+            if written.is_dir():
+                shutil.rmtree(written)
+            else:
+                written.unlink()
         raise
     return sorted(files)

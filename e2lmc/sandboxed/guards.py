@@ -332,6 +332,16 @@ def _not_a_list(task: Any, doc: Any, declared: str) -> str:
             "('{{[a, b, c]}}')")
 
 
+def _innermost(exc: BaseException) -> BaseException:
+    """The first error of a chain of causes (a chain the submission's code made circular
+    ends where it would repeat)."""
+    seen = {id(exc)}
+    while (cause := exc.__cause__ or exc.__context__) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        exc = cause
+    return exc
+
+
 def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None:
     """A dataset that cannot be loaded, or lacks a split the task names, said with what to
     do about it (lm-eval says only "KeyError: 'train'")."""
@@ -341,12 +351,10 @@ def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None
         raise
     except Exception as exc:
         path, name = str(task.config.dataset_path), task.config.task
-        cause = exc
-        while cause.__cause__ is not None or cause.__context__ is not None:  # datasets hides the reader's error
-            cause = cause.__cause__ or cause.__context__
-        problem = first_line(cause) or first_line(exc) or type(exc).__name__
+        problem = first_line(exc) or type(exc).__name__
         if path in LOCAL_LOADERS or Path(path).exists():
-            raise UserError(f"task '{name}': its data files could not be read ({problem})") from None
+            reader = first_line(_innermost(exc))  # datasets wraps the reader's own error ("line 21")
+            raise UserError(f"task '{name}': its data files could not be read ({reader or problem})") from None
         raise UserError(
             f"task '{name}': dataset '{path}' could not be loaded from the local Hugging Face cache or the hub "
             f"({problem}); ship the data files in the submission (dataset_path: json with data_files)"

@@ -24,6 +24,7 @@ from .uncertainty import PreviousRun, compare_runs
 LENGTH_NORMALISED = ("acc_norm", "acc_mutual_info")  # metrics that do not favour short answers by construction
 FALLING_RHO = -0.5  # Spearman's rho of value against training order below this: the curve falls
 BETTER_METRIC = 0.02  # SQ by which another metric of the task must beat the submitted one to be suggested
+MAX_COMPARED = 16  # other metrics compared at most (ingestion keeps as many per checkpoint)
 
 
 @dataclass(frozen=True)
@@ -152,18 +153,21 @@ def _falling(ev: Evaluation, models: list[str]) -> list[Advice]:
 def metrics_sq(ev: Evaluation) -> dict[str, float]:
     """SQ of every metric the results keep (the submitted one first), each oriented, over
     the SQ selection's released checkpoints, averaged over its models: what another
-    `task_metric` of the same task would give, without a rerun."""
+    `task_metric` of the same task would give, without a rerun. Only the metrics every one
+    of those checkpoints has count: a name is the score child's to choose, and a name seen
+    on a hidden checkpoint alone could carry what that checkpoint's responses were."""
     selection, results = ev.reference.scores.signal_quality, ev.results
     by_id = {c.id: c.metrics for c in results.checkpoints if c.error is None}
-    metrics = compared_metrics(results.task_metric, (k for values in by_id.values() for k in values))
+    curves = {model.id: [model.checkpoint_id(c) for c in sorted(model.checkpoints, key=lambda c: c.iteration)
+                         if c.role == "released" and selection.picks(c)]
+              for model in (ev.reference.model(m) for m in selection.models)}
+    released = [by_id.get(cid, {}) for ids in curves.values() for cid in ids]
+    shared = set.intersection(*(set(values) for values in released)) if released else set()
+    metrics = compared_metrics(results.task_metric, sorted(shared))[:1 + MAX_COMPARED]
     found = {}
     for metric in metrics:
-        per_model = []
-        for model in (ev.reference.model(m) for m in selection.models):
-            picked = sorted((c for c in model.checkpoints if c.role == "released" and selection.picks(c)),
-                            key=lambda c: c.iteration)
-            curve = [by_id.get(model.checkpoint_id(c), {}).get(metric, math.nan) for c in picked]
-            per_model.append(signal_quality([results.oriented(metric) * v for v in curve]).score)
+        per_model = [signal_quality([results.oriented(metric) * by_id.get(cid, {}).get(metric, math.nan)
+                                     for cid in ids]).score for ids in curves.values()]
         found[metric] = float(np.mean(per_model)) if per_model else 0.0
     return found
 

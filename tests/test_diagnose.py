@@ -64,7 +64,19 @@ def _planted(tiny_zoo, folder):
     return folder
 
 
-def test_diagnose_on_the_tiny_set_finds_the_planted_half_and_scores_the_task_as_run_does(tiny_zoo, tmp_path,
+def _diagnosed(monkeypatch, argv):
+    """`e2lmc diagnose` run as a participant runs it, and the Diagnosis it printed and wrote."""
+    import e2lmc.participant.diagnose
+
+    found = []
+    diagnose = e2lmc.participant.diagnose.diagnose_submission
+    monkeypatch.setattr(e2lmc.participant.diagnose, "diagnose_submission",
+                        lambda *args: found.append(diagnose(*args)) or found[-1])
+    assert main(["diagnose", *map(str, argv)]) == 0
+    return found[0]
+
+
+def test_diagnose_finds_the_planted_half_writes_its_page_and_scores_the_task_as_run_does(tiny_zoo, tmp_path,
                                                                                          monkeypatch, capsys):
     import e2lmc.participant.diagnose
 
@@ -76,8 +88,9 @@ def test_diagnose_on_the_tiny_set_finds_the_planted_half_and_scores_the_task_as_
         return analyse_all(plan, scores, checkpoints)
 
     monkeypatch.setattr(e2lmc.participant.diagnose, "analyse", recording)
-    folder = _planted(tiny_zoo, tmp_path / "s")
-    diagnosis = diagnose_submission(folder, tiny_zoo[0], Limits())
+    folder, out = _planted(tiny_zoo, tmp_path / "s"), tmp_path / "out"
+    diagnosis = _diagnosed(monkeypatch, [folder, "--preset", "tiny", "--zoo", tiny_zoo[0], "--output", out])
+    printed = capsys.readouterr().out
     reference = read_reference(tiny_zoo[0] / "reference")
     roles = {m.checkpoint_id(c): c.role for m in reference.models for c in m.checkpoints}
     # the noisy samples are chosen on the released checkpoints; the scores use every one
@@ -86,6 +99,8 @@ def test_diagnose_on_the_tiny_set_finds_the_planted_half_and_scores_the_task_as_
     signal = diagnosis.signal
     assert signal.noisy[:60].sum() == 0 and signal.noisy[60:].all()
     assert signal.sq_kept is not None and signal.sq_kept >= signal.sq_all
+    assert "signal: 60 samples rise on most models; noise: 60 do not" in printed
+
     # every sample: exactly `e2lmc run`'s leaderboard row (the task's own metric, the same formulas)
     assert main(["run", str(folder), "--preset", "tiny", "--zoo", str(tiny_zoo[0]), "--output",
                  str(tmp_path / "run")]) == 0
@@ -102,15 +117,8 @@ def test_diagnose_on_the_tiny_set_finds_the_planted_half_and_scores_the_task_as_
     assert scores.kept is not None and scores.kept.leaderboard.n_samples == 60 and not scores.kept.verdict.valid
     assert any("would be invalid" in s and "60 samples; the rules allow 100" in s for s in changes(scores))
 
-
-def test_diagnose_command_writes_the_table_and_the_page(tiny_zoo, tmp_path, capsys):
-    folder = _planted(tiny_zoo, tmp_path / "s")
-    out = tmp_path / "out"
-    assert main(["diagnose", str(folder), "--preset", "tiny", "--zoo", str(tiny_zoo[0]), "--output", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "signal: 60 samples rise on most models; noise: 60 do not" in printed
-    rows = (out / "samples.csv").read_text().splitlines()
-    rows = list(csv.reader(rows))
+    # samples.csv: every sample with its question; diagnosis.html: a page like the report
+    rows = list(csv.reader((out / "samples.csv").read_text().splitlines()))
     assert rows[0][:8] == ["task", "doc_id", "question", "models_learning", "mean_slope", "right_first", "right_last",
                            "noisy"]
     assert len(rows) == 121 and sum(r[7] == "True" for r in rows[1:]) == 60
@@ -178,14 +186,12 @@ def test_a_task_scored_by_its_own_code_gets_a_stand_in_said_not_comparable(tiny_
     assert chance == pytest.approx(0.25)  # the stand-in is an accuracy: CS still leaves guessing out
 
 
-def test_the_kept_signal_scores_on_the_run_what_diagnose_predicted(tiny_zoo, tmp_path, capsys):
+def test_the_kept_signal_scores_on_the_run_what_diagnose_predicted(tiny_zoo, tmp_path, capsys, monkeypatch):
     zoo = tiny_zoo[0]
-    science = zoo / "tasks" / SCIENCE_TASK
-    diagnosis = diagnose_submission(science, zoo, Limits())
+    diagnosis = _diagnosed(monkeypatch, [zoo / "tasks" / SCIENCE_TASK, "--preset", "tiny", "--zoo", zoo, "--output",
+                                         tmp_path / "d", "--keep-signal", tmp_path / "kept"])
     kept = diagnosis.scores.kept
     assert kept is not None and 100 <= kept.leaderboard.n_samples < len(diagnosis.plan.samples)
-    assert main(["diagnose", str(science), "--preset", "tiny", "--zoo", str(zoo), "--output", str(tmp_path / "d"),
-                 "--keep-signal", str(tmp_path / "kept")]) == 0
     assert f"planned again, it asks exactly the {int(kept.leaderboard.n_samples)} kept samples" in \
         capsys.readouterr().out
     assert main(["run", str(tmp_path / "kept"), "--preset", "tiny", "--zoo", str(zoo), "--output",

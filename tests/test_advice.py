@@ -118,6 +118,19 @@ def test_a_metric_of_the_task_with_more_signal_is_suggested():
     assert metrics_sq(ev)["acc_norm,none"] == pytest.approx(1.0)
 
 
+def test_a_lettered_task_at_chance_is_told_to_score_the_answers_words():
+    noise = np.random.default_rng(0)
+    ev = _evaluation(lambda m, it: 0.25 + float(noise.normal(0, 0.004)))
+    ev.results.lettered = True
+    [said] = [d for d in advise(ev) if d.kind == "at_chance"]
+    assert "asks for a letter after listed options" in said.sentence and "Questions the models can learn" not in \
+        said.sentence
+    behind = _evaluation(lambda m, it: rising(m, it) - (0.1 if m.id == "dense-500m-arch1" else 0.0))
+    behind.results.lettered = True  # one-letter choices: no length to suspect
+    [said] = [d for d in advise(behind) if d.kind == "not_scientific"]
+    assert "lengths" not in said.sentence
+
+
 def test_only_metric_names_every_released_checkpoint_has_reach_the_report():
     """A score child chooses its metrics' names: one seen on hidden checkpoints, or on some
     released ones only, could spell what a hidden checkpoint's responses were."""

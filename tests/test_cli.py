@@ -103,6 +103,17 @@ def test_progress_bars_redraw_sparingly_where_not_a_terminal(terminal):
     assert draws > 2 if terminal else draws <= 3, stream.getvalue()
 
 
+def test_a_phase_reuses_what_the_whole_sets_run_evaluated(tiny_zoo, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)  # run_output/ is relative to the working directory
+    science = str(tiny_zoo[0] / "tasks" / "e2lmc_science_cloze")
+    assert main(["run", science, "--preset", "tiny", "--zoo", str(tiny_zoo[0])]) == 0
+    capfd.readouterr()
+    assert main(["run", science, "--preset", "tiny", "--zoo", str(tiny_zoo[0]), "--phase", "warm-up"]) == 0
+    printed = capfd.readouterr()
+    assert "reusing the 55 checkpoints of this phase that run_output/e2lmc_science_cloze evaluated" in printed.out
+    assert "0 of 55 checkpoints to evaluate" in printed.err
+
+
 def test_run_refuses_a_phase_of_the_released_checkpoints(tmp_path, capsys):
     assert main(["run", str(tmp_path), "--phase", "warm-up", "--checkpoints", "e2lm-released"]) == 2
     assert "the released checkpoints have no phases" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from e2lmc.formats.results import PreflightFindings, read_results
 from e2lmc.limits import Limits
 from e2lmc.participant.diagnose import Released, analyse, choice_lengths, diagnose_submission
 from e2lmc.participant.diagnosis_page import comparability, samples_csv
-from e2lmc.participant.priors import length_difference, length_prior
+from e2lmc.participant.priors import length_difference, length_prior, position_prior
 from e2lmc.participant.subset import MARGIN_ACCURACY, changes, subset_scores
 from e2lmc.scoring.advice import advise
 from e2lmc.scoring.evaluation import evaluate
@@ -223,3 +223,16 @@ def test_real_runs_are_diagnosed_from_their_trend(tiny_zoo, tmp_path, capsys, ha
     kinds = {d.kind for d in advise(evaluate(read_results(tmp_path / "run" / "res"),
                                              read_reference(tiny_zoo[0] / "reference")))}
     assert kinds >= {"at_chance", "flat"} if half == "noise" else "flat" in kinds and "at_chance" not in kinds, kinds
+
+
+def test_kept_samples_that_share_a_gold_letter_are_said_to_follow_a_drifting_preference():
+    plan = _plan(200)
+    for j, sample in enumerate(plan.samples):
+        sample.gold = [j % 4]  # the task: 50 of each letter
+    skewed = np.array([j % 4 == 3 or j < 20 for j in range(200)])  # every D, and a few others
+    said = position_prior(plan, skewed, ["A", "B", "C", "D"])
+    assert said is not None and "lean to D (50 of 65, against 25% of the task's)" in said
+    assert "always answering D would score 0.77" in said
+    balanced = np.arange(200) < 120
+    assert position_prior(plan, balanced, ["A", "B", "C", "D"]) is None
+    assert position_prior(plan, skewed, None) is None  # not lettered: a text's position means nothing

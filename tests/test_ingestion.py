@@ -22,6 +22,7 @@ from e2lmc.errors import InvalidSubmission, UserError
 from e2lmc.formats.manifest import CheckpointManifest, ManifestEntry, read_manifest, write_manifest
 from e2lmc.formats.reference import read_reference
 from e2lmc.formats.results import IngestionResults, read_results, write_results
+from e2lmc.ingestion.derived import option_labels
 from e2lmc.ingestion.preflight import check_prompts, preflight
 from e2lmc.ingestion.program import _resumed, ingest
 from e2lmc.limits import Limits
@@ -43,6 +44,14 @@ def input_data(tiny_zoo, tmp_path) -> Path:
         shutil.copytree(zoo / cid, folder / cid)
     write_manifest(CheckpointManifest([ManifestEntry(cid, path=cid) for cid in CHECKPOINTS]), folder)
     return folder
+
+
+def test_lettered_multiple_choice_is_told_from_a_cloze(tmp_path):
+    lettered_task = make_task(tmp_path / "lettered", 120, yaml_extra=(
+        "doc_to_text: \"Question: {{question}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\nC. {{choices[2]}}\\n"
+        "Answer:\"\ndoc_to_choice: ['A', 'B', 'C']\n"))
+    assert option_labels(preflight(lettered_task, tmp_path / "w1", QUICK).plan) == ["A", "B", "C"]
+    assert option_labels(preflight(make_task(tmp_path / "cloze", 120), tmp_path / "w2", QUICK).plan) is None
 
 
 def test_a_metric_name_lm_eval_does_not_know_is_kept(input_data, tmp_path):
@@ -456,7 +465,7 @@ def _rows_changed(n: int, index: int, **fields) -> str:
         (120, {"yaml_extra": "custom_dataset: !function helpers.load\n",  # a chain of causes made circular
                "files": {"helpers.py": "def load(**kwargs):\n    error = ValueError('my loader failed')\n"
                                        "    raise error from error\n"}},
-         r"task 'numbers': its data files could not be read \(my loader failed\)$"),
+         r"task 'numbers': its data files \(numbers.jsonl\) could not be read \(my loader failed\)$"),
         (120, {"files": {"numbers.jsonl": _rows_changed(120, 40, choices="a, b, c")}},
          r"task 'numbers' document 40 of its evaluated split: its doc_to_choice '\{\{choices\}\}' gave 'a, b, c', "
          r"which is not a list of choices: give each document its choices as a list in the data"),
@@ -470,8 +479,18 @@ def _rows_changed(n: int, index: int, **fields) -> str:
                "files": {"numbers.csv": "question,a,b,c,label\n" + "".join(
                    f"Which number follows {i}?,{i + 1},{i + 2},{i + 3},0{',x,y' if i == 19 else ''}\n"
                    for i in range(120))}},
-         r"task 'numbers': its data files could not be read \(Error tokenizing data. C error: Expected 5 fields in "
-         r"line 21, saw 7\)$"),
+         r"task 'numbers': its data files \(numbers.csv\) could not be read \(Error tokenizing data. C error: "
+         r"Expected 5 fields in line 21, saw 7\); a field that holds a comma must be in double quotes"),
+        (120, {"yaml_extra": "dataset_path: csv\ndataset_kwargs:\n  data_files:\n    test: numbers.csv\n"
+                             "doc_to_choice: '{{[a, b, c]}}'\n",
+               "files": {"numbers.csv": "question,a,b,c,label\n" + "".join(
+                   f"Which number follows {i}?,{i + 1},{i + 2},{i + 3},0\n" for i in range(120))}},
+         r"task 'numbers': the choices of its first document are not all texts \(1, 2, 3\): numbers, as a CSV's "
+         r"numeric columns are read; make doc_to_choice give texts, e.g. '\{\{\[a\|string, b\|string\]\}\}'$"),
+        (120, {"files": {"numbers.jsonl": "".join(json.dumps({"question": f"Which number follows {i}?", "choices": [
+            str(i + 1), str(i + 2), str(i + 3)], "label": 0.0}) + "\n" for i in range(120))}},  # a decimal index
+         r"its gold answer is the text '0.0', .*: an index written as the decimal 0.0 \(a JSON number 0.0, or a CSV "
+         r"column read as decimals because one of its cells is empty\): make it a whole number$"),
     ],
 )
 def test_bad_tasks_are_refused_before_any_model(tmp_path, n, extra, message):

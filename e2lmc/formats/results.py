@@ -86,6 +86,7 @@ class IngestionResults:
     alignment_samples: list[AlignmentSample] = field(default_factory=list)  # every sample, for the judge to draw from
     custom_code: list[str] = field(default_factory=list)  # the submission's functions that computed the metric
     # (empty: lm-eval's own metrics, computed by trusted code from the responses and the plan)
+    lettered: bool = False  # lettered multiple choice: answered by a label its prompt lists (ingestion/derived.py)
     # The task's other metrics (in `checkpoints[].metrics` beside the submitted one, for comparison, never
     # scored) that improve downward, by lm-eval's registry of metrics
     lower_is_better: list[str] = field(default_factory=list)

@@ -125,8 +125,11 @@ def _check_gold_answers(plan: Plan) -> None:
     choices = ", ".join(repr(_shorten(c)) for c in texts[:6]) + (", …" if len(texts) > 6 else "")
     named = f"the text {_shorten(target)!r}" if isinstance(target, str) else f"{_shorten(target)!r}"
     letter = isinstance(target, str) and len(target) == 1 and target.upper() in LETTERS
+    decimal = isinstance(target, str) and re.fullmatch(r"\d+\.0", target)
     hint = (": a letter needs choices that are letters too, or a doc_to_target that gives the choice's index "
             "(for example {{ 'ABCD'.index(answer) }})" if letter else
+            f": an index written as the decimal {target} (a JSON number {target}, or a CSV column read as decimals "
+            "because one of its cells is empty): make it a whole number" if decimal else
             ": make doc_to_target give the right choice's text, exactly, or its index from 0 as a number")
     raise InvalidSubmission(
         f"task '{first.task}' sample {first.doc_id}: its gold answer is {named}, which is neither one of its "
@@ -174,12 +177,10 @@ def _shown_answers(plan: Plan, sample: PlannedSample, context: str, shared: int)
     gold = _gold_text(plan, sample)
     if not gold or not sample.gold or not sample.choices:
         return gold, [], context[shared:]
-    choices = [str(json.loads(plan.requests[r].arguments)[1]).strip() for r in sample.requests[:sample.choices]]
+    choices = _choice_texts(plan, sample)
     others = [c for i, c in enumerate(choices) if i not in sample.gold and c and c.lower() != gold.lower()]
-    if not all(LABEL.fullmatch(label) for label in choices):
-        return gold, others, context[shared:]
-    lines = {label: list(re.finditer(OPTION_LINE.format(re.escape(label)), context)) for label in choices}
-    if not all(lines.values()):
+    lines = _option_lines(choices, context)
+    if lines is None:
         return gold, others, context[shared:]
     contents = [lines[label][-1].group("content").strip() for label in choices]  # the asked question's options
     content = contents[sample.gold[0]]
@@ -192,6 +193,36 @@ def _shown_answers(plan: Plan, sample: PlannedSample, context: str, shared: int)
         kept.append(context[at:max(at, start)])
         at = max(at, end)
     return content, others, "".join(kept) + context[at:]
+
+
+def _choice_texts(plan: Plan, sample: PlannedSample) -> list[str]:
+    return [str(json.loads(plan.requests[r].arguments)[1]).strip() for r in sample.requests[:sample.choices or 0]]
+
+
+def _option_lines(choices: list[str], context: str) -> dict[str, list[re.Match[str]]] | None:
+    """Where the prompt lists each choice as a labelled option ("B. text"), when every
+    choice is a label ("B") with such a line; None otherwise."""
+    if not choices or not all(LABEL.fullmatch(label) for label in choices):
+        return None
+    lines = {label: list(re.finditer(OPTION_LINE.format(re.escape(label)), context)) for label in choices}
+    return lines if all(lines.values()) else None
+
+
+def option_labels(plan: Plan) -> list[str] | None:
+    """The labels of a lettered multiple-choice task ("A", "B", …: the most any sample
+    has), where every sample's choices are labels its prompt lists as options, so a model
+    answers by the label ("Answer: B"), a format small models learn late; None otherwise."""
+    labels: list[str] = []
+    for sample in plan.samples:
+        choices = _choice_texts(plan, sample)
+        if _option_lines(choices, _context(plan, sample)) is None:
+            return None
+        labels = max(labels, choices, key=len)
+    return labels or None
+
+
+def lettered(plan: Plan) -> bool:
+    return option_labels(plan) is not None
 
 
 def _context(plan: Plan, sample: PlannedSample) -> str:

@@ -36,7 +36,7 @@ from ..limits import Limits
 from ..progress import progress_bar
 from ..sandboxed.isolation import ScoreChild
 from ..sandboxed.sandbox import Sandbox, choose_level, private_workdir
-from .derived import alignment_samples, chance_level, guessing_spread
+from .derived import alignment_samples, chance_level, guessing_spread, lettered
 from .preflight import preflight
 
 
@@ -96,7 +96,7 @@ def ingest(source: Path, input_data: Path, output: Path, limits: Limits = Limits
                 weights_digest=manifest.weights_digest,
             )
             results.sandbox, results.chance_level = sandbox.level, chance_level(plan)
-            results.guessing_spread = guessing_spread(plan)
+            results.guessing_spread, results.lettered = guessing_spread(plan), lettered(plan)
             results.custom_code = custom
             results.alignment_samples = alignment_samples(plan)
             results.checkpoints = [c for c in results.checkpoints if c.error is None]

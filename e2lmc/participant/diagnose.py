@@ -31,12 +31,13 @@ from ..formats.manifest import MANIFEST_FILE, read_manifest
 from ..formats.plan import Plan, PlannedSample
 from ..formats.reference import ReferenceData, read_reference
 from ..formats.requests import GENERATE, LOGLIKELIHOOD, ROLLING, unknown_kind
+from ..ingestion.derived import option_labels
 from ..ingestion.preflight import preflight
 from ..limits import Limits
 from ..progress import progress_bar
 from ..sandboxed.sandbox import private_workdir
 from ..scoring.formulas import signal_quality
-from .priors import LengthPrior, length_prior
+from .priors import LengthPrior, length_prior, position_prior
 from .subset import SubsetScores, subset_scores
 
 
@@ -167,6 +168,7 @@ class Diagnosis:
     n_checkpoints: int  # checkpoints the scores were computed on
     scores: SubsetScores
     length_prior: LengthPrior | None
+    position_prior: str | None  # the kept samples share a gold letter: a drifting preference, not knowledge
 
 
 def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> Diagnosis:
@@ -201,4 +203,5 @@ def diagnose_submission(source: Path, zoo: Path, limits: Limits) -> Diagnosis:
                 if m.id in (compared.science_model, compared.web_model)}
     prior = length_prior(plan, lengths, margins, by_model, compared.web_model)
     n_released = sum(len(window.checkpoints[m]) for m in window.models)
-    return Diagnosis(plan, signal, n_released, len(ids), scores, prior)
+    return Diagnosis(plan, signal, n_released, len(ids), scores, prior,
+                     position_prior(plan, ~signal.noisy, option_labels(plan)))

@@ -99,6 +99,8 @@ def summary(diagnosis: Diagnosis) -> str:
              _scores_row(f"without the {noisy:,} noisy", scores, kept=True),
              "  (the noisy samples are chosen on the released checkpoints: expect less on others)"]
     lines += [f"  note: {sentence}" for sentence in changes(scores)]
+    if diagnosis.position_prior:
+        lines.append("answer positions: " + diagnosis.position_prior)
     if diagnosis.length_prior is not None and diagnosis.length_prior.decides:
         lines.append("answer lengths: " + diagnosis.length_prior.sentence())
     for title, picked in (("noisiest", noisiest(signal)), ("clearest", clearest(signal))):
@@ -161,7 +163,8 @@ def render(diagnosis: Diagnosis) -> str:
              _scores_table(scores, noisy),
              f'<p class="note">{escape(comparability(scores))}. The noisy samples are chosen on the released '
              "checkpoints: expect less on others.</p>"]
-    parts += [f'<p class="bad">{escape(sentence[0].upper() + sentence[1:])}.</p>' for sentence in changes(scores)]
+    parts += [f'<p class="bad">{escape(sentence[0].upper() + sentence[1:])}.</p>' for sentence in changes(scores)
+              + ([diagnosis.position_prior] if diagnosis.position_prior else [])]
     if diagnosis.length_prior is not None:
         prior = diagnosis.length_prior
         parts += ["<h2>Answer lengths</h2>",

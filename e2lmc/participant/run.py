@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 from ..embedded.sets import ensure_built, provenance, set_folder
-from ..errors import UserError
+from ..errors import UserError, output_folder
 from ..formats.manifest import MANIFEST_FILE, read_manifest, write_manifest
 from ..formats.reference import ReferenceData, read_reference, write_reference
+from ..formats.results import RESULTS_FILE, read_results, write_results
 from ..formats.series import E2LM_SERIES, read_series, released_reference
 from ..limits import Limits
 from ..organizer.phases import PHASE_NAMES, phase_manifest, phase_reference
@@ -56,6 +57,8 @@ def run(submission: Path, limits: Limits, checkpoints: str = EMBEDDED, preset: s
     output = output or RUN_OUTPUT / (submission.stem + suffix)
     previous = previous_run(output, SCORES_FILE)  # compared with this run in the advice
     input_data, reference = (zoo, zoo / "reference") if phase is None else cut_phase(zoo, phase, output / "phase")
+    if phase is not None:
+        reuse_whole_run(RUN_OUTPUT / submission.stem / "res", input_data, output / "res")
     print(f"Ingestion: running {submission} on every checkpoint of {input_data / MANIFEST_FILE} …")
     start = time.perf_counter()
     # the participant's own machine: nothing hidden
@@ -81,6 +84,23 @@ def cut_phase(zoo: Path, phase: str, folder: Path) -> tuple[Path, Path]:
     write_manifest(phase_manifest(read_manifest(zoo), reference), folder)
     write_reference(reference, folder / "reference")
     return folder, folder / "reference"
+
+
+def reuse_whole_run(whole: Path, phase_input: Path, res: Path) -> None:
+    """Start a phase's run from the checkpoints the whole set's run already evaluated
+    (ingestion keeps them only if that run was of the same task on the same set)."""
+    if (res / RESULTS_FILE).exists() or not (whole / RESULTS_FILE).is_file():
+        return
+    try:
+        results = read_results(whole)
+    except UserError:
+        return  # unreadable: the phase starts from nothing, as without it
+    wanted = {e.id for e in read_manifest(phase_input).checkpoints}
+    results.checkpoints = [c for c in results.checkpoints if c.id in wanted]
+    results.complete = False
+    write_results(results, output_folder(res, "--output"))
+    print(f"reusing the {len(results.checkpoints)} checkpoints of this phase that {whole.parent} evaluated on the "
+          "whole set (kept if the task and the set are the same)")
 
 
 def phases_line(phase: str | None, full: ReferenceData) -> str:

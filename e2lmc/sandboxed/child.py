@@ -55,18 +55,26 @@ def describe_error(exc: BaseException, root: Path) -> str:
 
 
 def _first_document_check(exc: BaseException) -> str | None:
-    """lm-eval checks a task's first document when it builds the task, and an index past its
-    choices fails there as a bare IndexError: said with the task, the index and the fix."""
+    """lm-eval checks a task's first document when it builds the task: an index past its
+    choices fails there as a bare IndexError, a choice that is a number (a CSV's numeric
+    column) as a bare TypeError; both said with the task, what was found and the fix."""
     innermost = exc.__traceback__
     while innermost is not None and innermost.tb_next is not None:
         innermost = innermost.tb_next
     found = innermost.tb_frame.f_locals if innermost is not None else {}
-    if not isinstance(exc, IndexError) or not {"test_target", "test_choice", "self"} <= found.keys():
+    if not {"test_target", "test_choice", "self"} <= found.keys():
+        return None
+    name = getattr(getattr(found["self"], "config", None), "task", "?")
+    if isinstance(exc, TypeError) and isinstance(found["test_choice"], list) and \
+            not all(isinstance(c, str) for c in found["test_choice"]):
+        shown = ", ".join(repr(c)[:20] for c in found["test_choice"][:4])
+        return (f"task '{name}': the choices of its first document are not all texts ({shown}): numbers, as a CSV's "
+                "numeric columns are read; make doc_to_choice give texts, e.g. '{{[a|string, b|string]}}'")
+    if not isinstance(exc, IndexError):
         return None
     index, choices = found["test_target"], found["test_choice"]
     if not isinstance(index, int) or not isinstance(choices, list) or -len(choices) <= index < len(choices):
         return None  # another IndexError of the same check (an empty choice): said as lm-eval's
-    name = getattr(getattr(found["self"], "config", None), "task", "?")
     return (f"task '{name}': the gold answer of its first document is index {index}, past its "
             f"{len(choices)} choices (lm-eval checks the first document when it builds the task): "
             "make doc_to_target give the right choice's index from 0, or its text")

@@ -354,7 +354,14 @@ def _named_download(download: Any, task: Any, args: tuple, kwargs: dict) -> None
         problem = first_line(exc) or type(exc).__name__
         if path in LOCAL_LOADERS or Path(path).exists():
             reader = first_line(_innermost(exc))  # datasets wraps the reader's own error ("line 21")
-            raise UserError(f"task '{name}': its data files could not be read ({reader or problem})") from None
+            files = (task.config.dataset_kwargs or {}).get("data_files")
+            names = [Path(str(f)).name for v in files.values() for f in (v if isinstance(v, list) else [v])] \
+                if isinstance(files, dict) else []
+            named = f" ({', '.join(names)})" if names else ""
+            fix = ("; a field that holds a comma must be in double quotes (\"a, b\")"
+                   if "Error tokenizing data" in (reader or "") else "")
+            raise UserError(f"task '{name}': its data files{named} could not be read ({reader or problem}){fix}") \
+                from None
         raise UserError(
             f"task '{name}': dataset '{path}' could not be loaded from the local Hugging Face cache or the hub "
             f"({problem}); ship the data files in the submission (dataset_path: json with data_files)"

@@ -22,6 +22,9 @@ from .formulas import NOISE_SIGMAS, signal_quality
 from .uncertainty import PreviousRun, compare_runs
 
 LENGTH_NORMALISED = ("acc_norm", "acc_mutual_info")  # metrics that do not favour short answers by construction
+LETTERED_FIX = ("The task asks for a letter after listed options (\"Answer: B\"): small models learn to answer "
+                "by the label late, and sit at chance on it long after they know the answers. Score the answers' own "
+                "words instead: the options' texts as the choices (doc_to_choice), the prompt without the letters.")
 FALLING_RHO = -0.5  # Spearman's rho of value against training order below this: the curve falls
 BETTER_METRIC = 0.02  # SQ by which another metric of the task must beat the submitted one to be suggested
 MAX_COMPARED = 16  # other metrics compared at most (ingestion keeps as many per checkpoint)
@@ -104,12 +107,13 @@ def _at_chance(ev: Evaluation, models: list[str]) -> list[Advice]:
         return []
     who = ("Every model stays" if len(near) == len(models)
            else f"{len(near)} of {len(models)} models ({', '.join(near)}) stay")
+    fix = (LETTERED_FIX if ev.results.lettered else
+           "Questions the models can learn early — shorter, about frequent facts, with clearly wrong distractors — "
+           "give a signal sooner.")
     return [Advice("at_chance", f"{who} at chance level ({chance:.3g}, what guessing among the choices gets; "
                                 f"±{NOISE_SIGMAS * noise:.2g} is sampling noise with {ev.results.n_samples} "
                                 "samples) over the released checkpoints, with no rise beyond that noise: these "
-                                "models do not answer better than guessing yet, so SQ measures noise. Questions "
-                                "the models can learn early — shorter, about frequent facts, with clearly wrong "
-                                "distractors — give a signal sooner.")]
+                                f"models do not answer better than guessing yet, so SQ measures noise. {fix}")]
 
 
 def _flat(ev: Evaluation, models: list[str]) -> list[Advice]:
@@ -192,7 +196,7 @@ def _not_scientific(ev: Evaluation) -> list[Advice]:
         return []
     causes = ("Either the task measures what web text teaches as well as science text (general language, common "
               "sense): ask about scientific knowledge itself")
-    if ev.results.task_metric.split(",")[0] not in LENGTH_NORMALISED:
+    if ev.results.task_metric.split(",")[0] not in LENGTH_NORMALISED and not ev.results.lettered:
         causes += ("; or a prior both models share decides, most often the answers' lengths (a summed likelihood "
                    "prefers shorter answers whatever the model knows): e2lmc diagnose measures it on the web-only "
                    "model and says so")

@@ -93,13 +93,24 @@ class IngestionResults:
 
     def oriented(self, metric: str) -> float:
         """+1 where `metric` improves upward, -1 where downward."""
-        if metric == self.task_metric:
-            return 1.0 if self.higher_is_better else -1.0
-        return -1.0 if metric in self.lower_is_better else 1.0
+        return metric_sign(metric, self.task_metric, self.higher_is_better, self.lower_is_better)
 
     def done_ids(self) -> set[str]:
         """Checkpoints already evaluated without error (a rerun skips them)."""
         return {c.id for c in self.checkpoints if c.error is None}
+
+
+def metric_sign(metric: str, task_metric: str, higher_is_better: bool, lower_is_better: Iterable[str]) -> float:
+    """+1 where `metric` improves upward, -1 where downward: the submitted metric as the
+    task says (`higher_is_better`), the others as lm-eval's registry said (`lower_is_better`)."""
+    if metric == task_metric:
+        return 1.0 if higher_is_better else -1.0
+    return -1.0 if metric in lower_is_better else 1.0
+
+
+def is_metric_key(key: str) -> bool:
+    """An lm-eval result key of a metric ('acc,none'), not a standard error or bookkeeping."""
+    return "," in key and "_stderr" not in key
 
 
 def compared_metrics(task_metric: str, keys: Iterable[str]) -> list[str]:

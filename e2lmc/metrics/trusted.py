@@ -25,6 +25,7 @@ from ..formats.plan import (
     PlannedSample,
     TaskRecipe,
 )
+from ..formats.results import is_metric_key
 
 TEST_SPLIT = "test"
 
@@ -162,7 +163,7 @@ def metric_values(results: dict[str, Any]) -> dict[str, float]:
     """lm-eval's results of one task: its metric keys ('acc,none') and their numbers,
     without the standard errors and the bookkeeping ('alias', 'samples')."""
     return {key: float(value) for key, value in results.items()
-            if "," in key and "_stderr" not in key and isinstance(value, (int, float)) and not isinstance(value, bool)}
+            if is_metric_key(key) and isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def _reset(instances: list) -> None:

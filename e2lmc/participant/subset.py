@@ -25,7 +25,7 @@ import numpy as np
 from ..formats.plan import Plan
 from ..formats.reference import ReferenceData
 from ..formats.results import CheckpointResult, IngestionResults, PreflightFindings
-from ..ingestion.derived import chance_level, distinct_samples, guessing_spread, leaked_samples
+from ..ingestion.derived import chance_level, distinct_samples, guessing_spread
 from ..scoring.evaluation import Evaluation, evaluate
 
 MARGIN_ACCURACY = "accuracy from the margins"
@@ -41,7 +41,6 @@ class SubsetScores:
     comparable: bool  # the task's own metric: the same numbers as the leaderboard's
     whole: Evaluation
     kept: Evaluation | None
-    n_dropped: int
     why_not: str = ""
 
 
@@ -53,20 +52,21 @@ def sub_plan(plan: Plan, keep: np.ndarray) -> Plan:
     return part
 
 
-def _values(plan: Plan, responses: dict[str, list[Any]], stand_in: dict[str, np.ndarray], keep: np.ndarray,
+def _values(part: Plan, responses: dict[str, list[Any]], stand_in: dict[str, np.ndarray], keep: np.ndarray,
             own_metric: bool) -> dict[str, float]:
-    """Each checkpoint's value on the samples `keep` marks."""
+    """Each checkpoint's value on the samples `keep` marks (`part`: the plan of just those)."""
     if own_metric:
         from ..metrics.trusted import TrustedMetric
 
-        metric = TrustedMetric(sub_plan(plan, keep))
+        metric = TrustedMetric(part)
         return {checkpoint: metric.value(answers) for checkpoint, answers in responses.items()}
     return {checkpoint: float(scores[keep].mean()) for checkpoint, scores in stand_in.items()}
 
 
-def _results(plan: Plan, findings: PreflightFindings, metric: str, values: dict[str, float], keep: np.ndarray,
-             leaked: set[tuple[str, int]], own_metric: bool) -> IngestionResults:
-    part = sub_plan(plan, keep)
+def _results(plan: Plan, part: Plan, findings: PreflightFindings, metric: str, values: dict[str, float],
+             own_metric: bool) -> IngestionResults:
+    """The ingestion results the subset `part` of `plan` would have had."""
+    leaked = {(leak.task or plan.task_name, leak.sample) for leak in plan.leakage}  # found on the whole task
     guessed = part if own_metric else dataclasses.replace(part, task_metric="acc,none")  # the stand-in: an accuracy
     kept_leaks = sum(1 for s in part.samples if (s.task, s.doc_id) in leaked)
     validation = dataclasses.replace(findings, leakage_count=kept_leaks, leakage_examples=[])
@@ -94,19 +94,18 @@ def subset_scores(plan: Plan, findings: PreflightFindings, reference: ReferenceD
     own_metric = not plan.custom_functions()
     metric = plan.task_metric if own_metric else MARGIN_ACCURACY if multiple_choice else MEAN_LOGLIKELIHOOD
     stand_in = {c: (m > 0).astype(float) if multiple_choice else m for c, m in margins.items()}
-    leaked = {(leak.task or plan.task_name, leak.sample) for leak in leaked_samples(plan)}
-    everything = np.ones(len(plan.samples), dtype=bool)
 
     def scored(subset: np.ndarray) -> Evaluation:
-        values = _values(plan, responses, stand_in, subset, own_metric)
-        return evaluate(_results(plan, findings, metric, values, subset, leaked, own_metric), reference)
+        part = sub_plan(plan, subset)
+        values = _values(part, responses, stand_in, subset, own_metric)
+        return evaluate(_results(plan, part, findings, metric, values, own_metric), reference)
 
-    whole, n_dropped = scored(everything), int((~keep).sum())
+    whole = scored(np.ones(len(plan.samples), dtype=bool))
     if not keep.any():
-        return SubsetScores(metric, own_metric, whole, None, n_dropped, "every sample would be dropped")
+        return SubsetScores(metric, own_metric, whole, None, "every sample would be dropped")
     if own_metric and (task := empty_subtask(plan, keep)):
-        return SubsetScores(metric, own_metric, whole, None, n_dropped, f"subtask {task} would keep no sample")
-    return SubsetScores(metric, own_metric, whole, scored(keep), n_dropped)
+        return SubsetScores(metric, own_metric, whole, None, f"subtask {task} would keep no sample")
+    return SubsetScores(metric, own_metric, whole, scored(keep))
 
 
 def changes(scores: SubsetScores) -> list[str]:

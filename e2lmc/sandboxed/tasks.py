@@ -22,6 +22,7 @@ from lm_eval.api.model import LM
 
 from ..errors import UserError
 from ..formats.requests import GENERATE, LOGLIKELIHOOD, ROLLING, RequestKey, request_key, unknown_kind
+from ..formats.results import is_metric_key
 from .guards import confined, named_documents, sandbox_templates
 from .submission import Submission, load_task_yaml
 
@@ -139,7 +140,7 @@ def record_requests(submission: Submission, task_dict: dict) -> tuple[RecordingL
     with named_documents():
         keys = run_task(submission, task_dict, lm)
     if submission.task_metric not in keys:
-        produced = sorted(k for k in keys if "," in k and "_stderr" not in k)
+        produced = sorted(filter(is_metric_key, keys))
         by_metric = {key.split(",")[0]: key for key in reversed(produced)}  # the metric's name, before its filter
         close = difflib.get_close_matches(submission.task_metric.split(",")[0], list(by_metric), 1)
         raise UserError(f"metadata.yaml: task_metric '{submission.task_metric}' is not produced by task "

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats.reference import ReferenceData, read_reference
-from ..formats.results import RESULTS_KIND, compared_metrics
+from ..formats.results import RESULTS_KIND, compared_metrics, metric_sign
 from ..formats.series import iterations_to_tokens
 from .formulas import SignalQuality, signal_quality
 
@@ -77,8 +77,7 @@ def _results_records(path: Path, data: dict, reference: ReferenceData | None) ->
     checkpoints = [r for r in data.get("checkpoints") or [] if isinstance(r, dict)]
     task_metric, downward = data.get("task_metric"), set(data.get("lower_is_better") or [])
     metrics = compared_metrics(task_metric, (k for r in checkpoints for k in (r.get("metrics") or {})))
-    signs = {m: (1.0 if data.get("higher_is_better", True) else -1.0) if m == task_metric
-             else -1.0 if m in downward else 1.0 for m in metrics}
+    signs = {m: metric_sign(m, task_metric, data.get("higher_is_better", True), downward) for m in metrics}
 
     def values(result: dict) -> dict[str, float | None]:
         found = result.get("metrics") or {}
